@@ -1,0 +1,79 @@
+# ransomeye.ops: every entry point an operator or CI uses. `make demo` and `make test`
+# set up everything they need themselves (venv, dependencies, collection link).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+BUILD := $(CURDIR)/.build
+COLLECTIONS := $(BUILD)/collections
+COLL_LINK := $(COLLECTIONS)/ansible_collections/ransomeye/ops
+SANITY_ROOT := $(BUILD)/sanity
+SANITY_COLL := $(SANITY_ROOT)/ansible_collections/ransomeye/ops
+DEMO_DIR ?= $(CURDIR)/.demo
+PYTEST_WORKERS ?= 2
+
+export LC_ALL := C.UTF-8
+export LANG := C.UTF-8
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
+export PYTHONPATH := $(COLLECTIONS):$(CURDIR)
+export PATH := $(BIN):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help setup sysdeps venv collection demo demo-clean test sanity units integration molecule bench build clean
+
+help:
+	@echo "make demo        build the demo RansomEye host and run the DR drill against it"
+	@echo "make demo-clean  stop the demo services and remove $(DEMO_DIR)"
+	@echo "make test        sanity + unit + integration tests (what CI runs)"
+	@echo "make sanity | units | integration | bench | build"
+
+setup: sysdeps venv collection
+
+sysdeps:
+	@bash tools/sysdeps.sh
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install -q -r requirements-dev.txt 2>&1 | grep -v "is ignored" || true
+	@$(BIN)/python -c "import ansible, cryptography, psycopg2, psutil, pytest, xdist, supervisor, gunicorn"
+	@touch $@
+
+venv: $(BIN)/.installed
+
+collection:
+	@mkdir -p $(dir $(COLL_LINK))
+	@test -L $(COLL_LINK) || ln -s $(CURDIR) $(COLL_LINK)
+
+demo: setup
+	$(BIN)/python -m tests.harness.demo up --dir $(DEMO_DIR)
+	$(BIN)/python -m tests.harness.demo play --dir $(DEMO_DIR)
+	@$(BIN)/python -m tests.harness.demo info --dir $(DEMO_DIR)
+
+demo-clean:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.harness.demo down --dir $(DEMO_DIR) || true; fi
+	rm -rf $(DEMO_DIR)
+
+test: setup sanity units integration
+
+sanity: setup
+	@bash tools/sanity.sh $(SANITY_COLL)
+
+units: setup
+	$(BIN)/python -m pytest -q tests/unit -n $(PYTEST_WORKERS)
+
+integration: setup
+	$(BIN)/python -m pytest -q tests/integration -n $(PYTEST_WORKERS) --dist loadfile
+
+bench: setup
+	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
+build: setup
+	$(BIN)/ansible-galaxy collection build --force --output-path $(BUILD)/dist .
+
+clean: demo-clean
+	rm -rf $(BUILD) .pytest_cache

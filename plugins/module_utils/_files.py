@@ -1,0 +1,304 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to ransomeye.ops: crash-safe file writes, a symlink-proof tree walk, streaming hashes."""
+
+from __future__ import absolute_import, division, print_function, annotations
+
+__metaclass__ = type
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+import time
+import typing as t
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+
+READ_CHUNK = 1024 * 1024
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str, chunk_size: int = READ_CHUNK) -> str:
+    """Hex SHA-256 of a file, read in chunks (flat memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_stream(handle: t.BinaryIO, chunk_size: int = READ_CHUNK) -> t.Tuple[str, int]:
+    """Hex SHA-256 and byte count of everything left in ``handle``."""
+    digest = hashlib.sha256()
+    size = 0
+    for block in iter(lambda: handle.read(chunk_size), b""):
+        digest.update(block)
+        size += len(block)
+    return digest.hexdigest(), size
+
+
+def backup_copy(path: str) -> str:
+    """Copy ``path`` next to itself as ``path.<timestamp>~`` (mode and owner kept); return its name."""
+    stamp = time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime())
+    dest = "%s.%d.%s~" % (path, os.getpid(), stamp)
+    suffix = 0
+    while os.path.lexists(dest):
+        suffix += 1
+        dest = "%s.%d.%s.%d~" % (path, os.getpid(), stamp, suffix)
+    with open(path, "rb") as src, _exclusive(dest, stat.S_IMODE(os.stat(path).st_mode)) as dst:
+        shutil.copyfileobj(src, dst, READ_CHUNK)
+        dst.flush()
+        os.fsync(dst.fileno())
+    st = os.stat(path)
+    _chown_quietly(dest, st.st_uid, st.st_gid)
+    fsync_dir(os.path.dirname(os.path.abspath(dest)))
+    return dest
+
+
+@contextlib.contextmanager
+def _exclusive(path: str, mode: int) -> t.Iterator[t.BinaryIO]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    with os.fdopen(fd, "wb") as handle:
+        yield handle
+
+
+def _chown_quietly(path: str, uid: int, gid: int) -> None:
+    try:
+        os.chown(path, uid, gid)
+    except PermissionError:
+        # An unprivileged user cannot give a file away; keeping our own
+        # ownership is the only possible outcome and not an error.
+        pass
+
+
+class AtomicWriter:
+    """Write a file so that readers see the old content or the new, never a mix.
+
+    The temp file lives in the target directory (so the rename is atomic and on
+    one filesystem), is created 0600 with O_EXCL, fsynced, renamed over the
+    target, and the directory is fsynced. Mode and owner of an existing target
+    are kept unless given. Use as a context manager; on an exception the temp
+    file is removed and the target is untouched.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        mode: t.Optional[int] = None,
+        uid: t.Optional[int] = None,
+        gid: t.Optional[int] = None,
+        backup: bool = False,
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self.directory = os.path.dirname(self.path)
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.backup = backup
+        self.backup_file: t.Optional[str] = None
+        self.handle: t.Optional[t.BinaryIO] = None
+        self.tmp_path: t.Optional[str] = None
+
+    def __enter__(self) -> t.BinaryIO:
+        if not os.path.isdir(self.directory):
+            raise RansomeyeError("directory %s does not exist" % self.directory)
+        fd, self.tmp_path = tempfile.mkstemp(
+            prefix=".%s." % os.path.basename(self.path), suffix=".tmp", dir=self.directory
+        )
+        self.handle = os.fdopen(fd, "wb")
+        return self.handle
+
+    def __exit__(self, exc_type: t.Any, exc: t.Any, tb: t.Any) -> None:
+        assert self.handle is not None and self.tmp_path is not None
+        if exc_type is not None:
+            self.handle.close()
+            _unlink_quietly(self.tmp_path)
+            return
+        try:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            self._apply_metadata()
+            if self.backup and os.path.exists(self.path):
+                self.backup_file = backup_copy(self.path)
+            os.rename(self.tmp_path, self.path)
+        except BaseException:
+            self.handle.close()
+            _unlink_quietly(self.tmp_path)
+            raise
+        fsync_dir(self.directory)
+
+    def _apply_metadata(self) -> None:
+        assert self.tmp_path is not None
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            current = None
+        mode = self.mode
+        if mode is None:
+            mode = stat.S_IMODE(current.st_mode) if current else 0o644 & ~_umask()
+        os.chmod(self.tmp_path, mode)
+        uid = self.uid if self.uid is not None else (current.st_uid if current else -1)
+        gid = self.gid if self.gid is not None else (current.st_gid if current else -1)
+        if uid != -1 or gid != -1:
+            _chown_quietly(self.tmp_path, uid, gid)
+
+
+def atomic_write(
+    path: str,
+    data: bytes,
+    mode: t.Optional[int] = None,
+    backup: bool = False,
+    uid: t.Optional[int] = None,
+    gid: t.Optional[int] = None,
+) -> t.Optional[str]:
+    """Atomically replace ``path`` with ``data``; return the backup file name, if one was made."""
+    writer = AtomicWriter(path, mode=mode, backup=backup, uid=uid, gid=gid)
+    with writer as handle:
+        handle.write(data)
+    return writer.backup_file
+
+
+def read_if_exists(path: str) -> t.Optional[bytes]:
+    """The file's bytes, or None when it does not exist (small files only: config, keys)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class WalkEntry(t.NamedTuple):
+    """One entry found by safe_walk.
+
+    ``dir_fd`` is an open descriptor of the parent directory, valid only until
+    the walk moves on: use it (``os.unlink(name, dir_fd=...)``) to act on the
+    entry without resolving its path again, which a symlink swap could redirect.
+    """
+
+    path: str
+    relpath: str
+    name: str
+    stat: os.stat_result
+    dir_fd: int
+
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+def safe_walk(
+    root: str,
+    one_filesystem: bool = True,
+    include_dirs: bool = False,
+    dirs_last: bool = True,
+) -> t.Iterator[WalkEntry]:
+    """Yield every entry below ``root`` without following a symlink or leaving its filesystem.
+
+    Each directory is opened relative to its parent's descriptor with
+    O_NOFOLLOW and checked to be the directory that was listed, so a directory
+    swapped for a symlink mid-walk is never entered. Symlinks are yielded as
+    symlinks (lstat), never resolved. Mount points below the root are skipped
+    when ``one_filesystem``. With ``include_dirs`` directories are yielded too,
+    after their contents when ``dirs_last`` (the order for removing empty ones).
+    Entries come in sorted order, so results are deterministic.
+    """
+    root = os.path.abspath(root)
+    try:
+        root_stat = os.lstat(root)
+    except FileNotFoundError:
+        raise RansomeyeError("root %s does not exist" % root)
+    if stat.S_ISLNK(root_stat.st_mode):
+        raise RansomeyeError("root %s is a symlink; give the real directory" % root)
+    if not stat.S_ISDIR(root_stat.st_mode):
+        raise RansomeyeError("root %s is not a directory" % root)
+    root_fd = os.open(root, _DIR_FLAGS)
+    try:
+        for entry in _walk_fd(root_fd, root, "", root_stat.st_dev if one_filesystem else None,
+                              include_dirs, dirs_last):
+            yield entry
+    finally:
+        os.close(root_fd)
+
+
+def _walk_fd(
+    dir_fd: int,
+    dir_path: str,
+    rel: str,
+    only_dev: t.Optional[int],
+    include_dirs: bool,
+    dirs_last: bool,
+) -> t.Iterator[WalkEntry]:
+    names = sorted(os.listdir(dir_fd))
+    for name in names:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        path = os.path.join(dir_path, name)
+        relpath = os.path.join(rel, name) if rel else name
+        entry = WalkEntry(path, relpath, name, st, dir_fd)
+        if not stat.S_ISDIR(st.st_mode):
+            yield entry
+            continue
+        if only_dev is not None and st.st_dev != only_dev:
+            continue
+        try:
+            child_fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            continue  # replaced by a symlink or removed since it was listed
+        try:
+            opened = os.fstat(child_fd)
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                continue
+            if include_dirs and not dirs_last:
+                yield entry
+            for sub in _walk_fd(child_fd, path, relpath, only_dev, include_dirs, dirs_last):
+                yield sub
+        finally:
+            os.close(child_fd)
+        if include_dirs and dirs_last:
+            yield entry
+
+
+def is_within(root: str, path: str) -> bool:
+    """True when ``path`` (already resolved) lies inside ``root`` (already resolved)."""
+    root = os.path.abspath(root)
+    path = os.path.abspath(path)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def ensure_directory(path: str, mode: int = 0o700) -> bool:
+    """Create ``path`` (and parents) when missing; return True when it created something."""
+    try:
+        os.makedirs(path, mode=mode)
+        return True
+    except OSError as exc:
+        if exc.errno == errno.EEXIST and os.path.isdir(path):
+            return False
+        raise

@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to ransomeye.ops: the module base class.
+
+Every module builds a RansomeyeModule and hands its work to ``run()``. Expected
+errors (RansomeyeError, OSError, ValueError raised by helpers) end as
+``fail_json(msg=...)``; nothing ends in a traceback.
+"""
+
+from __future__ import absolute_import, division, print_function, annotations
+
+__metaclass__ = type
+
+import traceback
+import typing as t
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+
+
+class RansomeyeModule(AnsibleModule):
+    """AnsibleModule that merges shared argument specs and never dies in a traceback."""
+
+    def __init__(
+        self,
+        argument_spec: dict,
+        shared_specs: t.Sequence[dict] = (),
+        **kwargs: t.Any,
+    ) -> None:
+        spec: dict = {}
+        for shared in shared_specs:
+            spec.update(shared)
+        spec.update(argument_spec)
+        super().__init__(argument_spec=spec, **kwargs)
+
+    def run(self, action: t.Callable[["RansomeyeModule"], dict]) -> None:
+        """Call ``action(self)``, which returns the result dict, and exit with it."""
+        try:
+            result = action(self)
+        except RansomeyeError as exc:
+            self.fail_json(msg=exc.msg, **exc.details)
+        except (OSError, ValueError) as exc:
+            # Helpers raise these for unreadable paths and malformed input; the
+            # message names the path or value, which is what the operator needs.
+            self.fail_json(msg="%s: %s" % (type(exc).__name__, exc), exception=traceback.format_exc())
+        result.setdefault("changed", False)
+        self.exit_json(**result)

@@ -1,0 +1,1 @@
+"""Test harness of ransomeye.ops: throwaway PostgreSQL, Ansible runners, demo host."""
