@@ -122,7 +122,8 @@ class AtomicWriter:
         return self.handle
 
     def __exit__(self, exc_type: t.Any, exc: t.Any, tb: t.Any) -> None:
-        assert self.handle is not None and self.tmp_path is not None
+        if self.handle is None or self.tmp_path is None:
+            raise RuntimeError("AtomicWriter exited without being entered")
         if exc_type is not None:
             self.handle.close()
             _unlink_quietly(self.tmp_path)
@@ -142,7 +143,8 @@ class AtomicWriter:
         fsync_dir(self.directory)
 
     def _apply_metadata(self) -> None:
-        assert self.tmp_path is not None
+        if self.tmp_path is None:
+            raise RuntimeError("AtomicWriter has no temp file")
         try:
             current = os.stat(self.path)
         except FileNotFoundError:
@@ -239,9 +241,8 @@ def safe_walk(
         raise RansomeyeError("root %s is not a directory" % root)
     root_fd = os.open(root, _DIR_FLAGS)
     try:
-        for entry in _walk_fd(root_fd, root, "", root_stat.st_dev if one_filesystem else None,
-                              include_dirs, dirs_last):
-            yield entry
+        yield from _walk_fd(root_fd, root, "", root_stat.st_dev if one_filesystem else None,
+                            include_dirs, dirs_last)
     finally:
         os.close(root_fd)
 
@@ -278,8 +279,7 @@ def _walk_fd(
                 continue
             if include_dirs and not dirs_last:
                 yield entry
-            for sub in _walk_fd(child_fd, path, relpath, only_dev, include_dirs, dirs_last):
-                yield sub
+            yield from _walk_fd(child_fd, path, relpath, only_dev, include_dirs, dirs_last)
         finally:
             os.close(child_fd)
         if include_dirs and dirs_last:

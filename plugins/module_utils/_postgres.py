@@ -196,7 +196,7 @@ _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)")
 
 def _tool_major(path: str) -> t.Optional[int]:
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = _VERSION_RE.search(out)

@@ -102,7 +102,7 @@ def run_playbook(
             argv.append("-" + "v" * verbosity)
         argv += list(args)
         run_env = ansible_env(dict(env or {}, RANSOMEYE_RECORD_FILE=record), home=os.path.join(tmp, "home"))
-        proc = subprocess.run(argv, capture_output=True, text=True, env=run_env, timeout=timeout, cwd=tmp)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=run_env, timeout=timeout, cwd=tmp, check=False)
         results, stats = [], {}
         if os.path.exists(record):
             with open(record, encoding="utf-8") as handle:
@@ -169,7 +169,7 @@ def run_module_direct(
         args_file = handle.name
     try:
         proc = subprocess.run([sys.executable, path, args_file], capture_output=True, text=True,
-                              env=ansible_env(env), timeout=timeout)
+                              env=ansible_env(env), timeout=timeout, check=False)
     finally:
         os.unlink(args_file)
     try:

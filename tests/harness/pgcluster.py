@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import typing as t
 
 
@@ -28,7 +27,7 @@ def server_bindir() -> str:
     candidates = []
     pg_config = shutil.which("pg_config")
     if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip()
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
         if out:
             candidates.append(out)
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True)
@@ -78,7 +77,7 @@ class PgCluster:
         return argv
 
     def _run(self, argv: t.List[str], timeout: int = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self._cmd(argv), capture_output=True, text=True, timeout=timeout, cwd="/")
+        proc = subprocess.run(self._cmd(argv), capture_output=True, text=True, timeout=timeout, cwd="/", check=False)
         if proc.returncode != 0:
             raise RuntimeError("%s failed (%d): %s%s" % (argv[0], proc.returncode, proc.stdout, proc.stderr))
         return proc
@@ -140,7 +139,7 @@ class PgCluster:
     def stop(self) -> None:
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):
             subprocess.run(self._cmd([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "immediate",
-                                      "-w", "-t", "60", "stop"]), capture_output=True, cwd="/")
+                                      "-w", "-t", "60", "stop"]), capture_output=True, cwd="/", check=False)
 
     def destroy(self) -> None:
         self.stop()

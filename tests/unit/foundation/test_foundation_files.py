@@ -54,7 +54,7 @@ def test_process_killed_before_rename_leaves_old_file_intact(tmp_path):
     """) % (COLLECTIONS, str(target), str(ready))
     proc = subprocess.Popen([sys.executable, "-c", script])
     try:
-        for _ in range(200):
+        for _attempt in range(200):
             if ready.exists():
                 break
             proc.poll()
