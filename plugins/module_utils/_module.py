@@ -12,7 +12,6 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
-import traceback
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
@@ -44,6 +43,6 @@ class RansomeyeModule(AnsibleModule):
         except (OSError, ValueError) as exc:
             # Helpers raise these for unreadable paths and malformed input; the
             # message names the path or value, which is what the operator needs.
-            self.fail_json(msg="%s: %s" % (type(exc).__name__, exc), exception=traceback.format_exc())
+            self.fail_json(msg="%s: %s" % (type(exc).__name__, exc))
         result.setdefault("changed", False)
         self.exit_json(**result)
