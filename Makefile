@@ -23,13 +23,13 @@ export PYTHONPATH := $(COLLECTIONS):$(CURDIR)
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup sysdeps venv collection demo demo-clean test sanity units integration molecule bench build clean
+.PHONY: help setup sysdeps venv collection demo demo-clean test sanity units integration molecule bench build offline-bundle clean
 
 help:
 	@echo "make demo        build the demo RansomEye host and run the DR drill against it"
 	@echo "make demo-clean  stop the demo services and remove $(DEMO_DIR)"
 	@echo "make test        sanity + unit + integration tests (what CI runs)"
-	@echo "make sanity | units | integration | bench | build"
+	@echo "make sanity | units | integration | bench | build | offline-bundle"
 
 setup: sysdeps venv collection
 
@@ -74,6 +74,9 @@ bench: setup
 
 build: setup
 	$(BIN)/ansible-galaxy collection build --force --output-path $(BUILD)/dist .
+
+offline-bundle: setup
+	@bash tools/offline_bundle.sh $(BUILD)/offline
 
 clean: demo-clean
 	rm -rf $(BUILD) .pytest_cache
