@@ -27,9 +27,13 @@ class PlaybookRun(t.NamedTuple):
     stats: dict
 
     def task(self, name: str, host: t.Optional[str] = None) -> dict:
-        """The last result of the task called ``name`` (and ``host``); KeyError when absent."""
+        """The last result of the task called ``name`` (and ``host``); KeyError when absent.
+
+        A task inside a role is also found by its bare name (without ``role : ``).
+        """
         for record in reversed(self.results):
-            if record["task"] == name and (host is None or record["host"] == host):
+            named = record["task"] == name or record["task"].endswith(" : " + name)
+            if named and (host is None or record["host"] == host):
                 return record
         raise KeyError("no result for task %r; tasks: %s" % (name, [r["task"] for r in self.results]))
 
