@@ -23,7 +23,7 @@ export PYTHONPATH := $(COLLECTIONS):$(CURDIR)
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup sysdeps venv collection demo demo-clean test sanity units integration molecule bench build offline-bundle clean
+.PHONY: help setup demo-setup demo-sysdeps sysdeps venv collection demo demo-clean test sanity units integration molecule bench build offline-bundle clean
 
 help:
 	@echo "make demo        build the demo RansomEye host and run the DR drill against it"
@@ -32,9 +32,13 @@ help:
 	@echo "make sanity | units | integration | bench | build | offline-bundle"
 
 setup: sysdeps venv collection
+demo-setup: demo-sysdeps venv collection
 
 sysdeps:
-	@bash tools/sysdeps.sh
+	@bash tools/sysdeps.sh test
+
+demo-sysdeps:
+	@bash tools/sysdeps.sh demo
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +53,7 @@ collection:
 	@mkdir -p $(dir $(COLL_LINK))
 	@test -L $(COLL_LINK) || ln -s $(CURDIR) $(COLL_LINK)
 
-demo: setup
+demo: demo-setup
 	$(BIN)/python -m tests.harness.demo up --dir $(DEMO_DIR)
 	$(BIN)/python -m tests.harness.demo play --dir $(DEMO_DIR)
 	@$(BIN)/python -m tests.harness.demo info --dir $(DEMO_DIR)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Check the system packages the collection's tests and demo need; as root, install what is missing.
+# Usage: sysdeps.sh [demo|test]  (the demo needs PostgreSQL, openssl and zstd; the tests also rsyslog)
 set -euo pipefail
+purpose="${1:-test}"
 
 missing=()
 have_server() {
@@ -13,9 +15,11 @@ have_server || missing+=(postgresql)
 command -v pg_dump >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
-command -v rsyslogd >/dev/null 2>&1 || missing+=(rsyslog)
-[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null \
-  || missing+=(rsyslog-gnutls)
+if [ "$purpose" = test ]; then
+  command -v rsyslogd >/dev/null 2>&1 || missing+=(rsyslog)
+  compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null || compgen -G "/usr/lib64/rsyslog/lmnsd_gtls.so" >/dev/null \
+    || missing+=(rsyslog-gnutls)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -188,3 +188,35 @@ def running_cluster(**kwargs: t.Any) -> t.Iterator[PgCluster]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+def main(argv: t.Optional[t.List[str]] = None) -> int:
+    """``python -m tests.harness.pgcluster start|stop --base DIR``: for ansible-test setup targets.
+
+    ``start`` prints the connection as JSON (port, password, base); the
+    password is also kept in ``<base>/superuser.json`` (0600) for ``stop``.
+    """
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="pgcluster")
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--base", required=True)
+    args = parser.parse_args(argv)
+    state = os.path.join(args.base, "superuser.json")
+    if args.action == "start":
+        cluster = PgCluster(base=args.base)
+        cluster.start()
+        info = {"base": cluster.base, "host": cluster.host, "port": cluster.port, "password": cluster.password}
+        fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(info, handle)
+        print(json.dumps(info))
+    else:
+        cluster = PgCluster(base=args.base)
+        cluster.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
