@@ -1,0 +1,249 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: ransomeye_backup
+short_description: Encrypted, signed, deduplicated backup of the RansomEye database, config and artifacts
+version_added: "1.0.0"
+description:
+  - Backs up any subset of three components into a backup repository (format in C(docs/BACKUP_FORMAT.md)).
+  - V(database) runs C(pg_dump -Fc) and streams its output straight into an encrypted container; no plaintext dump
+    ever touches the disk. The dump and the per-table row counts come from one exported snapshot, so the counts
+    recorded in the manifest are exactly those of the dump. A failed or killed C(pg_dump) (non-zero exit status or an
+    error on its stderr) fails the task and never becomes a backup.
+  - V(config) stores a deterministic tar of O(config_paths) (modes, owners, symlinks kept as links).
+  - V(artifacts) is incremental and deduplicated across all backups of the repository. Files are identified by a keyed
+    hash of their content, so identical content is stored once. Unchanged files are skipped by a stat cache
+    (size, mtime, ctime, inode) with a small random forced rehash each run and a full rehash when timestamps look wrong.
+  - Every object is encrypted (AES-256-GCM in 1 MiB authenticated chunks). With O(mode=rsa) the file key is wrapped for
+    each public key in O(recipients), so the backup host holds no secret able to decrypt. With O(mode=aes) it is
+    wrapped with the 256-bit key in O(key_file).
+  - One manifest per backup is written last and atomically, signed with O(signing_key). It carries a monotonic C(seq),
+    the SHA-256 of the previous manifest, the signer key id, advisory wall-clock times, tool and PostgreSQL versions,
+    the plaintext and ciphertext SHA-256 and size of every object, per-file hashes and per-table row counts.
+  - A repository lock serialises concurrent runs. O(keep_last) retention and a crash-safe mark-and-sweep prune run
+    after the new manifest is durable.
+  - "Test hook: when the environment variable C(RANSOMEYE_BACKUP_TEST_HOOK) is set to C(<point>:kill) the module sends
+    itself SIGKILL at that point (C(during_dump), C(during_artifacts), C(before_manifest), C(after_manifest));
+    C(during_dump:kill_pg_dump) kills the C(pg_dump) child instead. Used by the crash tests only."
+author:
+  - ransomeye.ops contributors
+options:
+  repo:
+    description:
+      - Directory of the backup repository. Created (mode 0700) when missing.
+    type: path
+    required: true
+  components:
+    description:
+      - Which components to back up.
+    type: list
+    elements: str
+    choices: [database, config, artifacts]
+    default: [database, config, artifacts]
+  db:
+    description:
+      - Name of the database to dump. Required when O(components) contains V(database).
+    type: str
+  config_paths:
+    description:
+      - Files and directories of the configuration tree. Required when O(components) contains V(config).
+      - Symlinks are stored as links, never followed; the walk stays on one filesystem.
+    type: list
+    elements: path
+    default: []
+  artifact_paths:
+    description:
+      - Directories (or files) of forensic artifacts. Required when O(components) contains V(artifacts).
+    type: list
+    elements: path
+    default: []
+  mode:
+    description:
+      - V(rsa) encrypts to the public keys in O(recipients) (RSA-OAEP-SHA256 wraps each object's file key).
+      - V(aes) wraps the file keys with the 256-bit key in O(key_file).
+    type: str
+    choices: [rsa, aes]
+    default: rsa
+  recipients:
+    description:
+      - PEM public keys (RSA) able to decrypt the backup. Required with O(mode=rsa).
+    type: list
+    elements: path
+  key_file:
+    description:
+      - A 256-bit key file (32 raw bytes, 64 hex characters or base64). Required with O(mode=aes).
+    type: path
+  signing_key:
+    description:
+      - PEM private key that signs the manifest, or a signing key directory (its C(active.key) is used),
+        as maintained by M(ransomeye.ops.ransomeye_rotate_signing_keys).
+    type: path
+    required: true
+  signing_key_passphrase:
+    description:
+      - Passphrase of O(signing_key), when it is encrypted.
+    type: str
+  keep_last:
+    description:
+      - Keep only the newest N backups (by C(seq), never by wall-clock time), then remove every object that no kept
+        manifest references. Unset keeps everything.
+    type: int
+  max_age:
+    description:
+      - Skip the backup (C(changed=false)) when the newest complete backup, whose signature verifies with
+        O(signing_key), is younger than this (V(30d), V(12h), V(15m), V(45s) or a number of days).
+      - A newest backup dated in the future (the clock went backwards) never counts as fresh.
+    type: str
+  lock_timeout:
+    description:
+      - Seconds to wait for the repository lock held by another run before failing.
+    type: int
+    default: 300
+  rehash_percent:
+    description:
+      - Percentage of the artifacts skipped by the stat cache that are re-read and re-hashed anyway each run.
+    type: float
+    default: 2.0
+extends_documentation_fragment:
+  - ransomeye.ops.postgres
+  - ransomeye.ops.attributes
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: In check mode nothing is written; the result says whether a backup would be taken (see O(max_age)).
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - The manifest records plaintext SHA-256 digests and the paths of backed-up files (needed by the restore drill);
+    protect the repository against reading like any other inventory of the host.
+seealso:
+  - module: ransomeye.ops.ransomeye_backup_verify
+  - module: ransomeye.ops.ransomeye_restore
+'''
+
+EXAMPLES = r'''
+- name: Nightly backup of everything, encrypted to the DR team's public key
+  ransomeye.ops.ransomeye_backup:
+    repo: /srv/backup/ransomeye
+    components: [database, config, artifacts]
+    db: ransomeye
+    login_host: 127.0.0.1
+    login_password: "{{ ransomeye_db_admin_password }}"
+    config_paths: [/etc/ransomeye]
+    artifact_paths: [/var/lib/ransomeye/artifacts]
+    mode: rsa
+    recipients: [/etc/ransomeye/backup/recipient.pub]
+    signing_key: /etc/ransomeye/keys/signing
+    keep_last: 14
+    max_age: 20h
+
+- name: Config only, with a symmetric key file
+  ransomeye.ops.ransomeye_backup:
+    repo: /srv/backup/ransomeye
+    components: [config]
+    config_paths: [/etc/ransomeye]
+    mode: aes
+    key_file: /etc/ransomeye/backup/backup.key
+    signing_key: /etc/ransomeye/keys/signing/active.key
+'''
+
+RETURN = r'''
+backup_id:
+  description: Id of the new backup (C(<seq 8 digits>-<UTC time>)); the newest existing one when skipped.
+  returned: always
+  type: str
+  sample: 00000003-20261127T180102Z
+seq:
+  description: Monotonic sequence number of the backup in this repository.
+  returned: always
+  type: int
+  sample: 3
+manifest:
+  description: Path of the signed manifest.
+  returned: always
+  type: str
+  sample: /srv/backup/ransomeye/manifests/00000003.json
+manifest_sha256:
+  description: SHA-256 of the manifest file (the next manifest records it as C(prev_manifest_sha256)).
+  returned: when a backup was taken or found fresh
+  type: str
+skipped:
+  description: True when O(max_age) found a fresh complete backup and nothing was done.
+  returned: always
+  type: bool
+reason:
+  description: Why the backup was taken or skipped.
+  returned: always
+  type: str
+tables:
+  description: Row count of every table in the dump, C(schema.table) to rows, counted in the dump's snapshot.
+  returned: when the database component was backed up
+  type: dict
+  sample: {"public.alerts": 5000, "public.hosts": 40}
+stats:
+  description:
+    - Per component (C(database), C(config), C(artifacts)) and C(total).
+    - Keys C(bytes_read) (plaintext read), C(bytes_stored) (ciphertext written), C(bytes_deduplicated)
+      (plaintext not stored again because identical content already was), C(files_new), C(files_changed),
+      C(files_unchanged), C(files_rehashed), C(objects_new), C(objects_reused), C(duration) (seconds).
+  returned: always
+  type: dict
+  sample:
+    artifacts: {bytes_read: 2097152, bytes_stored: 1048700, bytes_deduplicated: 1048576, files_new: 1,
+                files_changed: 0, files_unchanged: 300, files_rehashed: 6, objects_new: 1, objects_reused: 301,
+                duration: 0.41}
+pruned:
+  description: What retention removed, C(manifests) (backup ids), C(objects) and C(bytes).
+  returned: always
+  type: dict
+  sample: {manifests: ["00000001-20261120T010000Z"], objects: 12, bytes: 48213}
+clock_went_backwards:
+  description: True when the wall clock is earlier than the previous backup's advisory time (ordering uses C(seq)).
+  returned: when a backup was taken
+  type: bool
+'''
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
+from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import postgres_argument_spec
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_run import run_backup
+
+
+def main():
+    module = RansomeyeModule(
+        argument_spec=dict(
+            repo=dict(type="path", required=True),
+            components=dict(type="list", elements="str", choices=["database", "config", "artifacts"],
+                            default=["database", "config", "artifacts"]),
+            db=dict(type="str"),
+            config_paths=dict(type="list", elements="path", default=[]),
+            artifact_paths=dict(type="list", elements="path", default=[]),
+            mode=dict(type="str", choices=["rsa", "aes"], default="rsa"),
+            recipients=dict(type="list", elements="path"),
+            key_file=dict(type="path", no_log=False),
+            signing_key=dict(type="path", required=True, no_log=False),
+            signing_key_passphrase=dict(type="str", no_log=True),
+            keep_last=dict(type="int"),
+            max_age=dict(type="str"),
+            lock_timeout=dict(type="int", default=300),
+            rehash_percent=dict(type="float", default=2.0),
+        ),
+        shared_specs=[postgres_argument_spec()],
+        supports_check_mode=True,
+        required_if=[("mode", "rsa", ["recipients"]), ("mode", "aes", ["key_file"])],
+    )
+    module.run(run_backup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: ransomeye_backup_verify
+short_description: Verify RansomEye backups (signatures, hash chain, objects) at three depths
+version_added: "1.0.0"
+description:
+  - Checks backups written by M(ransomeye.ops.ransomeye_backup). It never changes anything (it takes the repository
+    lock shared, so it never sees a half-written backup or a half-done prune).
+  - V(quick) checks every manifest's signature against O(trusted_keys) (following the key-update chain of a key
+    directory, so manifests signed by since-rotated keys still verify), the C(seq) and previous-manifest hash chain,
+    the repository id, and that every object is present with the right size.
+  - V(ciphertext) also computes the SHA-256 of every stored object. It needs no private key.
+  - V(full) also decrypts and authenticates every chunk of every object and compares the plaintext SHA-256 and size
+    with the manifest. It needs O(private_key) (rsa mode) or O(key_file) (aes mode).
+  - Objects shared by several backups are read once per run.
+author:
+  - ransomeye.ops contributors
+options:
+  repo:
+    description:
+      - Directory of the backup repository.
+    type: path
+    required: true
+  backup:
+    description:
+      - Which backup to verify, a backup id, V(latest) or V(all).
+      - The hash chain is always checked across every manifest present.
+    type: str
+    default: latest
+  level:
+    description:
+      - How deep to verify, see the description.
+    type: str
+    choices: [quick, ciphertext, full]
+    default: quick
+  trusted_keys:
+    description:
+      - Public keys trusted to sign manifests. Each item is a PEM public key file, a directory of C(.pub) files, or a
+        signing key directory (its key-update chain is walked from the keys it holds as trust anchors).
+    type: list
+    elements: path
+    required: true
+  private_key:
+    description:
+      - PEM private key of a recipient, for O(level=full) on rsa-mode backups.
+    type: path
+  private_key_passphrase:
+    description:
+      - Passphrase of O(private_key), when it is encrypted.
+    type: str
+  key_file:
+    description:
+      - The 256-bit key file, for O(level=full) on aes-mode backups.
+    type: path
+  fail_on_problems:
+    description:
+      - Fail the task when any problem is found. With V(false) the problems are only returned.
+    type: bool
+    default: true
+  lock_timeout:
+    description:
+      - Seconds to wait for a backup or prune in progress before failing.
+    type: int
+    default: 300
+extends_documentation_fragment:
+  - ransomeye.ops.attributes
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Verification reads only, so it runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: ransomeye.ops.ransomeye_backup
+  - module: ransomeye.ops.ransomeye_restore
+'''
+
+EXAMPLES = r'''
+- name: Weekly full verification of every backup
+  ransomeye.ops.ransomeye_backup_verify:
+    repo: /srv/backup/ransomeye
+    backup: all
+    level: full
+    trusted_keys: [/etc/ransomeye/keys/signing]
+    private_key: /root/dr/recipient.key
+
+- name: Quick check of the newest backup, report only
+  ransomeye.ops.ransomeye_backup_verify:
+    repo: /srv/backup/ransomeye
+    trusted_keys: [/etc/ransomeye/keys/signing/active.pub]
+    fail_on_problems: false
+  register: verify
+'''
+
+RETURN = r'''
+verified:
+  description: Ids of the backups that passed every check at the requested level.
+  returned: always
+  type: list
+  elements: str
+  sample: ["00000002-20261126T010000Z", "00000003-20261127T010000Z"]
+problems:
+  description:
+    - Every problem found. C(backup) is the backup id (or the manifest file name when the manifest is unreadable),
+      C(object) names the object id or C(manifest:<file>), C(reason) says what is wrong.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{backup: "00000003-20261127T010000Z", object: "9f2c...e1", reason: "ciphertext SHA-256 mismatch"}]
+backups:
+  description: The backups looked at, with C(backup_id), C(seq), C(created) (advisory), C(signer) and C(components).
+  returned: always
+  type: list
+  elements: dict
+level:
+  description: The level used.
+  returned: always
+  type: str
+objects_checked:
+  description: Number of distinct objects checked.
+  returned: always
+  type: int
+bytes_checked:
+  description: Ciphertext bytes read (levels V(ciphertext) and V(full)).
+  returned: always
+  type: int
+'''
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import run_verify_module
+
+
+def main():
+    module = RansomeyeModule(
+        argument_spec=dict(
+            repo=dict(type="path", required=True),
+            backup=dict(type="str", default="latest"),
+            level=dict(type="str", choices=["quick", "ciphertext", "full"], default="quick"),
+            trusted_keys=dict(type="list", elements="path", required=True, no_log=False),
+            private_key=dict(type="path", no_log=False),
+            private_key_passphrase=dict(type="str", no_log=True),
+            key_file=dict(type="path", no_log=False),
+            fail_on_problems=dict(type="bool", default=True),
+            lock_timeout=dict(type="int", default=300),
+        ),
+        supports_check_mode=True,
+        mutually_exclusive=[("private_key", "key_file")],
+    )
+    module.run(run_verify_module)
+
+
+if __name__ == "__main__":
+    main()

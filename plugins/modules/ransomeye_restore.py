@@ -1,0 +1,234 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: ransomeye_restore
+short_description: Restore a verified RansomEye backup, with a one-rename database rollback
+version_added: "1.0.0"
+description:
+  - Restores a backup written by M(ransomeye.ops.ransomeye_backup).
+  - It verifies first (signature and key chain, hash chain, and the ciphertext SHA-256 of every object it needs, see
+    O(verify_level)); a backup that fails verification is refused and no option overrides a bad signature. Every
+    chunk is authenticated again while it is decrypted.
+  - "V(database): restored with C(pg_restore) into a new database C(<db>_restoring_<seq>); the per-table row counts
+    are compared with the manifest; connections to the current database are refused and terminated; the current
+    database is renamed to C(<db>_pre_restore_<seq>) and the new one to O(db). O(state=rolled_back) renames them back
+    (and drops the restored copy, which the backup can recreate)."
+  - With O(jobs) > 1 the dump is staged for a parallel C(pg_restore -j) in a 0700 directory that is removed
+    afterwards, even on failure. With O(jobs=1) nothing is staged: the decrypted stream goes straight to C(pg_restore).
+  - V(config) and V(artifacts) are restored to their original paths, or under O(dest) (C(<dest>/<original path>)).
+    No entry may escape its target: C(..), absolute member names, symlinks pointing outside the restored tree, and
+    existing symlinks in the target path are refused. Every file is written atomically and its plaintext SHA-256 is
+    compared with the manifest before it replaces anything.
+  - Idempotent: a file that already has the backed-up content, mode and type is left alone; a database that already
+    carries this backup's restore marker and the manifest's row counts is left alone.
+author:
+  - ransomeye.ops contributors
+options:
+  repo:
+    description:
+      - Directory of the backup repository.
+    type: path
+    required: true
+  backup:
+    description:
+      - Backup id to restore, or V(latest).
+    type: str
+    default: latest
+  components:
+    description:
+      - Components to restore. Default is every component the backup holds.
+    type: list
+    elements: str
+    choices: [database, config, artifacts]
+  private_key:
+    description:
+      - PEM private key of a recipient (rsa-mode backups).
+    type: path
+  private_key_passphrase:
+    description:
+      - Passphrase of O(private_key), when it is encrypted.
+    type: str
+  key_file:
+    description:
+      - The 256-bit key file (aes-mode backups).
+    type: path
+  trusted_keys:
+    description:
+      - Public keys trusted to sign manifests (PEM files, directories of C(.pub) files, or signing key directories
+        whose key-update chain is walked). Required with O(state=restored).
+    type: list
+    elements: path
+  db:
+    description:
+      - Name of the database to restore into (swap target). Default is the name recorded in the manifest.
+    type: str
+  dest:
+    description:
+      - Restore config and artifacts under this directory instead of their original paths.
+    type: path
+  state:
+    description:
+      - V(restored) restores the backup. V(rolled_back) undoes the last database restore of O(db) by renaming
+        C(<db>_pre_restore_<seq>) back (files are not rolled back).
+    type: str
+    choices: [restored, rolled_back]
+    default: restored
+  verify_level:
+    description:
+      - Verification done before anything is restored. V(full) decrypts everything twice.
+    type: str
+    choices: [ciphertext, full]
+    default: ciphertext
+  jobs:
+    description:
+      - Parallel C(pg_restore) jobs. Above 1 the decrypted dump is staged in a 0700 temporary directory.
+    type: int
+    default: 1
+  staging_dir:
+    description:
+      - Parent directory of the staging directory used with O(jobs) > 1. Default is the system temp directory.
+    type: path
+  lock_timeout:
+    description:
+      - Seconds to wait for a backup or prune in progress before failing.
+    type: int
+    default: 300
+extends_documentation_fragment:
+  - ransomeye.ops.postgres
+  - ransomeye.ops.attributes
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: In check mode the backup is verified and the files and database that would change are reported.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: ransomeye.ops.ransomeye_backup
+  - module: ransomeye.ops.ransomeye_backup_verify
+'''
+
+EXAMPLES = r'''
+- name: Restore the newest backup in place
+  ransomeye.ops.ransomeye_restore:
+    repo: /srv/backup/ransomeye
+    backup: latest
+    private_key: /root/dr/recipient.key
+    trusted_keys: [/etc/ransomeye/keys/signing]
+    db: ransomeye
+    login_host: 127.0.0.1
+    login_password: "{{ ransomeye_db_admin_password }}"
+  register: restore
+
+- name: Roll the database back to what it was before the restore
+  ransomeye.ops.ransomeye_restore:
+    repo: /srv/backup/ransomeye
+    db: ransomeye
+    state: rolled_back
+    login_host: 127.0.0.1
+    login_password: "{{ ransomeye_db_admin_password }}"
+
+- name: Restore only the artifacts under a scratch directory
+  ransomeye.ops.ransomeye_restore:
+    repo: /srv/backup/ransomeye
+    components: [artifacts]
+    dest: /srv/scratch
+    key_file: /root/dr/backup.key
+    trusted_keys: [/etc/ransomeye/keys/signing/active.pub]
+'''
+
+RETURN = r'''
+backup_id:
+  description: Id of the backup restored (or rolled back).
+  returned: always
+  type: str
+  sample: 00000003-20261127T010000Z
+seq:
+  description: Sequence number of that backup.
+  returned: when a backup was involved
+  type: int
+previous_db:
+  description: Name the database had before the restore was moved to (C(<db>_pre_restore_<seq>)), or null when O(db)
+    did not exist (or with O(state=rolled_back), the database name restored back).
+  returned: always
+  type: str
+  sample: ransomeye_pre_restore_3
+restored_db:
+  description: The database that now holds the restored data (O(db)).
+  returned: when the database component was restored
+  type: str
+tables:
+  description: Row count of every table, C(schema.table) to rows, counted in the restored database.
+  returned: when the database component was restored or found matching
+  type: dict
+  sample: {"public.alerts": 5000}
+manifest_tables:
+  description: The row counts the manifest recorded at backup time (compare with RV(tables)).
+  returned: when the backup has a database component
+  type: dict
+files:
+  description:
+    - Every regular file of the restored config and artifacts, as the path it was restored to, mapped to the
+      plaintext SHA-256 the manifest records. Hash the files and compare to prove the restore.
+  returned: when config or artifacts were restored
+  type: dict
+  sample: {"/etc/ransomeye/app.env": "5f1d...c2"}
+links:
+  description: Every restored symlink (restored path) mapped to its target as recorded in the manifest.
+  returned: when config or artifacts were restored
+  type: dict
+manifest:
+  description: Path of the manifest of the backup.
+  returned: always
+  type: str
+stats:
+  description:
+    - Per component. C(database) has C(duration), C(bytes) (dump size), C(tables); C(config) and C(artifacts) have
+      C(files_restored), C(files_unchanged), C(links_restored), C(dirs_created), C(bytes_written), C(duration).
+  returned: always
+  type: dict
+'''
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
+from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import postgres_argument_spec
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_restore import run_restore_module
+
+
+def main():
+    module = RansomeyeModule(
+        argument_spec=dict(
+            repo=dict(type="path", required=True),
+            backup=dict(type="str", default="latest"),
+            components=dict(type="list", elements="str", choices=["database", "config", "artifacts"]),
+            private_key=dict(type="path", no_log=False),
+            private_key_passphrase=dict(type="str", no_log=True),
+            key_file=dict(type="path", no_log=False),
+            trusted_keys=dict(type="list", elements="path", no_log=False),
+            db=dict(type="str"),
+            dest=dict(type="path"),
+            state=dict(type="str", choices=["restored", "rolled_back"], default="restored"),
+            verify_level=dict(type="str", choices=["ciphertext", "full"], default="ciphertext"),
+            jobs=dict(type="int", default=1),
+            staging_dir=dict(type="path"),
+            lock_timeout=dict(type="int", default=300),
+        ),
+        shared_specs=[postgres_argument_spec()],
+        supports_check_mode=True,
+        mutually_exclusive=[("private_key", "key_file")],
+        required_if=[("state", "restored", ["trusted_keys"])],
+    )
+    module.run(run_restore_module)
+
+
+if __name__ == "__main__":
+    main()
