@@ -22,12 +22,12 @@ description:
     database is renamed to C(<db>_pre_restore_<seq>) and the new one to O(db). O(state=rolled_back) renames them back
     (and drops the restored copy, which the backup can recreate)."
   - With O(jobs) > 1 the dump is staged for a parallel C(pg_restore -j) in a 0700 directory that is removed
-    afterwards, even on failure. With O(jobs=1) nothing is staged: the decrypted stream goes straight to C(pg_restore).
+    afterwards, even on failure. With O(jobs=1) nothing is staged, the decrypted stream goes straight to C(pg_restore).
   - V(config) and V(artifacts) are restored to their original paths, or under O(dest) (C(<dest>/<original path>)).
-    No entry may escape its target: C(..), absolute member names, symlinks pointing outside the restored tree, and
+    No entry may escape its target; C(..), absolute member names, symlinks pointing outside the restored tree, and
     existing symlinks in the target path are refused. Every file is written atomically and its plaintext SHA-256 is
     compared with the manifest before it replaces anything.
-  - Idempotent: a file that already has the backed-up content, mode and type is left alone; a database that already
+  - Idempotent, a file that already has the backed-up content, mode and type is left alone; a database that already
     carries this backup's restore marker and the manifest's row counts is left alone.
 author:
   - ransomeye.ops contributors
