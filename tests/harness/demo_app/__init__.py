@@ -1,0 +1,1 @@
+"""A small RansomEye-like web app and worker for the demo host (run by supervisord)."""
