@@ -1,0 +1,241 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to ransomeye.ops: a bounded, ordered on-disk spool for alerts.
+
+Each alert is one file ``<seq>.alert`` (JSON: sequence number, creation time,
+rendered message), written atomically with mode 0600. Sequence numbers only
+grow (the next one is kept in ``next_seq``), so delivery follows creation
+order. An exclusive ``flock`` on ``.lock`` serialises writers and flushers, so
+two concurrent runs never deliver the same entry twice. An entry is removed
+(and the directory fsynced) right after the transport accepted it: exactly once
+as far as the transport can tell. When the spool is full, enqueueing fails
+loudly instead of dropping anything.
+"""
+
+from __future__ import absolute_import, division, print_function, annotations
+
+__metaclass__ = type
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import time
+import typing as t
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, ensure_directory, fsync_dir
+
+_ENTRY_RE = re.compile(r"^(\d{12})\.alert$")
+DEFAULT_MAX_MESSAGES = 10000
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+
+
+class SpoolEntry(t.NamedTuple):
+    seq: int
+    path: str
+    created: float
+    message: str
+
+
+class SpoolFull(RansomeyeError):
+    """The spool holds its maximum; the alert was NOT queued."""
+
+
+class Spool:
+    """``with Spool(dir).locked() as spool: spool.append(msg); spool.entries()...``"""
+
+    def __init__(self, directory: str, max_messages: int = DEFAULT_MAX_MESSAGES,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if not directory:
+            raise RansomeyeError("spool_dir is required")
+        if max_messages < 1 or max_bytes < 1:
+            raise RansomeyeError("spool limits must be positive")
+        self.directory = os.path.abspath(directory)
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._lock_fd: t.Optional[int] = None
+
+    # -- locking -------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, create: bool = True, timeout: float = 30.0) -> t.Iterator["Spool"]:
+        if not os.path.isdir(self.directory):
+            if not create:
+                yield self
+                return
+            ensure_directory(self.directory, 0o700)
+        fd = os.open(os.path.join(self.directory, ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise RansomeyeError("spool %s is locked by another run for more than %ds"
+                                             % (self.directory, timeout))
+                    time.sleep(0.05)
+            self._lock_fd = fd
+            yield self
+        finally:
+            self._lock_fd = None
+            os.close(fd)
+
+    # -- reading -------------------------------------------------------------
+    def _names(self) -> t.List[t.Tuple[int, str]]:
+        if not os.path.isdir(self.directory):
+            return []
+        found = []
+        for name in os.listdir(self.directory):
+            match = _ENTRY_RE.match(name)
+            if match:
+                found.append((int(match.group(1)), name))
+        found.sort()
+        return found
+
+    def entries(self) -> t.List[SpoolEntry]:
+        """Entries in delivery order. Unreadable entries are reported, never skipped silently."""
+        result = []
+        for seq, name in self._names():
+            path = os.path.join(self.directory, name)
+            try:
+                with open(path, "rb") as handle:
+                    record = json.loads(handle.read().decode("utf-8"))
+                result.append(SpoolEntry(seq, path, float(record["created"]), str(record["message"])))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise RansomeyeError("spool entry %s is unreadable (%s); move it away to continue" % (path, exc))
+        return result
+
+    def count(self) -> int:
+        return len(self._names())
+
+    def size(self) -> int:
+        total = 0
+        for _seq, name in self._names():
+            try:
+                total += os.lstat(os.path.join(self.directory, name)).st_size
+            except FileNotFoundError:
+                continue
+        return total
+
+    # -- writing (call inside ``locked()``) ------------------------------------
+    def _require_lock(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError("spool used without its lock")
+
+    def _next_seq(self) -> int:
+        stored = 0
+        try:
+            with open(os.path.join(self.directory, "next_seq"), "rb") as handle:
+                stored = int(handle.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            stored = 0
+        names = self._names()
+        highest = names[-1][0] + 1 if names else 0
+        return max(stored, highest, 1)
+
+    def append(self, message: str) -> SpoolEntry:
+        """Queue ``message`` after everything already queued; ``SpoolFull`` when over a limit."""
+        self._require_lock()
+        record = {"created": time.time(), "message": message}
+        data = json.dumps(dict(record, seq=0), ensure_ascii=False).encode("utf-8")
+        count = self.count()
+        if count + 1 > self.max_messages:
+            raise SpoolFull("spool %s is full (%d messages, limit %d): the alert was not queued"
+                            % (self.directory, count, self.max_messages), queued=count)
+        if self.size() + len(data) > self.max_bytes:
+            raise SpoolFull("spool %s is full (limit %d bytes): the alert was not queued"
+                            % (self.directory, self.max_bytes), queued=count)
+        seq = self._next_seq()
+        record["seq"] = seq
+        path = os.path.join(self.directory, "%012d.alert" % seq)
+        atomic_write(os.path.join(self.directory, "next_seq"), b"%d\n" % (seq + 1), mode=0o600)
+        atomic_write(path, json.dumps(record, ensure_ascii=False).encode("utf-8"), mode=0o600)
+        return SpoolEntry(seq, path, float(record["created"]), message)
+
+    def remove(self, entry: SpoolEntry) -> None:
+        """Forget a delivered entry (durably: the directory is fsynced)."""
+        self._require_lock()
+        os.unlink(entry.path)
+        fsync_dir(self.directory)
+
+    def flush(self, send: t.Callable[[str], None]) -> t.Tuple[t.List[SpoolEntry], t.Optional[RansomeyeError]]:
+        """Deliver entries in order through ``send``; stop at the first failure and return it."""
+        self._require_lock()
+        delivered = []
+        for entry in self.entries():
+            try:
+                send(entry.message)
+            except RansomeyeError as exc:
+                return delivered, exc
+            self.remove(entry)
+            delivered.append(entry)
+        return delivered, None
+
+
+class Delivery(t.NamedTuple):
+    """What happened to the messages of one run (returned by ``deliver``)."""
+
+    sent: t.List[str]
+    sent_from_spool: int
+    queued_now: t.List[str]
+    queued_total: int
+    error: t.Optional[str]
+
+
+def deliver(
+    messages: t.Sequence[str],
+    open_sender: t.Optional[t.Callable[[], t.Any]],
+    spool: t.Optional[Spool],
+) -> Delivery:
+    """Send the spool's backlog, then ``messages``, in order; queue what cannot be sent.
+
+    ``open_sender()`` returns a context manager whose value has ``send(str)``
+    and raises RansomeyeError when the receiver is unreachable; None means "no
+    receiver configured": everything is queued. Without a spool an unsendable
+    message is an error (nothing is dropped silently).
+    """
+    sent: t.List[str] = []
+    error: t.Optional[RansomeyeError] = None
+    from_spool = 0
+    pending = list(messages)
+    lock = spool.locked() if spool is not None else contextlib.nullcontext(None)
+    with lock:
+        if open_sender is not None:
+            try:
+                with open_sender() as sender:
+                    if spool is not None:
+                        delivered, error = spool.flush(sender.send)
+                        from_spool = len(delivered)
+                        sent.extend(entry.message for entry in delivered)
+                    while error is None and pending:
+                        try:
+                            sender.send(pending[0])
+                        except RansomeyeError as exc:
+                            error = exc
+                            break
+                        sent.append(pending.pop(0))
+            except RansomeyeError as exc:
+                error = exc
+        else:
+            error = None
+        queued_now: t.List[str] = []
+        if pending:
+            if spool is None:
+                raise RansomeyeError(
+                    "the alert could not be sent (%s) and no spool_dir is set to queue it"
+                    % (error.msg if error else "no receiver"),
+                    sent=len(sent), queued=0)
+            for message in pending:
+                try:
+                    spool.append(message)
+                except SpoolFull as exc:
+                    exc.details.update(sent=len(sent), queued=spool.count(),
+                                       receiver_error=error.msg if error else None)
+                    raise
+                queued_now.append(message)
+        total = spool.count() if spool is not None else 0
+    return Delivery(sent, from_spool, queued_now, total, error.msg if error else None)
