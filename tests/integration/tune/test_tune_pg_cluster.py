@@ -1,0 +1,129 @@
+"""ransomeye_pg_tune against real PostgreSQL clusters: ALTER SYSTEM, restart, pending configuration, quoting."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+psycopg2 = pytest.importorskip("psycopg2")
+
+TUNE = dict(memory="1GB", cpus=4, db_type="mixed", storage="ssd")
+
+
+def _show(cluster, name):
+    return cluster.execute("SHOW %s" % name)[0][0]
+
+
+def _args(cluster, **extra):
+    args = dict(TUNE)
+    args.update(cluster.conn_params())
+    args.update(extra)
+    return args
+
+
+def test_alter_system_four_steps_restart_and_show(fresh_pg, run_module_direct):
+    before_buffers = _show(fresh_pg, "shared_buffers")
+    check = run_module_direct("ransomeye_pg_tune", _args(fresh_pg), check=True, diff=True)
+    assert check["_rc"] == 0, check
+    assert check["changed"] is True
+    assert check["settings"]["shared_buffers"] == "256MB"
+    assert check["settings"]["work_mem"] == "4MB"
+    assert "shared_buffers" in check["changed_settings"]
+    assert check["restart_required"] is True
+    assert "shared_buffers = 256MB" in check["diff"]["after"]
+    assert _show(fresh_pg, "shared_buffers") == before_buffers  # check mode changed nothing
+    assert fresh_pg.execute("SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%%auto.conf'")[0][0] == 0
+
+    applied = run_module_direct("ransomeye_pg_tune", _args(fresh_pg))
+    assert applied["changed"] is True
+    assert applied["restart_required"] is True and applied["reload_required"] is True
+    assert applied["reloaded"] is True
+    # reloadable settings are live after the module's reload, restart-only ones are pending
+    assert _show(fresh_pg, "effective_cache_size") == "768MB"
+    assert _show(fresh_pg, "shared_buffers") == before_buffers
+
+    # Before the restart: nothing to change, including restart-only parameters.
+    again_check = run_module_direct("ransomeye_pg_tune", _args(fresh_pg), check=True)
+    assert again_check["changed"] is False, again_check["changed_settings"]
+    assert again_check["restart_required"] is True
+    again = run_module_direct("ransomeye_pg_tune", _args(fresh_pg))
+    assert again["changed"] is False and again["changed_settings"] == {}
+    assert again["restart_required"] is True
+
+    fresh_pg.restart()
+    for name, value in applied["settings"].items():
+        shown = _show(fresh_pg, name)
+        assert shown == value, (name, shown, value)
+    after_restart = run_module_direct("ransomeye_pg_tune", _args(fresh_pg))
+    assert after_restart["changed"] is False
+    assert after_restart["restart_required"] is False and after_restart["reload_required"] is False
+
+
+def test_quoted_value_cannot_inject_sql(fresh_pg, run_module_direct):
+    fresh_pg.execute("CREATE TABLE canary (id int)")
+    evil = "%m [%p] '; DROP TABLE canary; SELECT '"
+    result = run_module_direct("ransomeye_pg_tune", _args(fresh_pg, overrides={"log_line_prefix": evil}))
+    assert result["_rc"] == 0, result
+    assert result["settings"]["log_line_prefix"] == evil
+    assert fresh_pg.execute("SELECT count(*) FROM canary")[0][0] == 0  # the table survived
+    assert _show(fresh_pg, "log_line_prefix") == evil  # reloaded, stored verbatim
+    assert run_module_direct("ransomeye_pg_tune", _args(fresh_pg, overrides={"log_line_prefix": evil}))["changed"] is False
+
+
+def test_unknown_override_and_bad_input_fail_cleanly(pg, run_module_direct):
+    unknown = run_module_direct("ransomeye_pg_tune", _args(pg, overrides={"no_such_setting": "1"}), check=True)
+    assert unknown["failed"] is True and "unknown PostgreSQL parameter" in unknown["msg"]
+    bad_name = run_module_direct("ransomeye_pg_tune", _args(pg, overrides={"x; DROP TABLE y": "1"}), check=True)
+    assert bad_name["failed"] is True and "not a valid PostgreSQL parameter name" in bad_name["msg"]
+    for args, fragment in [(dict(memory="12 parsecs"), "memory must be a size"), (dict(cpus=0), "cpus must be"),
+                           (dict(db_type="nosql"), "db_type must be one of")]:
+        result = run_module_direct("ransomeye_pg_tune", _args(pg, **args), check=True)
+        assert result["failed"] is True and fragment in result["msg"], result
+        assert "Traceback" not in result.get("_stderr", "") and "exception" not in result
+
+
+def test_pg_version_taken_from_the_server(pg, run_module_direct):
+    result = run_module_direct("ransomeye_pg_tune", _args(pg, apply="none"))
+    assert result["inputs"]["pg_version"] == int(pg.execute("SHOW server_version_num")[0][0]) // 10000
+    assert result["inputs"]["pg_version_source"] == "server"
+    assert result["changed"] is False
+
+
+def test_enum_value_the_server_lacks_is_refused_before_any_change(pg, run_module_direct):
+    result = run_module_direct("ransomeye_pg_tune", _args(pg, overrides={"wal_compression": "brotli"}), check=True)
+    assert result["failed"] is True and "not supported by this server" in result["msg"]
+
+
+def test_file_mode_four_steps_backup_and_server_accepts_it(fresh_pg, run_module_direct):
+    dest = os.path.join(fresh_pg.base, "conf.d-ransomeye-tune.conf")
+    args = dict(TUNE, pg_version=15, dest=dest, backup=True)
+    check = run_module_direct("ransomeye_pg_tune", args, check=True, diff=True)
+    assert check["changed"] is True and not os.path.exists(dest)
+    assert "shared_buffers = 256MB" in check["diff"]["after"]
+    applied = run_module_direct("ransomeye_pg_tune", args)
+    assert applied["changed"] is True and os.path.exists(dest) and "backup_file" not in applied
+    assert applied["restart_required"] is True
+    assert run_module_direct("ransomeye_pg_tune", args, check=True)["changed"] is False
+    assert run_module_direct("ransomeye_pg_tune", args)["changed"] is False
+
+    bigger = run_module_direct("ransomeye_pg_tune", dict(args, memory="2GB"), diff=True)
+    assert bigger["changed"] is True and os.path.exists(bigger["backup_file"])
+    assert "shared_buffers = 256MB" in bigger["diff"]["before"] and "shared_buffers = 512MB" in bigger["diff"]["after"]
+    assert set(bigger["changed_settings"]) >= {"shared_buffers", "effective_cache_size"}
+
+    # The server reads the file without a single error, and uses it after a restart.
+    with open(os.path.join(fresh_pg.data, "postgresql.conf"), "a") as handle:
+        handle.write("include '%s'\n" % dest)
+    errors = fresh_pg.execute("SELECT name, error FROM pg_file_settings WHERE sourcefile = %s AND error IS NOT NULL "
+                              "AND error <> 'setting could not be applied'", [dest])
+    assert errors == []
+    fresh_pg.restart()
+    assert _show(fresh_pg, "shared_buffers") == "512MB"
+    assert _show(fresh_pg, "work_mem") == bigger["settings"]["work_mem"]
+
+
+def test_through_ansible_with_module_defaults_group(pg, run_module):
+    result = run_module("ransomeye.ops.ransomeye_pg_tune", _args(pg, apply="none", memory="8GB", cpus=2))
+    assert result["_rc"] == 0, result["_stdout"]
+    assert result["settings"]["shared_buffers"] == "2GB"
+    assert "max_worker_processes" not in result["settings"]
