@@ -1,16 +1,242 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to ransomeye.ops
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private to ransomeye.ops: placeholder, being implemented (issue 3)."""
+"""Private to ransomeye.ops: one run of ransomeye_backup (decide, write objects, sign, write manifest, prune)."""
 
 from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import os
+import platform
+import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
+    load_encryption, load_signer, signing, require_crypto)
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
+from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration
+
+TOOL_NAME = "ransomeye.ops"
+TOOL_VERSION = "1.0.0"
+COMPONENTS = ("database", "config", "artifacts")
+
+
+def _validate(params: dict) -> t.List[str]:
+    components = list(dict.fromkeys(params.get("components") or COMPONENTS))
+    if not components:
+        raise RansomeyeError("components must name at least one of database, config, artifacts")
+    if "database" in components and not params.get("db"):
+        raise RansomeyeError("db (the database to dump) is required when components contains database")
+    if "config" in components and not params.get("config_paths"):
+        raise RansomeyeError("config_paths is required when components contains config")
+    if "artifacts" in components and not params.get("artifact_paths"):
+        raise RansomeyeError("artifact_paths is required when components contains artifacts")
+    if params.get("keep_last") is not None and params["keep_last"] < 1:
+        raise RansomeyeError("keep_last must be at least 1, not %d" % params["keep_last"])
+    return components
+
+
+def load_manifests(repo: brepo.Repo) -> t.Tuple[t.List[brepo.LoadedManifest], t.List[str], int]:
+    """(parseable manifests, unreadable file names, highest seq seen in names or bodies)."""
+    loaded: t.List[brepo.LoadedManifest] = []
+    broken: t.List[str] = []
+    highest = 0
+    for seq, path in repo.manifest_files():
+        highest = max(highest, seq)
+        try:
+            item = brepo.load_manifest(seq, path)
+        except (brepo.ManifestError, OSError):
+            broken.append(os.path.basename(path))
+            continue
+        highest = max(highest, item.body["seq"])
+        loaded.append(item)
+    return loaded, broken, highest
+
+
+def _fresh(latest: t.Optional[brepo.LoadedManifest], repo: brepo.Repo, signer_public: t.Any, max_age: float,
+           now: float) -> t.Tuple[bool, str]:
+    if latest is None:
+        return False, "no backup yet"
+    body = latest.body
+    try:
+        signing.verify(signer_public, signing.canonical_json(body), (latest.document.get("signatures") or [None])[0])
+    except RansomeyeError as exc:
+        return False, "newest backup %s does not verify with the signing key (%s)" % (latest.backup_id, exc.msg)
+    for object_id, record in brepo.referenced_objects(body).items():
+        try:
+            size = repo.object_size(object_id)
+        except RansomeyeError:
+            size = None
+        if size is None or size != record.get("ciphertext_size"):
+            return False, "newest backup %s is incomplete (object %s)" % (latest.backup_id, object_id)
+    ended = brepo.parse_iso_time((body.get("time") or {}).get("end"))
+    if ended is None:
+        return False, "newest backup has no usable time"
+    if ended > now + 300:
+        return False, "newest backup is dated in the future (clock went backwards?); not trusting its age"
+    age = now - ended
+    if age < max_age:
+        return True, "newest complete backup %s is %ds old, younger than max_age" % (latest.backup_id, int(age))
+    return False, "newest backup %s is %ds old, older than max_age" % (latest.backup_id, int(age))
+
+
+def _empty_stats() -> dict:
+    return {"bytes_read": 0, "bytes_stored": 0, "bytes_deduplicated": 0, "files_new": 0, "files_changed": 0,
+            "files_unchanged": 0, "files_rehashed": 0, "objects_new": 0, "objects_reused": 0, "duration": 0.0}
 
 
 def run_backup(module: t.Any) -> dict:
-    raise RansomeyeError("not implemented yet")
+    params = module.params
+    components = _validate(params)
+    max_age = parse_duration(params.get("max_age"), "max_age")
+    require_crypto()
+    if "database" in components:
+        from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
+        require_psycopg2(module)
+    # Fail on bad paths before touching the repository.
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_tree import normalize_roots
+    config_roots = normalize_roots(params.get("config_paths") or [], "config") if "config" in components else []
+    artifact_roots = normalize_roots(params.get("artifact_paths") or [], "artifact") if "artifacts" in components else []
+    signer, signer_id = load_signer(params["signing_key"], params.get("signing_key_passphrase"))
+    repo_path = params["repo"]
+    if module.check_mode:
+        if not os.path.exists(os.path.join(repo_path, "repo.json")):
+            enc_probe = load_encryption(params, "", create_id_key=False)
+            del enc_probe
+            return {"changed": True, "skipped": False, "backup_id": "", "seq": 1, "manifest": "",
+                    "reason": "repository %s would be created and a first backup taken" % repo_path,
+                    "stats": {}, "pruned": {"manifests": [], "objects": 0, "bytes": 0}}
+        repo = brepo.Repo.open(repo_path)
+    else:
+        repo = brepo.Repo.create(repo_path)
+        repo.ensure_layout()
+    enc = load_encryption(params, repo.keys_dir, create_id_key=not module.check_mode)
+    with repo.lock(exclusive=True, timeout=params.get("lock_timeout") or 0):
+        manifests, broken, highest = load_manifests(repo)
+        latest = manifests[-1] if manifests and manifests[-1].body["seq"] == highest else None
+        now = time.time()
+        if max_age is not None:
+            fresh, why = _fresh(latest, repo, signer.public_key(), max_age, now)
+            if fresh and latest is not None:
+                return {"changed": False, "skipped": True, "reason": why, "backup_id": latest.backup_id,
+                        "seq": latest.body["seq"], "manifest": latest.path, "manifest_sha256": latest.sha256,
+                        "stats": {}, "pruned": {"manifests": [], "objects": 0, "bytes": 0}}
+            reason = why
+        else:
+            reason = "no max_age given"
+        seq = highest + 1
+        if module.check_mode:
+            return {"changed": True, "skipped": False, "reason": reason + "; a backup would be taken",
+                    "backup_id": brepo.backup_id_for(seq, now), "seq": seq, "manifest": repo.manifest_path(seq),
+                    "stats": {}, "pruned": {"manifests": [], "objects": 0, "bytes": 0}}
+        return _take_backup(module, repo, enc, signer, signer_id, components, config_roots, artifact_roots,
+                            manifests, broken, highest, seq, now, reason)
+
+
+def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, signer_id: str,
+                 components: t.List[str], config_roots: t.List[str], artifact_roots: t.List[str],
+                 manifests: t.List[brepo.LoadedManifest], broken: t.List[str], highest: int, seq: int,
+                 now: float, reason: str) -> dict:
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_tree as tree
+    params = module.params
+    started_mono = time.monotonic()
+    repo.clean_tmp()
+    files_by_seq = dict(repo.manifest_files())
+    prev_path = files_by_seq.get(highest)
+    prev_sha = None
+    if prev_path:
+        prev_sha = brepo.load_manifest_digest(prev_path)
+    previous_times = [brepo.parse_iso_time((m.body.get("time") or {}).get("start")) for m in manifests]
+    previous_start = max([x for x in previous_times if x is not None] or [0.0])
+    clock_backwards = bool(previous_start and now < previous_start)
+    backup_id = brepo.backup_id_for(seq, now)
+    body: t.Dict[str, t.Any] = {
+        "format": brepo.MANIFEST_FORMAT,
+        "version": brepo.FORMAT_VERSION,
+        "repo_id": repo.repo_id,
+        "seq": seq,
+        "backup_id": backup_id,
+        "prev_manifest_sha256": prev_sha,
+        "signer": signer_id,
+        "encryption": enc.describe(),
+        "tool": {"name": TOOL_NAME, "version": TOOL_VERSION, "python": platform.python_version(),
+                 "host": platform.node()},
+        "components": {},
+        "objects": {},
+    }
+    stats: t.Dict[str, dict] = {}
+    result: t.Dict[str, t.Any] = {}
+    objects: t.Dict[str, dict] = {}
+    if "database" in components:
+        from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ConnInfo
+        from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import dump_database
+        object_id = brepo.new_object_id()
+        dump = dump_database(repo, enc, ConnInfo.from_params(params), params["db"], object_id)
+        objects[object_id] = dump.record
+        body["components"]["database"] = {
+            "db": params["db"], "format": "pg_dump-custom", "object": object_id, "tables": dump.tables,
+            "server_version": dump.server_version, "pg_dump_version": dump.pg_dump_version,
+            "row_counts_snapshot": "same exported snapshot as the dump",
+        }
+        stats["database"] = dict(_empty_stats(), bytes_read=dump.record["plaintext_size"],
+                                 bytes_stored=dump.record["ciphertext_size"], objects_new=1,
+                                 duration=round(dump.duration, 3))
+        result["tables"] = dump.tables
+    if "config" in components:
+        object_id = brepo.new_object_id()
+        component, record, cstats = tree.backup_config(repo, enc, config_roots, object_id)
+        objects[object_id] = record
+        body["components"]["config"] = component
+        stats["config"] = dict(_empty_stats(), **cstats)
+    if "artifacts" in components:
+        known: t.Dict[str, dict] = {}
+        for item in manifests:
+            for object_id, record in brepo.referenced_objects(item.body).items():
+                if record.get("kind") == "artifact":
+                    known[object_id] = record
+        previous_files: t.Dict[str, dict] = {}
+        for item in reversed(manifests):
+            art = item.body["components"].get("artifacts")
+            if isinstance(art, dict) and isinstance(art.get("files"), dict):
+                previous_files = art["files"]
+                break
+        cache = tree.StatCache(os.path.join(repo.cache_dir, "stat-cache.json"), enc.context, now,
+                               params.get("rehash_percent") if params.get("rehash_percent") is not None else 2.0)
+        if clock_backwards:
+            cache.disable("the clock went backwards since the previous backup")
+        component, art_objects, astats = tree.backup_artifacts(repo, enc, artifact_roots, known, previous_files, cache)
+        objects.update(art_objects)
+        body["components"]["artifacts"] = component
+        stats["artifacts"] = dict(_empty_stats(), **astats)
+    else:
+        cache = None
+    body["objects"] = objects
+    ended = time.time()
+    body["time"] = {"start": brepo.iso_time(now), "end": brepo.iso_time(ended), "advisory": True,
+                    "clock_went_backwards": clock_backwards}
+    data = signing.canonical_json({"manifest": body, "signatures": [signing.sign(signer, signing.canonical_json(body))]})
+    hook("before_manifest")
+    repo.sync()
+    manifest_path = repo.write_manifest(seq, data)
+    hook("after_manifest")
+    if cache is not None:
+        cache.save(now)
+    pruned = brepo.prune(repo, params.get("keep_last"))
+    total = _empty_stats()
+    for values in stats.values():
+        for key in total:
+            total[key] += values.get(key, 0)
+    total["duration"] = round(time.monotonic() - started_mono, 3)
+    stats["total"] = total
+    result.update({
+        "changed": True, "skipped": False, "reason": reason, "backup_id": backup_id, "seq": seq,
+        "manifest": manifest_path, "manifest_sha256": brepo.load_manifest_digest(manifest_path),
+        "stats": stats, "pruned": pruned, "clock_went_backwards": clock_backwards,
+    })
+    if broken:
+        module.warn("unreadable manifests left in place (run ransomeye_backup_verify): %s" % ", ".join(broken))
+    return result
+
