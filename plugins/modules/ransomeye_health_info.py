@@ -32,7 +32,6 @@ extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.info_module
 attributes:
   check_mode:
     support: full
