@@ -25,8 +25,12 @@ Steps of a renewal (test hook names in brackets):
 2. back up the old pair (``<path>.<time>~`` copies) when asked;
 3. stage the new pair in a new version directory, fsynced [``stage``];
 4. swap ``current`` [``swap``];
-5. remove version directories no longer referenced (also done at the start
-   of every run, which is the recovery rule after a crash).
+5. point ``previous`` at the replaced version and remove version directories
+   that neither ``current`` nor ``previous`` references (also done at the
+   start of every run, which is the recovery rule after a crash).
+
+``state=rolled_back`` renames ``current`` back to the ``previous`` version
+(again one atomic step) and removes the rolled-back one.
 
 Test hook (tests only, never in production): ``RANSOMEYE_TEST_KILL_AT=<step>``
 kills the process with SIGKILL right after that step, as a power loss would.
@@ -404,6 +408,10 @@ class PairLayout(t.NamedTuple):
     def current(self) -> str:
         return os.path.join(self.pairs_dir, "current")
 
+    @property
+    def previous(self) -> str:
+        return os.path.join(self.pairs_dir, "previous")
+
     def link_target(self, path: str, name: str) -> str:
         return os.path.relpath(os.path.join(self.current, name), os.path.dirname(path))
 
@@ -466,14 +474,14 @@ def recover(layout: PairLayout) -> None:
     """After a crash: drop half-made links and version directories that ``current`` does not use."""
     if not os.path.isdir(layout.pairs_dir):
         return
-    in_use = os.readlink(layout.current) if os.path.islink(layout.current) else None
+    in_use = set(os.readlink(link) for link in (layout.current, layout.previous) if os.path.islink(link))
     for name in os.listdir(layout.pairs_dir):
         full = os.path.join(layout.pairs_dir, name)
-        if name == "current":
+        if name in ("current", "previous"):
             continue
         if name.endswith(".lnk") and os.path.islink(full):
             os.unlink(full)
-        elif name != in_use and name.startswith("v") and os.path.isdir(full) and not os.path.islink(full):
+        elif name not in in_use and name.startswith("v") and os.path.isdir(full) and not os.path.islink(full):
             # Only the adopted copy of a pair still read through a regular file path could
             # matter, and adopt() points current at it before any path uses it.
             shutil.rmtree(full)
@@ -527,9 +535,38 @@ def swap_in(layout: PairLayout, cert: t.Any, key: t.Any, backup: bool) -> t.List
     _symlink_atomically(name, layout.current)
     _kill_point("swap")
     if old != name:
-        shutil.rmtree(os.path.join(layout.pairs_dir, old), ignore_errors=True)
+        # The replaced pair stays as "previous" for state=rolled_back; older ones go.
+        _symlink_atomically(old, layout.previous)
+    recover(layout)
     fsync_dir(layout.pairs_dir)
     return backups
+
+
+def roll_back(layout: PairLayout, check_mode: bool) -> dict:
+    """Swap the previous pair back in (one atomic rename); the rolled-back pair is removed."""
+    recover(layout)
+    if not (layout.managed() and os.path.islink(layout.previous)):
+        current = load_cert(layout.cert_path)
+        result = dict(changed=False, renewed=False, reason="no previous pair to roll back to", backup_files=[])
+        result.update(describe(current))
+        return result
+    prev = os.readlink(layout.previous)
+    prev_dir = os.path.join(layout.pairs_dir, prev)
+    cert = load_cert(os.path.join(prev_dir, CERT_NAME))
+    if not key_matches(cert, load_key(os.path.join(prev_dir, KEY_NAME))):
+        raise RansomeyeError("the previous pair in %s does not match; refusing to roll back to it" % prev_dir)
+    result = dict(changed=True, renewed=False, reason="rolled_back", backup_files=[])
+    result.update(describe(cert))
+    if check_mode:
+        return result
+    rolled = os.readlink(layout.current)
+    result["previous_serial"] = load_cert(layout.cert_path).serial_number
+    _symlink_atomically(prev, layout.current)
+    os.unlink(layout.previous)
+    fsync_dir(layout.pairs_dir)
+    if rolled != prev:
+        shutil.rmtree(os.path.join(layout.pairs_dir, rolled), ignore_errors=True)
+    return result
 
 
 class Request(t.NamedTuple):
@@ -542,6 +579,7 @@ class Request(t.NamedTuple):
     ca_key: t.Optional[str]
     ca_key_passphrase: t.Optional[str]
     options: dict  # subject, subject_alt_names, key_type, key_size, valid_days, key_usage, extended_key_usage
+    state: str = "renewed"  # or rolled_back
 
 
 def run(req: Request, check_mode: bool) -> dict:
@@ -556,6 +594,8 @@ def run(req: Request, check_mode: bool) -> dict:
     layout = PairLayout.for_paths(req.path, req.key_path)
     if not os.path.exists(layout.cert_path):
         raise RansomeyeError("certificate %s does not exist" % layout.cert_path)
+    if req.state == "rolled_back":
+        return roll_back(layout, check_mode)
     current = load_cert(layout.cert_path)
     key = load_key(layout.key_path) if os.path.exists(layout.key_path) else None
     issuer = load_issuer(req.ca_cert, req.ca_key, req.ca_key_passphrase, now) if req.ca_cert else None

@@ -21,7 +21,8 @@ description:
     C(current) symlink, and renaming a new C(current) over the old one swaps both at once. A crash at any point leaves
     the old pair or the new pair, never a certificate next to a key that does not match it. Leftovers of an interrupted
     run are cleaned up by the next run."
-  - The old pair can be backed up first (O(backup)).
+  - The old pair can be backed up first (O(backup)), and stays available for O(state=rolled_back) until the next
+    renewal.
 author:
   - ransomeye.ops contributors
 extends_documentation_fragment:
@@ -76,6 +77,14 @@ options:
     description:
       - Passphrase of O(ca_key), when it is encrypted.
     type: str
+  state:
+    description:
+      - V(renewed) renews the pair when needed.
+      - V(rolled_back) swaps the pair replaced by the last renewal back in (atomically, as a pair) and removes the
+        renewed one; without a previous pair it changes nothing.
+    type: str
+    choices: [renewed, rolled_back]
+    default: renewed
   subject:
     description:
       - Subject of the new certificate as a dictionary, for example C({CN: web.ransomeye.local, O: RansomEye}).
@@ -128,6 +137,12 @@ EXAMPLES = r'''
     ca_key: /etc/ransomeye/tls/ca.key
   notify: Restart RansomEye services
 
+- name: Put the pair replaced by the last renewal back
+  ransomeye.ops.ransomeye_cert_renew:
+    path: /etc/ransomeye/tls/server.crt
+    key_path: /etc/ransomeye/tls/server.key
+    state: rolled_back
+
 - name: Renew a client certificate now, with a new SAN list and an EC key
   ransomeye.ops.ransomeye_cert_renew:
     path: /etc/ransomeye/tls/client.crt
@@ -143,7 +158,8 @@ EXAMPLES = r'''
 
 RETURN = r'''
 reason:
-  description: Why the certificate was (or would be) renewed, or V(valid) when not.
+  description: Why the certificate was (or would be) renewed (V(expiring), V(expired), V(key_mismatch), V(forced)),
+    V(valid) when not, or V(rolled_back).
   returned: always
   type: str
   sample: expiring
@@ -174,8 +190,8 @@ backup_files:
   type: list
   elements: str
 previous_serial:
-  description: Serial number of the replaced certificate.
-  returned: when renewed
+  description: Serial number of the replaced (or rolled-back) certificate.
+  returned: when renewed or rolled back
   type: int
 previous_not_after:
   description: Expiry of the replaced certificate.
@@ -203,6 +219,7 @@ def _action(module):
         ca_key=params["ca_key"],
         ca_key_passphrase=params["ca_key_passphrase"],
         options=dict((name, params[name]) for name in OPTION_NAMES),
+        state=params["state"],
     )
     return _certs.run(request, module.check_mode)
 
@@ -218,6 +235,7 @@ def main():
             ca_cert=dict(type="path"),
             ca_key=dict(type="path", no_log=False),
             ca_key_passphrase=dict(type="str", no_log=True),
+            state=dict(type="str", default="renewed", choices=["renewed", "rolled_back"]),
             subject=dict(type="dict"),
             subject_alt_names=dict(type="list", elements="str"),
             key_type=dict(type="str", choices=["rsa", "ec", "ed25519"]),

@@ -212,8 +212,8 @@ def test_self_signed_renewal_and_second_renewal_cleans_old_versions(tls, run_mod
     second = run_module_direct("ransomeye_cert_renew", dict(args, force=True))
     assert second["changed"] is True and second["serial"] != first["serial"]
     pairs = os.path.join(tls["dir"], ".ransomeye-pairs", "server.crt")
-    versions = sorted(n for n in os.listdir(pairs) if n != "current")
-    assert versions == [os.readlink(os.path.join(pairs, "current"))]
+    versions = sorted(n for n in os.listdir(pairs) if n not in ("current", "previous"))
+    assert versions == sorted([os.readlink(os.path.join(pairs, "current")), os.readlink(os.path.join(pairs, "previous"))])
     assert _pair_matches(*tls["server"])
     assert first["backup_files"] == [] and second["backup_files"] == []
 
@@ -235,7 +235,8 @@ def test_kill_at_each_step_never_leaves_a_mismatched_pair(tls, run_module_direct
     pairs = os.path.join(tls["dir"], ".ransomeye-pairs", "server.crt")
     if rerun["changed"]:
         # The recovery rule removed what the killed run left behind.
-        assert sorted(os.listdir(pairs)) == sorted(["current", os.readlink(os.path.join(pairs, "current"))])
+        expected = ["current", "previous"] + [os.readlink(os.path.join(pairs, n)) for n in ("current", "previous")]
+        assert sorted(os.listdir(pairs)) == sorted(expected)
 
 
 def test_bad_input_expired_ca_changes_nothing(tls, run_module):
@@ -266,3 +267,23 @@ def test_bad_input_ca_key_not_matching_ca_cert_changes_nothing(tls, run_module_d
     for r in (result, missing, bad, short):
         assert "Traceback" not in r["_stderr"]
     assert _snapshot(tls["dir"]) == before
+
+
+def test_rollback_restores_the_previous_pair_atomically(tls, run_module_direct):
+    with open(tls["server"][0], "rb") as handle:
+        original = handle.read()
+    nothing = run_module_direct("ransomeye_cert_renew", _args(tls["server"], tls["ca"], state="rolled_back"))
+    assert nothing["changed"] is False and "no previous pair" in nothing["reason"], nothing
+    renewed = run_module_direct("ransomeye_cert_renew", _args(tls["server"], tls["ca"]))
+    assert renewed["changed"] is True
+    check = run_module_direct("ransomeye_cert_renew", _args(tls["server"], tls["ca"], state="rolled_back"), check=True)
+    assert check["changed"] is True and check["serial"] == renewed["previous_serial"]
+    rolled = run_module_direct("ransomeye_cert_renew", _args(tls["server"], tls["ca"], state="rolled_back"))
+    assert rolled["changed"] is True and rolled["previous_serial"] == renewed["serial"], rolled
+    with open(tls["server"][0], "rb") as handle:
+        assert handle.read() == original
+    assert _pair_matches(*tls["server"])
+    again = run_module_direct("ransomeye_cert_renew", _args(tls["server"], tls["ca"], state="rolled_back"))
+    assert again["changed"] is False
+    pairs = os.path.join(tls["dir"], ".ransomeye-pairs", "server.crt")
+    assert sorted(os.listdir(pairs)) == sorted(["current", os.readlink(os.path.join(pairs, "current"))])
