@@ -23,7 +23,8 @@ description:
     restart. The configuration is reloaded (C(pg_reload_conf())) when a reloadable parameter changed.
   - With O(apply=file) a complete, commented include file for C(conf.d) is written atomically to O(dest).
   - With O(apply=none) the settings are only computed and returned.
-author: ransomeye.ops maintainers
+author:
+  - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes

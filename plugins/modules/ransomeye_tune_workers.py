@@ -24,7 +24,8 @@ description:
     diff, backup and check mode. The rest of each file (C(bind), C(broker_url)...) is kept. C(changed) only when a
     file changes, so that handlers restart the services only then.
   - Returns the recommendation with the reasoning for every number.
-author: ransomeye.ops maintainers
+author:
+  - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
