@@ -1,0 +1,109 @@
+"""The ransomeye.ops.siem callback: failures and the recap reach a real rsyslog, secrets never do."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+
+import pytest
+
+
+def _playbook(tmp_path, secret, marker):
+    play = [{
+        "name": "siem callback play",
+        "hosts": "localhost",
+        "gather_facts": False,
+        "vars": {"db_secret": secret},
+        "tasks": [
+            {"name": "fine", "ansible.builtin.debug": {"msg": "all good"}},
+            {"name": "secret task", "ansible.builtin.fail": {"msg": "password is {{ db_secret }}"},
+             "no_log": True, "ignore_errors": True},
+            {"name": "secret command", "ansible.builtin.command": {"argv": ["/bin/sh", "-c", "echo {{ db_secret }} >&2; exit 3"]},
+             "no_log": True, "ignore_errors": True},
+            {"name": "boom task", "ansible.builtin.fail": {"msg": "boom %s \"quoted\" [x] \\ ü" % marker}},
+        ],
+    }]
+    path = tmp_path / "play.yml"
+    path.write_text(json.dumps(play))
+    return str(path)
+
+
+def _env(rsyslog, marker, **extra):
+    env = {
+        "ANSIBLE_CALLBACKS_ENABLED": "ransomeye_recorder,ransomeye.ops.siem",
+        "RANSOMEYE_SIEM_SERVER": "127.0.0.1",
+        "RANSOMEYE_SIEM_PORT": str(rsyslog.ports["tcp"]),
+        "RANSOMEYE_SIEM_PROTOCOL": "tcp",
+        "RANSOMEYE_SIEM_HOSTNAME": marker,
+        "RANSOMEYE_SIEM_SEND_IGNORED": "true",
+    }
+    env.update(extra)
+    return env
+
+
+def test_failures_and_recap_reach_rsyslog_without_secrets(rsyslog, run_playbook, tmp_path, marker):
+    secret = "S3cr3t-" + secrets.token_hex(8)
+    run = run_playbook(_playbook(tmp_path, secret, marker), env=_env(rsyslog, marker))
+    assert run.rc != 0  # the boom task failed the play
+    records = rsyslog.wait_for(lambda r: r["hostname"] == marker, count=4, settle=1.0)
+    by_msgid = {}
+    for record in records:
+        by_msgid.setdefault(record["msgid"], []).append(record)
+    failed = by_msgid["TASK_FAILED"]
+    assert len(failed) == 3
+    boom = [r for r in failed if "boom task" in r["msg"]]
+    assert len(boom) == 1
+    assert 'boom %s "quoted" [x] \\ ü' % marker in boom[0]["msg"]
+    assert 'task="boom task"' in boom[0]["structured_data"]
+    assert int(boom[0]["pri"]) == 20 * 8 + 3  # local4.err
+    censored = [r for r in failed if "secret" in r["msg"]]
+    assert len(censored) == 2
+    for record in censored:
+        assert "no_log: true" in record["msg"]
+    (recap,) = by_msgid["PLAY_RECAP"]
+    assert 'failures="1"' in recap["structured_data"] and 'ignored="2"' in recap["structured_data"]
+    assert int(recap["pri"]) == 20 * 8 + 3  # a host with failures is reported at failure severity
+    # No trace of the secret anywhere rsyslog received it, nor in the controller output.
+    for record in rsyslog.records():
+        assert secret not in record["raw"]
+    # (ansible-core 2.19's own default stdout callback prints the msg of a failing no_log `fail` task in its
+    # "[ERROR]: Task failed" banner, so the controller's stdout is not asserted here: that is core's output.)
+
+
+def test_receiver_down_spools_on_the_controller_and_next_run_delivers(rsyslog, run_playbook, tmp_path, marker):
+    spool = str(tmp_path / "siem-spool")
+    play = [{"hosts": "localhost", "gather_facts": False,
+             "tasks": [{"name": "first failure", "ansible.builtin.fail": {"msg": "first"}}]}]
+    path = tmp_path / "p1.yml"
+    path.write_text(json.dumps(play))
+    down_port = rsyslog.ports["tcp"] + 0
+    # Nothing listens on this port (a fresh one), so the callback queues.
+    from tests.harness.rsyslog import free_port
+    env = _env(rsyslog, marker, RANSOMEYE_SIEM_PORT=str(free_port()), RANSOMEYE_SIEM_SPOOL_DIR=spool,
+               RANSOMEYE_SIEM_SEND_RECAP="false")
+    run = run_playbook(str(path), env=env)
+    assert run.rc != 0
+    assert "ransomeye.ops.siem" in run.stdout + run.stderr  # the operator is warned
+    assert len([n for n in os.listdir(spool) if n.endswith(".alert")]) == 1
+    env["RANSOMEYE_SIEM_PORT"] = str(down_port)
+    play[0]["tasks"][0] = {"name": "second failure", "ansible.builtin.fail": {"msg": "second"}}
+    path.write_text(json.dumps(play))
+    run_playbook(str(path), env=env)
+    records = rsyslog.wait_for(lambda r: r["hostname"] == marker, count=2, settle=0.5)
+    assert ["first failure" in records[0]["msg"], "second failure" in records[1]["msg"]] == [True, True]
+    assert [n for n in os.listdir(spool) if n.endswith(".alert")] == []
+
+
+@pytest.mark.parametrize("env_extra, expected", [
+    ({"RANSOMEYE_SIEM_FACILITY": "local99"}, "unknown syslog facility"),
+    ({"RANSOMEYE_SIEM_PORT": "70000"}, "port must be between 1 and 65535"),
+    ({"RANSOMEYE_SIEM_PROTOCOL": "tls", "RANSOMEYE_SIEM_CA_CERT": "/nonexistent/ca.pem"}, "is not a readable file"),
+])
+def test_bad_configuration_warns_and_never_breaks_the_play(rsyslog, run_playbook, tmp_path, marker, env_extra, expected):
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"ansible.builtin.debug": {"msg": "x"}}]}]
+    path = tmp_path / "p.yml"
+    path.write_text(json.dumps(play))
+    run = run_playbook(str(path), env=_env(rsyslog, marker, **env_extra))
+    assert run.rc == 0
+    assert "ransomeye.ops.siem is disabled" in run.stdout + run.stderr
+    assert expected in run.stdout + run.stderr
