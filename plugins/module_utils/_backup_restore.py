@@ -1,16 +1,336 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to ransomeye.ops
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private to ransomeye.ops: placeholder, being implemented (issue 3)."""
+"""Private to ransomeye.ops: one run of ransomeye_restore (verify, restore, swap, roll back).
+
+The database is restored into ``<db>_restoring_<seq>``, its row counts are
+compared with the manifest, and only then is it swapped in by rename; the
+database it replaces is kept as ``<db>_pre_restore_<seq>``. A comment on the
+restored database (the restore marker) records the backup and the previous
+name, which makes the restore idempotent and the rollback one rename back.
+"""
 
 from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import re
+import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
+    container, load_decryption, load_trusted)
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import (
+    ChunkReader, object_chunks, open_object)
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import verify_repo
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_files as bfiles
+
+MARKER_RE = re.compile(r"^ransomeye\.ops (restored|rolled-back) backup=(\S+) seq=(\d+) previous=(\S+)$")
+MAX_IDENT = 63
+
+
+def marker_text(state: str, backup_id: str, seq: int, previous: t.Optional[str]) -> str:
+    return "ransomeye.ops %s backup=%s seq=%d previous=%s" % (state, backup_id, seq, previous or "-")
+
+
+def parse_marker(comment: t.Optional[str]) -> t.Optional[dict]:
+    match = MARKER_RE.match(comment or "")
+    if not match:
+        return None
+    state, backup_id, seq, previous = match.groups()
+    return {"state": state, "backup_id": backup_id, "seq": int(seq), "previous": None if previous == "-" else previous}
+
+
+# ----------------------------------------------------------------------------- database helpers
+
+
+def _pg() -> t.Any:
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _postgres as pgu
+    return pgu
+
+
+def _db_comment(conn: t.Any, db: str) -> t.Optional[str]:
+    pgu = _pg()
+    return pgu.query_one(conn, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                         [db])
+
+
+def _set_comment(conn: t.Any, db: str, text: str) -> None:
+    pgu = _pg()
+    pgu.query(conn, pgu.sql.SQL("COMMENT ON DATABASE {} IS {}").format(pgu.ident(db), pgu.literal(text)))
+
+
+def _terminate(conn: t.Any, db: str, timeout: float = 30.0) -> None:
+    """Refuse new connections to ``db`` and terminate the existing ones (waits until they are gone)."""
+    pgu = _pg()
+    pgu.query(conn, pgu.sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(pgu.ident(db)))
+    deadline = time.monotonic() + timeout
+    while True:
+        pgu.query(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()", [db])
+        left = pgu.query_one(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                   "AND pid <> pg_backend_pid()", [db])
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise RansomeyeError("connections to %s did not end within %ds" % (db, timeout))
+        time.sleep(0.1)
+
+
+def _allow(conn: t.Any, db: str) -> None:
+    pgu = _pg()
+    pgu.query(conn, pgu.sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(pgu.ident(db)))
+
+
+def _rename(conn: t.Any, old: str, new: str) -> None:
+    pgu = _pg()
+    pgu.query(conn, pgu.sql.SQL("ALTER DATABASE {} RENAME TO {}").format(pgu.ident(old), pgu.ident(new)))
+
+
+def _drop(conn: t.Any, db: str) -> None:
+    pgu = _pg()
+    pgu.query(conn, pgu.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgu.ident(db)))
+
+
+def _counts(info: t.Any, db: str) -> t.Dict[str, int]:
+    pgu = _pg()
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import count_rows
+    with pgu.connection(info.with_db(db)) as conn:
+        return count_rows(conn)
+
+
+def _name(base: str, suffix: str) -> str:
+    name = base + suffix
+    if len(name.encode("utf-8")) > MAX_IDENT:
+        raise RansomeyeError("database name %s is longer than %d bytes; use a shorter db name" % (name, MAX_IDENT))
+    return name
+
+
+def restore_database(params: dict, repo: brepo.Repo, item: brepo.LoadedManifest, decrypt: dict,
+                     check_mode: bool) -> dict:
+    pgu = _pg()
+    body = item.body
+    comp = body["components"]["database"]
+    db = params.get("db") or comp.get("db")
+    if not isinstance(db, str) or not db:
+        raise RansomeyeError("the backup records no database name; give db")
+    seq = body["seq"]
+    expected = comp.get("tables") or {}
+    info = pgu.ConnInfo.from_params(params)
+    if info.dbname == db:
+        raise RansomeyeError("login_db must not be the database being restored (%s); use postgres" % db)
+    started = time.monotonic()
+    out: t.Dict[str, t.Any] = {"restored_db": db, "manifest_tables": expected, "previous_db": None}
+    with pgu.connection(info) as conn:
+        exists = pgu.database_exists(conn, db)
+        if exists:
+            marker = parse_marker(_db_comment(conn, db))
+            if marker and marker["state"] == "restored" and marker["backup_id"] == item.backup_id:
+                counts = _counts(info, db)
+                if counts == expected:
+                    out.update(changed=False, tables=counts, previous_db=marker["previous"],
+                               stats={"duration": round(time.monotonic() - started, 3), "bytes": 0,
+                                      "tables": len(counts), "unchanged": True})
+                    return out
+        if check_mode:
+            out.update(changed=True, stats={"duration": 0.0, "bytes": 0, "tables": len(expected), "unchanged": False})
+            if exists:
+                out["previous_db"] = _name(db, "_pre_restore_%d" % seq)
+            return out
+        staging_db = _name(db, "_restoring_%d" % seq)
+        _drop(conn, staging_db)  # leftover of a restore that crashed; named by us, never user data
+        owner = pgu.query_one(conn, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", [db]) \
+            if exists else None
+        create = pgu.sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(pgu.ident(staging_db))
+        if owner:
+            create = pgu.sql.SQL("{} OWNER {}").format(create, pgu.ident(owner))
+        pgu.query(conn, create)
+        try:
+            size = _load_dump(info, staging_db, repo, comp["object"], decrypt, params, pgu.server_major(conn))
+            counts = _counts(info, staging_db)
+            if counts != expected:
+                diff = sorted(k for k in set(counts) | set(expected) if counts.get(k) != expected.get(k))
+                raise RansomeyeError("row counts of the restored database differ from the manifest for %s; "
+                                     "the current database was left untouched" % ", ".join(diff[:10]))
+        except BaseException:
+            _drop(conn, staging_db)
+            raise
+        previous = None
+        if exists:
+            previous = _name(db, "_pre_restore_%d" % seq)
+            n = 2
+            while pgu.database_exists(conn, previous):
+                previous = _name(db, "_pre_restore_%d_%d" % (seq, n))
+                n += 1
+            _terminate(conn, db)
+            try:
+                _rename(conn, db, previous)
+            finally:
+                _allow(conn, db if not pgu.database_exists(conn, previous) else previous)
+        try:
+            _rename(conn, staging_db, db)
+        except BaseException:
+            if previous:
+                _rename(conn, previous, db)
+            raise
+        _set_comment(conn, db, marker_text("restored", item.backup_id, seq, previous))
+    out.update(changed=True, tables=counts, previous_db=previous,
+               stats={"duration": round(time.monotonic() - started, 3), "bytes": size, "tables": len(counts),
+                      "unchanged": False})
+    return out
+
+
+def _load_dump(info: t.Any, target: str, repo: brepo.Repo, object_id: str, decrypt: dict, params: dict,
+               major: int) -> int:
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import restore_database as pg_restore
+    return pg_restore(info, target, object_chunks(repo, object_id, decrypt), jobs=max(1, params.get("jobs") or 1),
+                      staging_parent=params.get("staging_dir"), server_major=major)
+
+
+def rollback_database(params: dict, check_mode: bool) -> dict:
+    pgu = _pg()
+    db = params.get("db")
+    if not db:
+        raise RansomeyeError("state rolled_back needs db (the database whose last restore to undo)")
+    info = pgu.ConnInfo.from_params(params)
+    if info.dbname == db:
+        raise RansomeyeError("login_db must not be the database being rolled back (%s); use postgres" % db)
+    with pgu.connection(info) as conn:
+        if not pgu.database_exists(conn, db):
+            raise RansomeyeError("database %s does not exist; nothing to roll back" % db)
+        marker = parse_marker(_db_comment(conn, db))
+        if marker is None or marker["state"] == "rolled-back":
+            return {"changed": False, "backup_id": marker["backup_id"] if marker else "", "previous_db": None,
+                    "msg": "database %s carries no pending restore; nothing to roll back" % db, "stats": {}}
+        previous = marker["previous"]
+        if not previous:
+            raise RansomeyeError("the restore of backup %s into %s replaced no database (it did not exist); "
+                                 "there is nothing to roll back to" % (marker["backup_id"], db))
+        if not pgu.database_exists(conn, previous):
+            raise RansomeyeError("the previous database %s no longer exists; cannot roll back" % previous)
+        result = {"changed": True, "backup_id": marker["backup_id"], "seq": marker["seq"], "previous_db": previous,
+                  "restored_db": db, "stats": {}}
+        if check_mode:
+            return result
+        started = time.monotonic()
+        discard = _name(db, "_rolled_back_%d" % marker["seq"])
+        _drop(conn, discard)
+        _terminate(conn, db)
+        _rename(conn, db, discard)
+        try:
+            _rename(conn, previous, db)
+        except BaseException:
+            _rename(conn, discard, db)
+            _allow(conn, db)
+            raise
+        _set_comment(conn, db, marker_text("rolled-back", marker["backup_id"], marker["seq"], None))
+        _drop(conn, discard)
+        result["stats"] = {"duration": round(time.monotonic() - started, 3)}
+        return result
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def restore_files(component: str, comp: dict, repo: brepo.Repo, decrypt: dict, dest: t.Optional[str],
+                  check_mode: bool) -> bfiles.Restorer:
+    files = comp.get("files") or {}
+    roots = comp.get("paths") or []
+    bfiles.check_entries(component, roots, files)
+    restorer = bfiles.Restorer(roots, dest, check_mode)
+    if component == "artifacts":
+        def chunks(original: str, record: dict) -> t.Iterable[bytes]:
+            return object_chunks(repo, str(record.get("object")), decrypt)
+        bfiles.restore_tree_entries(restorer, files, chunks)
+        return restorer
+    state: t.Dict[str, t.Any] = {}
+
+    def tar_chunks(original: str, record: dict) -> t.Iterable[bytes]:
+        if "tar" not in state:
+            state["tar"] = bfiles.TarContent(ChunkReader(object_chunks(repo, str(comp.get("object")), decrypt)), files)
+        return state["tar"].chunks(original, record)
+    bfiles.restore_tree_entries(restorer, files, tar_chunks)
+    return restorer
+
+
+# ----------------------------------------------------------------------------- module entry
+
+
+def _probe_key(repo: brepo.Repo, object_id: str, decrypt: dict) -> None:
+    """Fail early and clearly when the secret cannot open this backup (before anything is touched)."""
+    with open_object(repo, object_id) as src:
+        try:
+            for _chunk in container.decrypt_chunks(src, expected_object_id=object_id, **decrypt):
+                break
+        except RansomeyeError as exc:
+            raise RansomeyeError("cannot decrypt backup object %s with the given key: %s" % (object_id, exc.msg),
+                                 object=object_id)
 
 
 def run_restore_module(module: t.Any) -> dict:
-    raise RansomeyeError("not implemented yet")
+    params = module.params
+    if params["state"] == "rolled_back":
+        from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
+        require_psycopg2(module)
+        return rollback_database(params, module.check_mode)
+    repo = brepo.Repo.open(params["repo"])
+    trusted = load_trusted(params.get("trusted_keys") or [])
+    if not params.get("private_key") and not params.get("key_file"):
+        raise RansomeyeError("restore decrypts the backup: give private_key (rsa mode) or key_file (aes mode)")
+    decrypt = load_decryption(params.get("private_key"), params.get("private_key_passphrase"), params.get("key_file"))
+    with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
+        level = params.get("verify_level") or "ciphertext"
+        checked = verify_repo(repo, trusted, params.get("backup") or "latest", level,
+                              decrypt if level == "full" else None)
+        if checked.problems or not checked.selected:
+            first = checked.problems[0] if checked.problems else {"backup": params.get("backup"), "object": "-",
+                                                                   "reason": "not verified"}
+            raise RansomeyeError(
+                "backup %s failed verification; refusing to restore (%d problem(s); first: %s: %s)"
+                % (first["backup"], len(checked.problems), first["object"], first["reason"]),
+                problems=checked.problems)
+        item = checked.selected[0]
+        body = item.body
+        available = sorted(body["components"])
+        components = params.get("components") or available
+        missing = [c for c in components if c not in body["components"]]
+        if missing:
+            raise RansomeyeError("backup %s has no %s component (it has %s)"
+                                 % (item.backup_id, ", ".join(missing), ", ".join(available)))
+        mode = (body.get("encryption") or {}).get("mode")
+        if mode == "rsa" and "private_key" not in decrypt:
+            raise RansomeyeError("backup %s is encrypted to RSA recipients: give private_key" % item.backup_id)
+        if mode == "aes" and "key" not in decrypt:
+            raise RansomeyeError("backup %s is encrypted with a key file: give key_file" % item.backup_id)
+        first_object = next(iter(sorted(body["objects"])), None)
+        if first_object:
+            _probe_key(repo, first_object, decrypt)
+        result: t.Dict[str, t.Any] = {"changed": False, "backup_id": item.backup_id, "seq": body["seq"],
+                                      "manifest": item.path, "previous_db": None, "stats": {}}
+        if "database" in components:
+            from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
+            require_psycopg2(module)
+            db_result = restore_database(params, repo, item, decrypt, module.check_mode)
+            result["changed"] = result["changed"] or db_result.pop("changed")
+            result["stats"]["database"] = db_result.pop("stats")
+            result.update(db_result)
+        files: t.Dict[str, str] = {}
+        links: t.Dict[str, str] = {}
+        for component in ("config", "artifacts"):
+            if component not in components:
+                continue
+            restorer = restore_files(component, body["components"][component], repo, decrypt, params.get("dest"),
+                                     module.check_mode)
+            files.update(restorer.files)
+            links.update(restorer.links)
+            result["stats"][component] = restorer.result_stats()
+            if restorer.changed_paths:
+                result["changed"] = True
+        if "config" in components or "artifacts" in components:
+            result["files"] = files
+            result["links"] = links
+        if "database" not in components and "database" in body["components"]:
+            result["manifest_tables"] = body["components"]["database"].get("tables") or {}
+    return result

@@ -1,16 +1,253 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to ransomeye.ops
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private to ransomeye.ops: placeholder, being implemented (issue 3)."""
+"""Private to ransomeye.ops: verification of backups (quick, ciphertext, full).
+
+Every problem names the backup and the object (or ``manifest:<file>``). The
+verifier reads only; it holds the repository lock shared so that it never sees
+a backup or a prune half done.
+"""
 
 from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import hashlib
+import os
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
+    container, load_decryption, load_trusted, signing)
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import open_object
+
+LEVELS = ("quick", "ciphertext", "full")
+READ_CHUNK = 1 << 20
+
+
+class VerifyResult(t.NamedTuple):
+    verified: t.List[str]
+    problems: t.List[dict]
+    backups: t.List[dict]
+    objects_checked: int
+    bytes_checked: int
+    selected: t.List[brepo.LoadedManifest]
+
+
+def _problem(backup: t.Any, obj: str, reason: str) -> dict:
+    return {"backup": backup, "object": obj, "reason": reason}
+
+
+def _component_object_refs(body: dict) -> t.List[t.Tuple[str, str]]:
+    """(object id, what refers to it) for every object a component needs."""
+    refs: t.List[t.Tuple[str, str]] = []
+    components = body.get("components") or {}
+    for name in ("database", "config"):
+        comp = components.get(name)
+        if isinstance(comp, dict):
+            refs.append((str(comp.get("object")), name))
+    art = components.get("artifacts")
+    if isinstance(art, dict):
+        for path, record in sorted((art.get("files") or {}).items()):
+            if isinstance(record, dict) and record.get("type") == "file":
+                refs.append((str(record.get("object")), path))
+    return refs
+
+
+def check_manifest(item: brepo.LoadedManifest, repo: brepo.Repo, trusted: t.Dict[str, t.Any]) -> t.List[str]:
+    """Reasons why a parsed manifest is not a genuine manifest of this repository (empty when fine)."""
+    reasons: t.List[str] = []
+    body = item.body
+    if body["seq"] != item.seq_in_name:
+        reasons.append("manifest file %08d.json holds seq %d (replayed or moved manifest)"
+                       % (item.seq_in_name, body["seq"]))
+    if brepo.seq_of_backup_id(body["backup_id"]) != body["seq"]:
+        reasons.append("backup id %s does not match seq %d" % (body["backup_id"], body["seq"]))
+    if body["repo_id"] != repo.repo_id:
+        reasons.append("manifest belongs to repository %s, not %s" % (body["repo_id"], repo.repo_id))
+    signatures = item.document.get("signatures") or []
+    data = signing.canonical_json(body)
+    if signing.canonical_json(item.document) != item.raw:
+        reasons.append("manifest file is not in canonical form (modified after signing)")
+    good = None
+    errors = []
+    for sig in signatures:
+        try:
+            good = signing.verify_trusted(trusted, data, sig)
+            break
+        except RansomeyeError as exc:
+            errors.append(exc.msg)
+    if good is None:
+        reasons.append("no valid signature by a trusted key: %s" % ("; ".join(errors) or "no signature"))
+    elif body.get("signer") != good:
+        reasons.append("signed by %s but the manifest names signer %s" % (good, body.get("signer")))
+    for object_id, what in _component_object_refs(body):
+        if object_id not in body["objects"]:
+            reasons.append("%s refers to object %s that the manifest does not list" % (what, object_id))
+    for object_id in body["objects"]:
+        if not brepo.OBJECT_ID_RE.match(object_id):
+            reasons.append("invalid object id %r" % object_id)
+    return reasons
+
+
+class _ObjectChecker:
+    """Checks each object once per run, whatever number of backups share it."""
+
+    def __init__(self, repo: brepo.Repo, level: str, decrypt_kwargs: dict) -> None:
+        self.repo = repo
+        self.level = level
+        self.decrypt_kwargs = decrypt_kwargs
+        self.cache: t.Dict[t.Tuple[str, str], t.Optional[str]] = {}
+        self.bytes_checked = 0
+
+    def check(self, object_id: str, record: dict) -> t.Optional[str]:
+        key = (object_id, repr(sorted(record.items())))
+        if key not in self.cache:
+            self.cache[key] = self._check(object_id, record)
+        return self.cache[key]
+
+    def _check(self, object_id: str, record: dict) -> t.Optional[str]:
+        size = self.repo.object_size(object_id)
+        if size is None:
+            return "object is missing"
+        if size != record.get("ciphertext_size"):
+            return "object size %d differs from the manifest's %s (truncated or extended)" % (
+                size, record.get("ciphertext_size"))
+        if self.level == "quick":
+            return None
+        with open_object(self.repo, object_id) as src:
+            if self.level == "ciphertext":
+                digest = hashlib.sha256()
+                for block in iter(lambda: src.read(READ_CHUNK), b""):
+                    digest.update(block)
+                    self.bytes_checked += len(block)
+                if digest.hexdigest() != record.get("ciphertext_sha256"):
+                    return "ciphertext SHA-256 differs from the manifest (object modified)"
+                return None
+            try:
+                info = container.decrypt_stream(src, None, expected_object_id=object_id, **self.decrypt_kwargs)
+            except RansomeyeError as exc:
+                return "decryption failed: %s" % exc.msg
+            self.bytes_checked += int(info.ciphertext_size)
+        if info.ciphertext_sha256 != record.get("ciphertext_sha256"):
+            return "ciphertext SHA-256 differs from the manifest (object modified)"
+        if info.plaintext_sha256 != record.get("plaintext_sha256") or info.plaintext_size != record.get("plaintext_size"):
+            return "plaintext SHA-256 or size differs from the manifest"
+        return None
+
+
+def _select(manifests: t.List[brepo.LoadedManifest], names: t.List[t.Tuple[int, str]], backup: str) -> t.List[int]:
+    """Seqs (file-name seqs) of the manifests to verify."""
+    seqs = [seq for seq, _path in names]
+    if not seqs:
+        return []
+    if backup in (None, "", "latest"):
+        return [seqs[-1]]
+    if backup == "all":
+        return seqs
+    wanted = [m.seq_in_name for m in manifests if m.backup_id == backup]
+    if not wanted:
+        seq = brepo.seq_of_backup_id(backup)
+        if seq is not None and seq in seqs and backup == "%08d" % seq:
+            wanted = [seq]
+    if not wanted:
+        raise RansomeyeError("backup %s not found in the repository; available: %s"
+                             % (backup, ", ".join(m.backup_id for m in manifests) or "none"))
+    return wanted
+
+
+def verify_repo(repo: brepo.Repo, trusted: t.Dict[str, t.Any], backup: str = "latest", level: str = "quick",
+                decrypt_kwargs: t.Optional[dict] = None) -> VerifyResult:
+    """Verify with the lock already held (see verify_path for the locked entry point)."""
+    if level not in LEVELS:
+        raise RansomeyeError("level must be one of %s" % ", ".join(LEVELS))
+    decrypt_kwargs = decrypt_kwargs or {}
+    if level == "full" and not decrypt_kwargs:
+        raise RansomeyeError("level full decrypts every object: give private_key (rsa mode) or key_file (aes mode)")
+    names = repo.manifest_files()
+    problems: t.List[dict] = []
+    loaded: t.Dict[int, brepo.LoadedManifest] = {}
+    bad: t.Dict[int, str] = {}
+    for seq, path in names:
+        try:
+            item = brepo.load_manifest(seq, path)
+        except (brepo.ManifestError, OSError) as exc:
+            bad[seq] = getattr(exc, "msg", str(exc))
+            continue
+        reasons = check_manifest(item, repo, trusted)
+        if reasons:
+            bad[seq] = "; ".join(reasons)
+        loaded[seq] = item
+    selected = _select(list(loaded.values()), names, backup)
+    if not names:
+        problems.append(_problem(None, "manifests", "the repository holds no backup"))
+    # hash chain over every manifest present
+    chain_bad: t.Dict[int, str] = {}
+    previous: t.Optional[t.Tuple[int, str]] = None
+    for seq, path in names:
+        item = loaded.get(seq)
+        if item is not None and seq not in bad:
+            prev_sha = item.body.get("prev_manifest_sha256")
+            if previous is not None and previous[0] == seq - 1 and prev_sha != previous[1]:
+                chain_bad[seq] = "prev_manifest_sha256 does not match manifest %08d.json (chain broken)" % (seq - 1)
+            elif previous is not None and previous[0] != seq - 1:
+                chain_bad[seq] = "manifests %08d..%08d are missing (deleted backups)" % (previous[0] + 1, seq - 1)
+            elif previous is None and seq == 1 and prev_sha is not None:
+                chain_bad[seq] = "first backup names a previous manifest"
+        previous = (seq, brepo.load_manifest_digest(path))
+    checker = _ObjectChecker(repo, level, decrypt_kwargs)
+    verified: t.List[str] = []
+    backups: t.List[dict] = []
+    for seq in selected:
+        path = dict(names)[seq]
+        item = loaded.get(seq)
+        label = item.backup_id if item is not None else os.path.basename(path)
+        manifest_obj = "manifest:%s" % os.path.basename(path)
+        ok = True
+        if seq in bad:
+            problems.append(_problem(label, manifest_obj, bad[seq]))
+            ok = False
+        if seq in chain_bad:
+            problems.append(_problem(label, manifest_obj, chain_bad[seq]))
+            ok = False
+        if item is not None:
+            body = item.body
+            backups.append({"backup_id": item.backup_id, "seq": body["seq"],
+                            "created": (body.get("time") or {}).get("end"), "signer": body.get("signer"),
+                            "components": sorted(body.get("components") or {})})
+        if item is None or seq in bad:
+            continue  # objects of an unauthenticated manifest prove nothing
+        for object_id, record in sorted(brepo.referenced_objects(item.body).items()):
+            reason = checker.check(object_id, record)
+            if reason:
+                problems.append(_problem(label, object_id, reason))
+                ok = False
+        if ok:
+            verified.append(item.backup_id)
+    objects_checked = len({key[0] for key in checker.cache})
+    return VerifyResult(verified, problems, backups, objects_checked, checker.bytes_checked,
+                        [loaded[s] for s in selected if s in loaded and s not in bad and s not in chain_bad])
 
 
 def run_verify_module(module: t.Any) -> dict:
-    raise RansomeyeError("not implemented yet")
+    params = module.params
+    repo = brepo.Repo.open(params["repo"])
+    trusted = load_trusted(params["trusted_keys"])
+    decrypt_kwargs: dict = {}
+    if params["level"] == "full":
+        if not params.get("private_key") and not params.get("key_file"):
+            raise RansomeyeError("level full decrypts every object: give private_key (rsa mode) or key_file (aes mode)")
+        decrypt_kwargs = load_decryption(params.get("private_key"), params.get("private_key_passphrase"),
+                                         params.get("key_file"))
+    with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
+        result = verify_repo(repo, trusted, params.get("backup") or "latest", params["level"], decrypt_kwargs)
+    out = {"changed": False, "verified": result.verified, "problems": result.problems, "backups": result.backups,
+           "level": params["level"], "objects_checked": result.objects_checked, "bytes_checked": result.bytes_checked}
+    if result.problems and params["fail_on_problems"]:
+        first = result.problems[0]
+        out.pop("changed")
+        raise RansomeyeError(
+            "backup verification found %d problem(s); first: backup %s, %s: %s"
+            % (len(result.problems), first["backup"], first["object"], first["reason"]), **out)
+    return out
