@@ -154,13 +154,24 @@ def write_tls(layout: Layout, server_days: int = 20, client_days: int = 365) -> 
         os.symlink("server.crt", link)
 
 
+def write_signing_key_dir(key_dir: str) -> None:
+    """The key-directory layout of ``_keychain.py``: active key, keys/<id>.pub, chain/000001.json, state.json."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _keychain, _signing
+    signing = ed25519.Ed25519PrivateKey.generate()
+    kid = _signing.key_id(signing)
+    _write(os.path.join(key_dir, _keychain.ACTIVE_KEY), _pem_key(signing), 0o600)
+    _write(os.path.join(key_dir, _keychain.ACTIVE_PUB), _pem_pub(signing), 0o644)
+    _write(os.path.join(key_dir, _keychain.KEYS_DIR, kid + ".pub"), _pem_pub(signing), 0o644)
+    bundle = _keychain.make_bundle(signing, 1)
+    _keychain.write_bundle(key_dir, bundle)
+    _keychain.write_state(key_dir, {"active_key_id": kid, "active_since": bundle["created"], "seq": 1})
+
+
 def write_keys(layout: Layout) -> None:
     """Signing key (Ed25519 active.key/active.pub) and backup keys (RSA-3072 recipient, 32-byte AES key)."""
     os.makedirs(layout.signing_key_dir, mode=0o700, exist_ok=True)
     os.makedirs(layout.backup_key_dir, mode=0o700, exist_ok=True)
-    signing = ed25519.Ed25519PrivateKey.generate()
-    _write(os.path.join(layout.signing_key_dir, "active.key"), _pem_key(signing), 0o600)
-    _write(os.path.join(layout.signing_key_dir, "active.pub"), _pem_pub(signing), 0o644)
+    write_signing_key_dir(layout.signing_key_dir)
     recipient = rsa.generate_private_key(public_exponent=65537, key_size=3072)
     _write(os.path.join(layout.backup_key_dir, "recipient.key"), _pem_key(recipient), 0o600)
     _write(os.path.join(layout.backup_key_dir, "recipient.pub"), _pem_pub(recipient), 0o644)
