@@ -137,6 +137,10 @@ def pid_alive(pid: t.Any) -> bool:
     return True
 
 
+def _name(entry: t.Any) -> str:
+    return entry.name
+
+
 def _glob_re(patterns: t.Sequence[str]) -> t.Optional[t.Pattern[str]]:
     if not patterns:
         return None
@@ -294,7 +298,7 @@ class Cleaner:
         sep = os.sep
         S_ISREG = stat.S_ISREG  # pylint: disable=invalid-name
         with os.scandir(fd) as it:
-            entries = list(it)
+            entries = sorted(it, key=_name)  # deterministic order, as safe_walk
         self.scanned += len(entries)
         self._time()
         for index, entry in enumerate(entries):
@@ -450,20 +454,28 @@ class Cleaner:
         try:
             with os.scandir(sub_fd) as it:
                 items = [(e.name, e.stat(follow_symlinks=False)) for e in it]
-            newest = max([st.st_mtime] + [s.st_mtime for _, s in items]
+            newest = max([st.st_mtime] + [item[1].st_mtime for item in items]
                          + ([marker_st.st_mtime] if marker_st is not None else []))
             if newest >= self.orphan_cutoff:
                 return  # touched recently: the uploader may come back
-            left = 0
+            items.sort()
+            blockers = 0
             for item_name, item_st in items:
                 item_path = child + os.sep + item_name
                 if not (stat.S_ISREG(item_st.st_mode) and CHUNK_RE.match(item_name)):
                     self._skip(item_path, "unexpected entry in upload session")
-                    left += 1
+                    blockers += 1
                 elif self._excluded(item_path, name + os.sep + item_name, item_name):
                     self._skip(item_path, "excluded")
-                    left += 1
-                elif not self._remove_file(sub_fd, item_name, item_path, item_st, "orphan_chunk"):
+                    blockers += 1
+                elif self.busy.why_busy(item_st):
+                    self._skip(item_path, self.busy.why_busy(item_st) or "open")
+                    blockers += 1
+            if blockers:
+                return  # the session stays whole: nothing of it is removed
+            left = 0
+            for item_name, item_st in items:
+                if not self._remove_file(sub_fd, item_name, child + os.sep + item_name, item_st, "orphan_chunk"):
                     left += 1
         finally:
             os.close(sub_fd)

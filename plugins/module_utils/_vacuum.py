@@ -217,11 +217,11 @@ def run(params: dict, check_mode: bool, now: t.Optional[datetime.datetime] = Non
                 urgent = urgency(item, opts)
                 if urgent is not None:
                     ranked.append((-urgent[0], key, urgent[1]))
-            chosen = [(key, why) for _, key, why in sorted(ranked)]
+            chosen = [(entry[1], entry[2]) for entry in sorted(ranked)]
         # pg_stat_user_tables can lag behind a just-listed table; keep what we have and go on
         for key, why in chosen:
             result["planned"].append(dict(table=key, reason=why))
-        result["table_stats"] = {key: dict(before=before[key], after=None) for key, _ in chosen}
+        result["table_stats"] = {pick[0]: dict(before=before[pick[0]], after=None) for pick in chosen}
         if check_mode or not chosen:
             for key, why in chosen:
                 refusal = _full_refusal(conn, opts, in_window, before[key])
@@ -257,9 +257,9 @@ def run(params: dict, check_mode: bool, now: t.Optional[datetime.datetime] = Non
                                            seconds=round(time.monotonic() - t0, 3)))
         query(conn, "RESET statement_timeout")
         done = [v["table"] for v in result["vacuumed"]]
-        after = table_stats(conn, [(before[k]["schema"], before[k]["table"]) for k, _ in chosen])
-        for key, _ in chosen:
-            result["table_stats"][key]["after"] = after.get(key)
+        after = table_stats(conn, [(before[k]["schema"], before[k]["table"]) for k in (pick[0] for pick in chosen)])
+        for pick in chosen:
+            result["table_stats"][pick[0]]["after"] = after.get(pick[0])
         result["database_age"] = database_age(conn)
         result["changed"] = bool(done)
     return result

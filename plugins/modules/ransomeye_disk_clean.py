@@ -40,7 +40,8 @@ description:
   - O(max_runtime) caps the run; when reached the module stops, reports RV(truncated), and the next run continues.
   - RV(bytes_freed) counts C(st_blocks * 512) of a removed file only when its last link went (C(st_nlink == 1)), so
     hard-linked files are counted once, and only when really freed.
-author: ransomeye.ops maintainers
+author:
+  - ransomeye.ops maintainers (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes

@@ -33,7 +33,8 @@ description:
   - "Test hook, for the collection's own tests only: the environment variable C(RANSOMEYE_OPS_TEST_HOOK) set to
     C(kill:compressed), C(kill:verified), C(kill:linked), C(kill:tmp_removed) or C(kill:deleted) makes the module
     SIGKILL itself at that point; C(corrupt) damages the temp archive before it is verified. Never set it in production."
-author: ransomeye.ops maintainers
+author:
+  - ransomeye.ops maintainers (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes

@@ -29,7 +29,8 @@ description:
   - Statistics before and after come from C(pg_stat_user_tables) (after C(pg_stat_clear_snapshot())); they are
     updated by the server asynchronously, so a table just written to may show its dead tuples a moment later.
   - C(changed) is true only when a VACUUM or ANALYZE ran.
-author: ransomeye.ops maintainers
+author:
+  - ransomeye.ops maintainers (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
