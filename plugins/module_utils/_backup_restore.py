@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import hashlib
 import re
 import time
 import typing as t
@@ -102,10 +103,14 @@ def _counts(info: t.Any, db: str) -> t.Dict[str, int]:
 
 
 def _name(base: str, suffix: str) -> str:
+    """``base + suffix``; a long base is cut and made unique with a short hash (PostgreSQL keeps 63 bytes)."""
     name = base + suffix
-    if len(name.encode("utf-8")) > MAX_IDENT:
-        raise RansomeyeError("database name %s is longer than %d bytes; use a shorter db name" % (name, MAX_IDENT))
-    return name
+    if len(name.encode("utf-8")) <= MAX_IDENT:
+        return name
+    tag = hashlib.sha256(base.encode("utf-8")).hexdigest()[:8]
+    room = MAX_IDENT - len(suffix.encode("utf-8")) - len(tag) - 1
+    cut = base.encode("utf-8")[:max(1, room)].decode("utf-8", "ignore")
+    return "%s_%s%s" % (cut, tag, suffix)
 
 
 def restore_database(params: dict, repo: brepo.Repo, item: brepo.LoadedManifest, decrypt: dict,

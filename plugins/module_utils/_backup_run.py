@@ -106,7 +106,7 @@ def run_backup(module: t.Any) -> dict:
         if not os.path.exists(os.path.join(repo_path, "repo.json")):
             enc_probe = load_encryption(params, "", create_id_key=False)
             del enc_probe
-            return {"changed": True, "skipped": False, "backup_id": "", "seq": 1, "manifest": "",
+            return {"changed": True, "up_to_date": False, "backup_id": "", "seq": 1, "manifest": "",
                     "reason": "repository %s would be created and a first backup taken" % repo_path,
                     "stats": {}, "pruned": {"manifests": [], "objects": 0, "bytes": 0}}
         repo = brepo.Repo.open(repo_path)
@@ -121,7 +121,7 @@ def run_backup(module: t.Any) -> dict:
         if max_age is not None:
             fresh, why = _fresh(latest, repo, signer.public_key(), max_age, now)
             if fresh and latest is not None:
-                return {"changed": False, "skipped": True, "reason": why, "backup_id": latest.backup_id,
+                return {"changed": False, "up_to_date": True, "reason": why, "backup_id": latest.backup_id,
                         "seq": latest.body["seq"], "manifest": latest.path, "manifest_sha256": latest.sha256,
                         "stats": {}, "pruned": {"manifests": [], "objects": 0, "bytes": 0}}
             reason = why
@@ -129,7 +129,7 @@ def run_backup(module: t.Any) -> dict:
             reason = "no max_age given"
         seq = highest + 1
         if module.check_mode:
-            return {"changed": True, "skipped": False, "reason": reason + "; a backup would be taken",
+            return {"changed": True, "up_to_date": False, "reason": reason + "; a backup would be taken",
                     "backup_id": brepo.backup_id_for(seq, now), "seq": seq, "manifest": repo.manifest_path(seq),
                     "stats": {}, "pruned": {"manifests": [], "objects": 0, "bytes": 0}}
         return _take_backup(module, repo, enc, signer, signer_id, components, config_roots, artifact_roots,
@@ -232,7 +232,7 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     total["duration"] = round(time.monotonic() - started_mono, 3)
     stats["total"] = total
     result.update({
-        "changed": True, "skipped": False, "reason": reason, "backup_id": backup_id, "seq": seq,
+        "changed": True, "up_to_date": False, "reason": reason, "backup_id": backup_id, "seq": seq,
         "manifest": manifest_path, "manifest_sha256": brepo.load_manifest_digest(manifest_path),
         "stats": stats, "pruned": pruned, "clock_went_backwards": clock_backwards,
     })

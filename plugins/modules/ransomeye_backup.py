@@ -178,8 +178,8 @@ manifest_sha256:
   description: SHA-256 of the manifest file (the next manifest records it as C(prev_manifest_sha256)).
   returned: when a backup was taken or found fresh
   type: str
-skipped:
-  description: True when O(max_age) found a fresh complete backup and nothing was done.
+up_to_date:
+  description: True when O(max_age) found a fresh complete backup and nothing was done (C(changed=false)).
   returned: always
   type: bool
 reason:

@@ -195,5 +195,27 @@ def dr_site(tmp_path, pg, pg_db, dr_keys):
     args = dict(pg.conn_params(), repo=repo, db=pg_db, config_paths=[config], artifact_paths=[artifacts],
                 mode="rsa", recipients=[dr_keys["recipient_pub"]], signing_key=dr_keys["signing_key"])
     verify_args = dict(repo=repo, trusted_keys=[dr_keys["signing_pub"]], private_key=dr_keys["recipient_key"])
-    return dict(pg=pg, db=pg_db, counts=counts, root=root, config=config, artifacts=artifacts, repo=repo,
-                args=args, verify_args=verify_args, keys=dr_keys, tmp=str(tmp_path))
+    yield dict(pg=pg, db=pg_db, counts=counts, root=root, config=config, artifacts=artifacts, repo=repo,
+               args=args, verify_args=verify_args, keys=dr_keys, tmp=str(tmp_path))
+    drop_side_databases(pg, pg_db)
+
+
+def drop_side_databases(pg, name):
+    """Restores leave <db>_pre_restore_<seq> (or a hashed short form) behind by design; drop them."""
+    rows = pg.execute("SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
+                      [name[:20].replace("_", "\\_") + "%", name])
+    for (other,) in rows:
+        pg.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % other)
+
+
+def module_namespace(**params):
+    """A stand-in for AnsibleModule (params + check_mode) to call a module's helper in-process."""
+    class _Module:
+        check_mode = params.pop("_check_mode", False)
+
+        def warn(self, msg):
+            self.warnings.append(msg)
+    module = _Module()
+    module.params = params
+    module.warnings = []
+    return module
