@@ -65,13 +65,14 @@ demo-clean:
 test: setup sanity units integration
 
 sanity: setup
-	@bash tools/sanity.sh $(SANITY_COLL)
+	@bash tools/ansible_test.sh sanity $(SANITY_COLL)
 
 units: setup
 	$(BIN)/python -m pytest -q tests/unit -n $(PYTEST_WORKERS)
 
 integration: setup
 	$(BIN)/python -m pytest -q tests/integration -n $(PYTEST_WORKERS) --dist loadfile
+	@bash tools/ansible_test.sh integration $(BUILD)/ansible-test/ansible_collections/ransomeye/ops
 
 bench: setup
 	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
