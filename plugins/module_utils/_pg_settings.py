@@ -50,6 +50,7 @@ class Setting(t.NamedTuple):
     pending: t.Optional[str]          # last value in the config files, None when no file sets it
     pending_file: t.Optional[str]
     pending_restart: bool
+    source: str = "default"           # where the running value comes from (pg_settings.source)
 
 
 def check_name(name: str) -> str:
@@ -115,7 +116,7 @@ def read_settings(conn: t.Any, names: t.Iterable[str]) -> t.Dict[str, Setting]:
     wanted = sorted(set(check_name(n) for n in names))
     rows = _postgres.query(
         conn,
-        "SELECT name, setting, unit, vartype, context, enumvals, pending_restart "
+        "SELECT name, setting, unit, vartype, context, enumvals, pending_restart, source "
         "FROM pg_catalog.pg_settings WHERE name = ANY(%s)",
         [wanted],
     )
@@ -133,7 +134,7 @@ def read_settings(conn: t.Any, names: t.Iterable[str]) -> t.Dict[str, Setting]:
     for name, value, sourcefile in file_rows:
         pending[name] = (value, sourcefile)
     result = {}
-    for name, setting, unit, vartype, context, enumvals, pending_restart in rows:
+    for name, setting, unit, vartype, context, enumvals, pending_restart, source in rows:
         file_value = pending.get(name)
         result[name] = Setting(
             name=name, setting=setting, unit=unit, vartype=vartype, context=context,
@@ -141,15 +142,37 @@ def read_settings(conn: t.Any, names: t.Iterable[str]) -> t.Dict[str, Setting]:
             pending=file_value[0] if file_value else None,
             pending_file=file_value[1] if file_value else None,
             pending_restart=bool(pending_restart),
+            source=source or "default",
         )
+    for name, (value, sourcefile) in pending.items():
+        if name not in result:
+            # A custom (extension.name) parameter the server has not loaded: only the files know it.
+            result[name] = Setting(name=name, setting=None, unit=None, vartype="string", context="unknown",
+                                   enumvals=None, pending=value, pending_file=sourcefile, pending_restart=False,
+                                   source="configuration file")
     return result
 
 
-def validate_wanted(settings: t.Dict[str, Setting], wanted: t.Dict[str, str]) -> None:
+def overriding_sources(settings: t.Dict[str, Setting], wanted: t.Dict[str, str]) -> t.List[str]:
+    """Wanted settings that ALTER SYSTEM cannot make effective: the server command line or environment sets them."""
+    return sorted(n for n in wanted if n in settings and settings[n].source in ("command line", "environment variable")
+                  and not same_value(settings[n], wanted[n], settings[n].setting))
+
+
+def validate_wanted(settings: t.Dict[str, Setting], wanted: t.Dict[str, str], server_major: int = 17) -> None:
     """Fail before changing anything when a name is unknown or an enum value is not offered."""
     unknown = sorted(n for n in wanted if n not in settings and "." not in n)
     if unknown:
         raise RansomeyeError("unknown PostgreSQL parameter(s) on this server: %s" % ", ".join(unknown))
+    if server_major < 17:
+        # Only PostgreSQL 17+ lets ALTER SYSTEM set a custom parameter that no loaded library defines.
+        undefined = sorted(n for n in wanted if n not in settings or settings[n].setting is None)
+        if undefined:
+            raise RansomeyeError(
+                "unrecognized configuration parameter(s) %s: PostgreSQL %d accepts ALTER SYSTEM only for custom "
+                "parameters a loaded library defines (PostgreSQL 17+ accepts any)" % (", ".join(undefined), server_major),
+                parameter=undefined[0],
+            )
     for name, value in wanted.items():
         setting = settings.get(name)
         if setting and setting.vartype == "enum" and setting.enumvals:
@@ -174,9 +197,14 @@ def plan_alter_system(settings: t.Dict[str, Setting], wanted: t.Dict[str, str]) 
     reload_ = False
     for name, value in wanted.items():
         setting = settings.get(name)
-        if setting is None:  # a custom (dotted) parameter not yet known: always set it
+        if setting is None:  # a custom (dotted) parameter that neither the server nor a file knows yet
             changes[name] = dict(before=None, after=value, context="unknown")
             reload_ = True
+            continue
+        if setting.setting is None:  # custom parameter known only from the files
+            if setting.pending != value:
+                changes[name] = dict(before=setting.pending, after=value, context="unknown")
+                reload_ = True
             continue
         current = setting.pending if setting.pending is not None else setting.setting
         differs_pending = not same_value(setting, value, current)
@@ -191,18 +219,45 @@ def plan_alter_system(settings: t.Dict[str, Setting], wanted: t.Dict[str, str]) 
     return Plan(changes, restart, reload_)
 
 
-def alter_system(conn: t.Any, changes: t.Dict[str, t.Any]) -> None:
-    """ALTER SYSTEM SET each name to its value, quoted by psycopg2 (no bind parameters server-side)."""
+def _alter(conn: t.Any, name: str, value: t.Optional[str]) -> None:
     sql = _postgres.sql
+    if value is None:
+        statement = sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(check_name(name)))
+    else:
+        statement = sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(check_name(name)), sql.Literal(str(value)))
+    _postgres.query(conn, statement)
+
+
+def alter_system(conn: t.Any, changes: t.Dict[str, t.Any], settings: t.Optional[t.Dict[str, Setting]] = None) -> None:
+    """ALTER SYSTEM SET each name to its value, quoted by psycopg2 (ALTER SYSTEM takes no bind parameters).
+
+    ALTER SYSTEM cannot run in a transaction, so when the server refuses one value the
+    ones already written are put back (their previous postgresql.auto.conf value, or RESET)
+    before failing: a refused run leaves the pending configuration as it found it.
+    """
+    settings = settings or {}
+    done: t.List[str] = []
     for name, change in changes.items():
-        statement = sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(check_name(name)), sql.Literal(str(change["after"])))
         try:
-            _postgres.query(conn, statement)
+            _alter(conn, name, str(change["after"]))
         except _postgres.psycopg2.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            rollback_failed = []
+            for previous in reversed(done):
+                setting = settings.get(previous)
+                in_auto = bool(setting and setting.pending_file and setting.pending_file.endswith("postgresql.auto.conf"))
+                try:
+                    _alter(conn, previous, setting.pending if in_auto and setting else None)
+                except _postgres.psycopg2.Error:
+                    rollback_failed.append(previous)
             raise RansomeyeError(
-                "ALTER SYSTEM SET %s failed: %s" % (name, str(exc).strip().splitlines()[0] if str(exc).strip() else exc),
+                "ALTER SYSTEM SET %s failed: %s; %s" % (
+                    name, reason,
+                    "the settings written before it were put back" if not rollback_failed else
+                    "could not put back %s" % ", ".join(rollback_failed)),
                 parameter=name,
             )
+        done.append(name)
 
 
 def reload_conf(conn: t.Any) -> bool:

@@ -143,7 +143,8 @@ def recommend(inp: WorkerInput) -> Recommendation:
                                            "10%% of max_requests = %d, so workers do not restart together" % jitter)
     gunicorn["timeout"] = inp.timeout
     gunicorn["graceful_timeout"] = inp.timeout
-    why["gunicorn.timeout"] = "a worker silent for %ds is killed and replaced; graceful_timeout the same" % inp.timeout
+    why["gunicorn.timeout"] = "a worker silent for %ds is killed and replaced" % inp.timeout
+    why["gunicorn.graceful_timeout"] = "same as timeout (%ds): time a worker gets to finish its requests on restart" % inp.timeout
 
     # celery
     per_child = inp.celery_per_child_memory or inp.per_worker_memory
@@ -180,8 +181,13 @@ def recommend(inp: WorkerInput) -> Recommendation:
 
 # -- config files --------------------------------------------------------------
 def _py_value(value: t.Any) -> str:
+    """A Python literal for a config value: scalars, and lists/dicts of them (bind addresses, queues...)."""
     if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[%s]" % ", ".join(_py_value(item) for item in value)
+    if isinstance(value, dict):
+        return "{%s}" % ", ".join("%s: %s" % (_py_value(str(k)), _py_value(v)) for k, v in sorted(value.items()))
     raise RansomeyeError("cannot write %r into a Python config file" % (value,))
 
 
@@ -219,8 +225,6 @@ def gunicorn_block(rec: Recommendation, extra: t.Optional[t.Dict[str, t.Any]] = 
         reason = rec.reasoning.get("gunicorn.%s" % key)
         if reason:
             comments[key] = reason
-    comments["graceful_timeout"] = ""
-    comments = dict((k, v) for k, v in comments.items() if v)
     return render_block(items, comments)
 
 

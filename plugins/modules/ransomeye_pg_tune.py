@@ -282,8 +282,11 @@ def _apply_file(module: RansomeyeModule, settings: dict, inp: _pgtune.PgTuneInpu
 
 def _apply_alter_system(module: RansomeyeModule, conn: t.Any, settings: dict, result: dict) -> None:
     current = _pg_settings.read_settings(conn, settings)
-    _pg_settings.validate_wanted(current, settings)
+    _pg_settings.validate_wanted(current, settings, _postgres.server_major(conn))
     plan = _pg_settings.plan_alter_system(current, settings)
+    for name in _pg_settings.overriding_sources(current, settings):
+        module.warn("%s is set on the server's command line or environment (%s), which wins over ALTER SYSTEM; "
+                    "change it there" % (name, current[name].source))
     result.update(
         changed=bool(plan.changes),
         changed_settings=plan.changes,
@@ -297,7 +300,7 @@ def _apply_alter_system(module: RansomeyeModule, conn: t.Any, settings: dict, re
                               after_header="ALTER SYSTEM")
     if module.check_mode:
         return
-    _pg_settings.alter_system(conn, plan.changes)
+    _pg_settings.alter_system(conn, plan.changes, current)
     if plan.reload_required and module.params["reload"]:
         result["reloaded"] = _pg_settings.reload_conf(conn)
 

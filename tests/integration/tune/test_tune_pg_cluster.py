@@ -127,3 +127,30 @@ def test_through_ansible_with_module_defaults_group(pg, run_module):
     assert result["_rc"] == 0, result["_stdout"]
     assert result["settings"]["shared_buffers"] == "2GB"
     assert "max_worker_processes" not in result["settings"]
+
+
+def test_custom_parameter_is_idempotent_or_refused_clearly(fresh_pg, run_module_direct):
+    # PostgreSQL 17 added ALTER SYSTEM for custom parameters no library has defined; before it, the
+    # module must fail with the server's reason, naming the parameter.
+    args = _args(fresh_pg, overrides={"ransomeye.tuned_by": "ransomeye.ops"})
+    first = run_module_direct("ransomeye_pg_tune", args)
+    if int(fresh_pg.execute("SHOW server_version_num")[0][0]) < 170000:
+        assert first["failed"] is True and first["parameter"] == "ransomeye.tuned_by"
+        assert "unrecognized configuration parameter" in first["msg"]
+        # refused before anything was written
+        assert fresh_pg.execute("SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%%auto.conf'")[0][0] == 0
+        return
+    assert first["_rc"] == 0, first
+    assert "ransomeye.tuned_by" in first["changed_settings"]
+    second = run_module_direct("ransomeye_pg_tune", args)
+    assert "ransomeye.tuned_by" not in second["changed_settings"] and second["changed"] is False
+
+
+def test_refused_value_puts_back_what_was_written(fresh_pg, run_module_direct):
+    fresh_pg.execute("ALTER SYSTEM SET effective_cache_size = '333MB'")  # a previous value in auto.conf
+    # work_mem below PostgreSQL's 64kB minimum: the server refuses it after earlier settings were written.
+    result = run_module_direct("ransomeye_pg_tune", _args(fresh_pg, overrides={"work_mem": "1kB"}))
+    assert result["failed"] is True and result["parameter"] == "work_mem"
+    assert "put back" in result["msg"]
+    auto = dict(fresh_pg.execute("SELECT name, setting FROM pg_file_settings WHERE sourcefile LIKE '%%auto.conf'"))
+    assert auto == {"effective_cache_size": "333MB"}

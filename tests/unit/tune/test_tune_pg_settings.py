@@ -40,3 +40,47 @@ def test_conf_roundtrip_quotes_unsafe_values():
     assert "# RAM / 4\n" in text
     assert text.startswith("# header line\n")
     assert s.parse_conf(text) == settings
+
+
+def _setting(name, running, pending=None, context="postmaster", vartype="integer", unit="8kB", source="default"):
+    return s.Setting(name=name, setting=running, unit=unit, vartype=vartype, context=context, enumvals=None,
+                     pending=pending, pending_file="postgresql.auto.conf" if pending is not None else None,
+                     pending_restart=False, source=source)
+
+
+def test_plan_compares_with_pending_not_running():
+    # shared_buffers written by ALTER SYSTEM (pending 256MB) but still 128MB running: no change, restart needed.
+    settings = {"shared_buffers": _setting("shared_buffers", "16384", pending="256MB")}
+    plan = s.plan_alter_system(settings, {"shared_buffers": "256MB"})
+    assert plan.changes == {} and plan.restart_required is True and plan.reload_required is False
+
+
+def test_plan_after_restart_needs_nothing():
+    settings = {"shared_buffers": _setting("shared_buffers", "32768", pending="256MB")}
+    plan = s.plan_alter_system(settings, {"shared_buffers": "256MB"})
+    assert plan == s.Plan({}, False, False)
+
+
+def test_plan_reloadable_change_and_pending_reload():
+    settings = {"work_mem": _setting("work_mem", "4096", context="user", unit="kB")}
+    plan = s.plan_alter_system(settings, {"work_mem": "8MB"})
+    assert plan.changes == {"work_mem": {"before": "4096", "after": "8MB", "context": "user"}}
+    assert plan.reload_required is True and plan.restart_required is False
+    # written but not yet reloaded: nothing to write, a reload still needed
+    settings = {"work_mem": _setting("work_mem", "4096", pending="8MB", context="user", unit="kB")}
+    plan = s.plan_alter_system(settings, {"work_mem": "8MB"})
+    assert plan.changes == {} and plan.reload_required is True
+
+
+def test_plan_custom_parameter_known_only_from_files():
+    settings = {"ransomeye.mode": _setting("ransomeye.mode", None, pending="fast", context="unknown", vartype="string",
+                                           unit=None)}
+    assert s.plan_alter_system(settings, {"ransomeye.mode": "fast"}).changes == {}
+    assert s.plan_alter_system(settings, {"ransomeye.mode": "slow"}).changes["ransomeye.mode"]["before"] == "fast"
+
+
+def test_command_line_settings_are_reported():
+    settings = {"max_connections": _setting("max_connections", "100", context="postmaster", unit=None,
+                                            source="command line")}
+    assert s.overriding_sources(settings, {"max_connections": "200"}) == ["max_connections"]
+    assert s.overriding_sources(settings, {"max_connections": "100"}) == []

@@ -75,8 +75,7 @@ def test_celery_max_memory_per_child_in_kib():
 def test_every_number_has_its_reasoning():
     rec = _rec(worker_class="gthread")
     for key in rec.gunicorn:
-        if key != "graceful_timeout":
-            assert rec.reasoning.get("gunicorn.%s" % key)
+        assert rec.reasoning.get("gunicorn.%s" % key)
     for key in rec.celery:
         assert rec.reasoning.get("celery.%s" % key)
 
@@ -116,6 +115,15 @@ def test_celery_block_uses_celery_setting_names():
     assert namespace["worker_max_tasks_per_child"] == 1000
     assert namespace["worker_max_memory_per_child"] == 262144
     assert namespace["broker_pool_limit"] == 10
+
+
+def test_extra_settings_may_be_lists_and_dicts():
+    namespace = {}
+    block = _workers.gunicorn_block(_rec(), {"bind": ["127.0.0.1:8000", "[::1]:8000"], "raw_env": {"A": "1"}})
+    exec(compile(block, "g.py", "exec"), namespace)
+    assert namespace["bind"] == ["127.0.0.1:8000", "[::1]:8000"] and namespace["raw_env"] == {"A": "1"}
+    with pytest.raises(RansomeyeError):
+        _workers.gunicorn_block(_rec(), {"bad": object()})
 
 
 def test_extra_setting_name_must_be_an_identifier():
