@@ -67,6 +67,7 @@ PAIRS_DIR = ".ransomeye-pairs"
 CERT_NAME = "cert.pem"
 KEY_NAME = "key.pem"
 TEST_HOOK_ENV = "RANSOMEYE_TEST_KILL_AT"
+DEFAULT_VALID_DAYS = 365
 
 NAME_ATTRIBUTES = {
     "CN": "COMMON_NAME", "commonName": "COMMON_NAME",
@@ -229,8 +230,12 @@ def _current_key_type(cert: t.Any) -> t.Tuple[str, int]:
     raise RansomeyeError("the current certificate's key type is not supported (RSA, EC or Ed25519)")
 
 
-def build_spec(current: t.Any, options: dict) -> Spec:
-    """Options given win; everything else comes from the current certificate."""
+def build_spec(current: t.Any, options: dict, renew_before: int = 30) -> Spec:
+    """Options given win; everything else comes from the current certificate.
+
+    A validity taken from the current certificate that is not longer than
+    ``renew_before`` becomes DEFAULT_VALID_DAYS (it would renew on every run).
+    """
     subject = parse_subject(options["subject"]) if options.get("subject") else current.subject
     if options.get("subject_alt_names") is not None:
         sans = [parse_san(v) for v in options["subject_alt_names"]]
@@ -247,6 +252,12 @@ def build_spec(current: t.Any, options: dict) -> Spec:
     valid_days = options.get("valid_days")
     if valid_days is None:
         valid_days = max(1, int(round((not_after(current) - not_before(current)).total_seconds() / 86400.0)))
+        if valid_days <= renew_before:
+            # A certificate issued for less than renew_before would be renewed on every run.
+            valid_days = DEFAULT_VALID_DAYS
+    elif valid_days <= renew_before:
+        raise RansomeyeError("valid_days (%d) must be longer than renew_before (%d), or every run would renew"
+                             % (valid_days, renew_before))
     if valid_days < 1:
         raise RansomeyeError("valid_days must be at least 1")
     if options.get("key_usage") is not None:
@@ -599,12 +610,9 @@ def run(req: Request, check_mode: bool) -> dict:
     current = load_cert(layout.cert_path)
     key = load_key(layout.key_path) if os.path.exists(layout.key_path) else None
     issuer = load_issuer(req.ca_cert, req.ca_key, req.ca_key_passphrase, now) if req.ca_cert else None
-    spec = build_spec(current, req.options)
-    if spec.valid_days <= req.renew_before:
-        raise RansomeyeError("valid_days (%d) must be longer than renew_before (%d), or every run would renew"
-                             % (spec.valid_days, req.renew_before))
+    spec = build_spec(current, req.options, req.renew_before)
     reason = renewal_reason(current, key, req.renew_before, req.force, now)
-    result = dict(changed=False, reason=reason or "valid", backup_files=[], renewed=False)
+    result = dict(changed=False, reason=reason or "valid", backup_files=[], renewed=False, valid_days=spec.valid_days)
     result.update(describe(current))
     if reason is None or check_mode:
         result["changed"] = reason is not None

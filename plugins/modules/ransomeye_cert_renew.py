@@ -107,7 +107,8 @@ options:
     type: int
   valid_days:
     description:
-      - Validity of the new certificate in days. Defaults to the validity period of the current certificate.
+      - Validity of the new certificate in days. Defaults to the validity period of the current certificate, or 365 when
+        that is not longer than O(renew_before) (it would be renewed on every run).
       - Capped at the CA's own expiry. Must be longer than O(renew_before).
     type: int
   key_usage:
@@ -180,6 +181,10 @@ fingerprint:
   description: SHA-256 fingerprint of the certificate now at O(path), as C(openssl x509 -fingerprint -sha256) prints it.
   returned: always
   type: str
+valid_days:
+  description: Validity in days of a certificate issued by this run (or that would be issued).
+  returned: when the certificate was inspected for renewal
+  type: int
 subject:
   description: Subject of the certificate now at O(path) (RFC 4514).
   returned: always
