@@ -330,7 +330,7 @@ class ContainerWriter:
         self._aead = AESGCM(_derive(file_key, salt, INFO_PAYLOAD))
         self._aad = hashlib.sha256(raw + mac).digest()
         self._counter = 0
-        self._buf = bytearray()
+        self._pending: t.Any = None
         self._pt_hash = hashlib.sha256()
         self._ct_hash = hashlib.sha256()
         self._pt_size = 0
@@ -382,18 +382,26 @@ class ContainerWriter:
         self._pt_hash.update(view)
         self._pt_size += size
         chunk = self._chunk
-        if self._buf:
-            take = min(chunk - len(self._buf), size)
-            self._buf += view[:take]
-            view = view[take:]
-            if not len(view):
-                return size
-            self._emit(self._buf, last=False)
-            self._buf = bytearray()
+        pending = self._pending
+        if pending is not None:
+            if len(pending) < chunk:
+                if not isinstance(pending, bytearray):
+                    pending = bytearray(pending)
+                take = chunk - len(pending)
+                pending += view[:take]
+                view = view[take:]
+                if not len(view):
+                    self._pending = pending
+                    return size
+            # A full chunk is pending and more data follows: it is not the last.
+            self._emit(pending, last=False)
+            self._pending = None
         while len(view) > chunk:
             self._emit(view[:chunk], last=False)
             view = view[chunk:]
-        self._buf += view
+        if len(view):
+            # Keep a reference to immutable input (no copy); copy anything the caller may reuse.
+            self._pending = view if isinstance(data, bytes) else bytes(view)
         return size
 
     def close(self) -> ContainerInfo:
@@ -402,8 +410,8 @@ class ContainerWriter:
             return t.cast(ContainerInfo, self.info)
         if self._state == "aborted":
             raise ContainerError("container was aborted; it has no final chunk and will not decrypt")
-        self._emit(bytes(self._buf), last=True)
-        self._buf = bytearray()
+        self._emit(self._pending if self._pending is not None else b"", last=True)
+        self._pending = None
         self._state = "closed"
         self.flush()
         self.info = ContainerInfo(self._pt_hash.hexdigest(), self._pt_size, self._ct_hash.hexdigest(), self._ct_size)
@@ -413,7 +421,7 @@ class ContainerWriter:
         """Stop without a final chunk: what was written can never decrypt successfully."""
         if self._state == "open":
             self._state = "aborted"
-            self._buf = bytearray()
+            self._pending = None
 
     def __enter__(self) -> "ContainerWriter":
         return self
@@ -702,8 +710,7 @@ def decrypt_chunks(
     commit it only then.
     """
     opened = _open(src, private_key, key, expected_object_id)
-    for plain in _chunks(src, opened, None):
-        yield plain
+    yield from _chunks(src, opened, None)
 
 
 class _Decryption:

@@ -12,7 +12,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _signing
 @pytest.fixture(scope="session")
 def rsa_keys():
     """Three independent 2048-bit RSA private keys (the smallest size the container accepts)."""
-    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3)]
+    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _index in range(3)]
 
 
 @pytest.fixture(scope="session")

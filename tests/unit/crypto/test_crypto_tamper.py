@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.ransomeye.ops.plugins.module_utils import _crypto_container as cc
 
 CHUNK = 64
-PLAIN = bytes(random.Random(7).getrandbits(8) for _ in range(3 * CHUNK + 9))  # 4 chunks: 64, 64, 64, 9
+PLAIN = bytes(random.Random(7).getrandbits(8) for _index in range(3 * CHUNK + 9))  # 4 chunks: 64, 64, 64, 9
 CHUNKS = [PLAIN[i:i + CHUNK] for i in range(0, len(PLAIN), CHUNK)]
 
 
@@ -96,7 +96,7 @@ def test_truncation_at_every_chunk_boundary_and_every_offset(aes_secret):
     for cut in range(len(blob)):
         _assert_fails_releasing_only_authentic(blob[:cut], "cut at %d" % cut, **aes_secret)
     rng = random.Random(11)
-    for _ in range(50):
+    for _round in range(50):
         cut = rng.randrange(len(blob))
         _assert_fails_releasing_only_authentic(blob[:cut], "random cut at %d" % cut, **aes_secret)
 
