@@ -339,7 +339,13 @@ def tune(module: RansomeyeModule) -> dict:
         if apply_mode == "file":
             _apply_file(module, settings, inp, result)
         elif apply_mode == "alter_system":
-            _apply_alter_system(module, conn, settings, result)
+            try:
+                _apply_alter_system(module, conn, settings, result)
+            except _postgres.psycopg2.Error as exc:
+                # e.g. a login that may not read pg_file_settings (superuser or pg_read_all_settings needed)
+                text = str(exc).strip().splitlines()
+                raise RansomeyeError("PostgreSQL refused to read or change the configuration: %s"
+                                     % (text[0] if text else type(exc).__name__))
         return result
     finally:
         if conn is not None:

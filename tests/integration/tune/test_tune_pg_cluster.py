@@ -1,6 +1,7 @@
 """ransomeye_pg_tune against real PostgreSQL clusters: ALTER SYSTEM, restart, pending configuration, quoting."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -154,3 +155,16 @@ def test_refused_value_puts_back_what_was_written(fresh_pg, run_module_direct):
     assert "put back" in result["msg"]
     auto = dict(fresh_pg.execute("SELECT name, setting FROM pg_file_settings WHERE sourcefile LIKE '%%auto.conf'"))
     assert auto == {"effective_cache_size": "333MB"}
+
+
+def test_unprivileged_login_fails_with_a_clear_message(pg, run_module_direct):
+    pg.execute("DROP ROLE IF EXISTS tune_nobody")
+    pg.execute("CREATE ROLE tune_nobody LOGIN PASSWORD 'tune-nobody-pw'")
+    try:
+        args = _args(pg, login_user="tune_nobody", login_password="tune-nobody-pw")
+        result = run_module_direct("ransomeye_pg_tune", args, check=True)
+        assert result["failed"] is True, result
+        assert "permission denied" in result["msg"] and "Traceback" not in result["_stderr"]
+        assert "tune-nobody-pw" not in json.dumps(result)
+    finally:
+        pg.execute("DROP ROLE IF EXISTS tune_nobody")
