@@ -20,7 +20,7 @@ description:
   - When the receiver is unreachable and O(spool_dir) is set, messages are queued and delivered first on the next
     send; otherwise a warning is shown. The plugin never fails the play.
 author:
-  - ransomeye.ops contributors
+  - ransomeye.ops contributors (@ransomeye)
 requirements:
   - enable it in ansible.cfg (C(callbacks_enabled)) or with E(ANSIBLE_CALLBACKS_ENABLED)
 options:
@@ -303,9 +303,7 @@ class CallbackModule(CallbackBase):
             summary = stats.summarize(host)
             bad = summary.get("failures", 0) or summary.get("unreachable", 0)
             meta = {"host": host, "playbook": self._playbook}
-            meta.update((key, int(summary.get(key, 0))) for key in
-                        ("ok", "changed", "unreachable", "failures", "skipped", "rescued", "ignored"))
-            text = "play recap %s: %s" % (host, " ".join("%s=%d" % (k, meta[k]) for k in
-                                                           ("ok", "changed", "unreachable", "failures", "skipped",
-                                                            "rescued", "ignored")))
+            keys = ("ok", "changed", "unreachable", "failures", "skipped", "rescued", "ignored")
+            meta.update((key, int(summary.get(key, 0))) for key in keys)
+            text = "play recap %s: %s" % (host, " ".join("%s=%d" % (key, meta[key]) for key in keys))
             self._send(text, self._failure_severity if bad else self._recap_severity, "PLAY_RECAP", meta)

@@ -51,7 +51,7 @@ def _battery(info: ConnInfo, thresholds: Thresholds, samples: int, query_timeout
         return
     try:
         connect_ms = [first_ms]
-        for _ in range(samples - 1):
+        for dummy in range(samples - 1):
             extra, elapsed = _timed_connect(info)
             _close(extra)
             connect_ms.append(elapsed)
@@ -61,7 +61,7 @@ def _battery(info: ConnInfo, thresholds: Thresholds, samples: int, query_timeout
         query(conn, "SET statement_timeout = %s", [int(query_timeout * 1000)])
         query(conn, "SET lock_timeout = %s", [int(query_timeout * 1000)])
         query_ms = []
-        for _ in range(samples):
+        for dummy in range(samples):
             start = time.perf_counter()
             query(conn, "SELECT 1")
             query_ms.append((time.perf_counter() - start) * 1000.0)

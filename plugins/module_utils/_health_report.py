@@ -180,8 +180,9 @@ def nagios_line(checks: t.Sequence[dict], status: t.Optional[str] = None, label:
             continue
         uom = _PERF_UOM.get(check["unit"], "")
         minimum, maximum = ("0", "100") if check["unit"] == "%" else ("", "")
-        item = "%s=%s%s;%s;%s;%s;%s" % (_label(check), _fmt(check["value"]), uom, _fmt(check["warning"]),
-                                       _fmt(check["critical"]), minimum, maximum)
+        fields = (_label(check), _fmt(check["value"]), uom, _fmt(check["warning"]), _fmt(check["critical"]),
+                  minimum, maximum)
+        item = "%s=%s%s;%s;%s;%s;%s" % fields
         perf.append(item.rstrip(";"))
     line = "%s %s - %s" % (label, status.upper(), summary)
     return line + (" | " + " ".join(perf) if perf else "")

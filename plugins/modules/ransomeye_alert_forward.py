@@ -17,12 +17,12 @@ description:
   - The timestamp comes from the local clock with its UTC offset; no NTP or name service is needed.
   - When the receiver cannot be reached (or no O(server) is given), the rendered alert goes into a bounded on-disk spool
     in O(spool_dir). Every later run first delivers the spool in order, then the new alert; O(flush=true) without a
-    O(message) only delivers the spool. An entry leaves the spool right after the transport accepted it, so each alert is
+    O(msg) only delivers the spool. An entry leaves the spool right after the transport accepted it, so each alert is
     delivered once as far as the transport can tell (UDP cannot report a lost datagram; prefer TCP or TLS).
   - Nothing is dropped silently. When the spool is full the task fails and says so; the return values list what was sent
     and what was queued.
 author:
-  - ransomeye.ops contributors
+  - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
@@ -84,9 +84,11 @@ options:
     description:
       - MSGID field (RFC 5424, at most 32 characters); also the CEF signature id.
     type: str
-  message:
+  msg:
     description:
       - The alert text. Required unless O(flush=true).
+      - (Ansible reserves the name C(message) for its own use, so the option is called O(msg), as in
+        M(ansible.builtin.fail).)
     type: str
   metadata:
     description:
@@ -112,7 +114,7 @@ options:
     type: str
     default: "1.0"
   cef_name:
-    description: CEF Name. Defaults to the first line of O(message).
+    description: CEF Name. Defaults to the first line of O(msg).
     type: str
   ca_cert:
     description:
@@ -156,7 +158,7 @@ options:
     default: 16MB
   flush:
     description:
-      - Deliver the spool even when no O(message) is given. The spool is always delivered first when the receiver is up.
+      - Deliver the spool even when no O(msg) is given. The spool is always delivered first when the receiver is up.
     type: bool
     default: false
 notes:
@@ -164,8 +166,10 @@ notes:
     they were queued; a lock file stops two runs from delivering the same entry.
 seealso:
   - name: RFC 5424 The Syslog Protocol
+    description: Message format, structured data and its escaping.
     link: https://www.rfc-editor.org/rfc/rfc5424
   - name: RFC 5425 TLS Transport Mapping for Syslog
+    description: Octet-counting framing over TLS.
     link: https://www.rfc-editor.org/rfc/rfc5425
   - module: ransomeye.ops.ransomeye_health_info
 '''
@@ -180,7 +184,7 @@ EXAMPLES = r'''
     client_key: /etc/ransomeye/tls/client.key
     severity: crit
     msgid: DETECTION
-    message: "Ransomware behaviour on host {{ inventory_hostname }}"
+    msg: "Ransomware behaviour on host {{ inventory_hostname }}"
     metadata:
       rule: mass-rename
       files: 1432
@@ -198,7 +202,7 @@ EXAMPLES = r'''
   ransomeye.ops.ransomeye_alert_forward:
     server: 192.0.2.10
     format: cef
-    message: Health check critical
+    msg: Health check critical
     metadata:
       status: critical
 '''
@@ -210,7 +214,7 @@ sent:
   type: int
   sample: 3
 sent_from_spool:
-  description: How many of O(sent) came from the spool.
+  description: How many of RV(sent) came from the spool.
   returned: always
   type: int
   sample: 2
@@ -247,7 +251,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_
 
 def build_alert(params):
     return Alert(
-        message=params["message"] or "",
+        message=params["msg"] or "",
         facility=parse_facility(params["facility"]),
         severity=parse_severity(params["severity"]),
         hostname=params["hostname"] or "",
@@ -266,9 +270,9 @@ def build_alert(params):
 def forward(module):
     params = module.params
     alert = build_alert(params)  # validates facility and severity first
-    if not params["message"] and not params["flush"]:
-        raise RansomeyeError("message is required unless flush is true")
-    rendered = render(alert, params["format"]) if params["message"] else ""
+    if not params["msg"] and not params["flush"]:
+        raise RansomeyeError("msg is required unless flush is true")
+    rendered = render(alert, params["format"]) if params["msg"] else ""
     target = None
     if params["server"]:
         target = Target.build(
@@ -317,7 +321,7 @@ def main():
             app_name=dict(type="str", default="ransomeye"),
             procid=dict(type="str"),
             msgid=dict(type="str"),
-            message=dict(type="str"),
+            msg=dict(type="str"),
             metadata=dict(type="dict", default={}),
             sd_id=dict(type="str", default="ransomeye@32473"),
             cef_vendor=dict(type="str", default="RansomEye"),

@@ -27,7 +27,7 @@ description:
   - Whether the given services (systemd or supervisord) and processes run, and the days left on given certificates.
   - An info module. It changes nothing on the host; the only file it writes is the report, when O(report_path) is set.
 author:
-  - ransomeye.ops contributors
+  - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
@@ -129,6 +129,7 @@ requirements:
 seealso:
   - module: ransomeye.ops.ransomeye_alert_forward
   - name: Nagios plugin output and performance data
+    description: The format of the RV(nagios) line.
     link: https://nagios-plugins.org/doc/guidelines.html#AEN200
 '''
 
@@ -166,7 +167,7 @@ status:
   type: str
   sample: warning
 exit_code:
-  description: Nagios exit code of O(status) (0 ok, 1 warning, 2 critical, 3 unknown).
+  description: Nagios exit code of RV(status) (0 ok, 1 warning, 2 critical, 3 unknown).
   returned: always
   type: int
   sample: 1

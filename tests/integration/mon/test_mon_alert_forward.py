@@ -37,7 +37,7 @@ def _expected_text(value):
 def _args(rsyslog, protocol, marker, **extra):
     args = dict(server="127.0.0.1", port=rsyslog.ports[protocol], protocol=protocol, msgid=marker,
                 app_name="ransomeye", procid="4242", facility="local3", severity="crit",
-                hostname="re-host01", message=MESSAGE, metadata=METADATA)
+                hostname="re-host01", msg=MESSAGE, metadata=METADATA)
     if protocol == "tls":
         args.update(ca_cert=rsyslog.pki["ca"], tls_server_name="localhost")
     args.update(extra)
@@ -73,7 +73,7 @@ def test_rfc5424_fields_parsed_by_rsyslog_equal_what_was_sent(rsyslog, run_modul
 @pytest.mark.parametrize("protocol", ["udp", "tcp", "tls"])
 def test_rfc3164_header_and_message_parsed_by_rsyslog(rsyslog, run_module_direct, marker, protocol):
     result = run_module_direct("ransomeye_alert_forward",
-                               _args(rsyslog, protocol, marker, format="rfc3164", message=MESSAGE + " " + marker))
+                               _args(rsyslog, protocol, marker, format="rfc3164", msg=MESSAGE + " " + marker))
     assert result.get("failed") is not True, result
     (record,) = rsyslog.wait_for(lambda r: marker in r["msg"])
     assert record["protocol_version"] == "0"
@@ -140,7 +140,7 @@ def test_spool_receiver_down_then_up_delivers_in_order_exactly_once(run_module_d
                 spool_dir=spool, timeout=2)
     try:
         for number in (1, 2, 3):
-            result = run_module_direct("ransomeye_alert_forward", dict(base, message="alert %d" % number))
+            result = run_module_direct("ransomeye_alert_forward", dict(base, msg="alert %d" % number))
             assert result.get("failed") is not True, result
             assert result["spooled"] is True and result["sent"] == 0 and result["queued"] == number
             assert "cannot connect" in result["receiver_error"]
@@ -148,7 +148,7 @@ def test_spool_receiver_down_then_up_delivers_in_order_exactly_once(run_module_d
                                              "000000000003.alert", "next_seq"]
         receiver.start()
         # The next run delivers the backlog first, then its own alert.
-        result = run_module_direct("ransomeye_alert_forward", dict(base, message="alert 4"))
+        result = run_module_direct("ransomeye_alert_forward", dict(base, msg="alert 4"))
         assert result.get("failed") is not True, result
         assert (result["sent"], result["sent_from_spool"], result["queued"], result["spooled"]) == (4, 3, 0, False)
         # flush with an empty spool sends nothing more.
@@ -165,7 +165,7 @@ def test_spool_receiver_down_then_up_delivers_in_order_exactly_once(run_module_d
 
 def test_flush_true_delivers_the_spool_without_a_message(rsyslog, run_module_direct, tmp_path, marker):
     spool = str(tmp_path / "spool")
-    queued = run_module_direct("ransomeye_alert_forward", dict(msgid=marker, message="queued while offline",
+    queued = run_module_direct("ransomeye_alert_forward", dict(msgid=marker, msg="queued while offline",
                                                                spool_dir=spool))
     assert (queued["spooled"], queued["queued"], queued["sent"]) == (True, 1, 0)
     flushed = run_module_direct("ransomeye_alert_forward", dict(server="127.0.0.1", port=rsyslog.ports["tcp"],
@@ -178,7 +178,7 @@ def test_flush_true_delivers_the_spool_without_a_message(rsyslog, run_module_dir
 def test_check_mode_sends_and_queues_nothing(rsyslog, run_module, tmp_path, marker):
     spool = str(tmp_path / "spool")
     result = run_module("ransomeye_alert_forward", dict(server="127.0.0.1", port=rsyslog.ports["tcp"],
-                                                        protocol="tcp", msgid=marker, message="dry run",
+                                                        protocol="tcp", msgid=marker, msg="dry run",
                                                         spool_dir=spool), check=True)
     assert result.get("failed") is not True, result
     assert result["changed"] is True and result["sent"] == 0 and marker in result["rendered"]
@@ -191,7 +191,7 @@ def test_rfc3164_is_cut_to_1024_bytes_and_still_parsed(rsyslog, run_module_direc
     long_message = marker + " " + "é" * 2000
     result = run_module_direct("ransomeye_alert_forward", dict(server="127.0.0.1", port=rsyslog.ports["tcp"],
                                                                protocol="tcp", format="rfc3164",
-                                                               app_name="a" * 40, message=long_message))
+                                                               app_name="a" * 40, msg=long_message))
     assert result.get("failed") is not True, result
     assert len(result["rendered"].encode("utf-8")) <= 1024
     (record,) = rsyslog.wait_for(lambda r: marker in r["msg"])
@@ -206,11 +206,11 @@ def test_rfc3164_is_cut_to_1024_bytes_and_still_parsed(rsyslog, run_module_direc
     (dict(port=70000), "port must be between 1 and 65535"),
     (dict(port=0), "port must be between 1 and 65535"),
     (dict(protocol="tls", ca_cert="/nonexistent/ca.pem"), "ca_cert /nonexistent/ca.pem is not a readable file"),
-    (dict(message=None), "message is required unless flush is true"),
+    (dict(msg=None), "msg is required unless flush is true"),
     (dict(msgid="has space"), "msgid must be 1 to 32 printable ASCII"),
 ])
 def test_bad_input_fails_clearly(run_module_direct, args, expected):
-    base = dict(server="127.0.0.1", port=1514, message="x")
+    base = dict(server="127.0.0.1", port=1514, msg="x")
     base.update(args)
     base = {k: v for k, v in base.items() if v is not None}
     result = run_module_direct("ransomeye_alert_forward", base)
@@ -223,14 +223,14 @@ def test_garbage_ca_file_fails_clearly(run_module_direct, tmp_path):
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate\n")
     result = run_module_direct("ransomeye_alert_forward", dict(server="127.0.0.1", port=6514, protocol="tls",
-                                                               ca_cert=str(bad), message="x"))
+                                                               ca_cert=str(bad), msg="x"))
     assert result["failed"] is True
     assert "could not be loaded as a PEM CA certificate" in result["msg"]
     assert "Traceback" not in result["_stderr"]
 
 
 def test_bad_input_through_ansible_playbook_has_no_traceback(run_module):
-    result = run_module("ransomeye_alert_forward", dict(server="127.0.0.1", facility="nope", message="x"))
+    result = run_module("ransomeye_alert_forward", dict(server="127.0.0.1", facility="nope", msg="x"))
     # The recorder drops the 'failed' flag (Ansible reports it as the event type); a failed result has no 'sent'.
     assert "sent" not in result
     assert "unknown syslog facility 'nope'" in result["msg"]

@@ -121,7 +121,7 @@ def test_tcp_sender_writes_octet_counted_frames_to_a_real_socket():
     received = []
 
     def accept():
-        conn, _ = server.accept()
+        conn = server.accept()[0]
         with conn:
             chunks = []
             while True:
