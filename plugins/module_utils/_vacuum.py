@@ -4,6 +4,9 @@
 """Private to ransomeye.ops: choose tables to VACUUM, run it safely, report before/after statistics.
 
 VACUUM cannot run in a transaction block, so the connection is in autocommit.
+Statistics are read from the catalogs without taking any table lock (sizes
+come from ``relpages``, as of the last VACUUM/ANALYZE), so a locked table
+never blocks the report.
 Every name goes through ``psycopg2.sql.Identifier``. ``lock_timeout`` keeps a
 VACUUM that cannot get its lock from queueing (a waiting ACCESS EXCLUSIVE
 request of VACUUM FULL would block every later reader); ``statement_timeout``
@@ -35,7 +38,10 @@ MODES = ("analyze", "vacuum", "full", "freeze")
 _STATS_SQL = """
 SELECT s.schemaname, s.relname, s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze,
        s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze,
-       pg_total_relation_size(c.oid) AS total_bytes,
+       (c.relpages + COALESCE(tc.relpages, 0)
+        + COALESCE((SELECT sum(ic.relpages) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                    WHERE i.indrelid = c.oid), 0))::bigint
+         * current_setting('block_size')::bigint AS total_bytes,
        age(c.relfrozenxid) AS xid_age,
        CASE WHEN c.reltoastrelid <> 0 THEN age(tc.relfrozenxid) END AS toast_xid_age,
        COALESCE(ts.spcname, 'pg_default') AS tablespace
@@ -76,6 +82,14 @@ def split_table(name: str) -> t.Tuple[t.Optional[str], str]:
     raise RansomeyeError("table name %r is not valid: use table or schema.table" % name)
 
 
+def _seconds(value: t.Any, name: str) -> t.Optional[float]:
+    """parse_duration, plus milliseconds (``300ms``) as PostgreSQL writes its timeouts."""
+    text = str(value).strip().lower()
+    if text.endswith("ms") and text[:-2].strip().isdigit():
+        return int(text[:-2]) / 1000.0
+    return parse_duration(value, name)
+
+
 def build_options(params: dict) -> Options:
     mode = params.get("mode") or "vacuum"
     if mode not in MODES:
@@ -88,8 +102,8 @@ def build_options(params: dict) -> Options:
     if dead < 0 or xid < 0:
         raise RansomeyeError("min_dead_tuples and min_xid_age must not be negative")
     window = parse_window(params.get("maintenance_window"))
-    lock_timeout = parse_duration(params.get("lock_timeout") or "5s", "lock_timeout")
-    budget = parse_duration(params.get("time_budget"), "time_budget")
+    lock_timeout = _seconds(params.get("lock_timeout") or "5s", "lock_timeout")
+    budget = _seconds(params.get("time_budget"), "time_budget") if params.get("time_budget") not in (None, "") else None
     factor = float(params.get("full_space_factor") or 1.2)
     if factor < 1:
         raise RansomeyeError("full_space_factor must be at least 1 (VACUUM FULL writes a new copy of the table)")
@@ -201,6 +215,7 @@ def run(params: dict, check_mode: bool, now: t.Optional[datetime.datetime] = Non
                                       planned=[], table_stats={}, in_window=in_window,
                                       maintenance_window=opts.window.text if opts.window else None)
     with connection(info, autocommit=True) as conn:
+        query(conn, sql.SQL("SET lock_timeout = {}").format(sql.Literal("%dms" % opts.lock_timeout_ms)))
         result["database_age"] = database_age(conn)
         if opts.tables:
             names = resolve_tables(conn, opts.tables)
@@ -227,8 +242,8 @@ def run(params: dict, check_mode: bool, now: t.Optional[datetime.datetime] = Non
                 refusal = _full_refusal(conn, opts, in_window, before[key])
                 if refusal:
                     result["skipped"].append(dict(table=key, reason=refusal))
+            result["changed"] = len(result["skipped"]) < len(chosen)  # check mode: it would vacuum
             return result
-        query(conn, sql.SQL("SET lock_timeout = {}").format(sql.Literal("%dms" % opts.lock_timeout_ms)))
         for key, why in chosen:
             item = before[key]
             refusal = _full_refusal(conn, opts, in_window, item)
