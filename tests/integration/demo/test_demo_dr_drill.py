@@ -1,0 +1,134 @@
+"""playbooks/dr_drill.yml and playbooks/restore.yml end to end on a small demo host (real cluster, files, services)."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from tests.harness.demo import content, database, services
+from tests.harness.paths import REPO
+
+DRILL = os.path.join(REPO, "playbooks", "dr_drill.yml")
+RESTORE = os.path.join(REPO, "playbooks", "restore.yml")
+BACKUP = os.path.join(REPO, "playbooks", "backup.yml")
+
+
+def _reports(demo) -> list:
+    return sorted(glob.glob(os.path.join(demo.layout.report_dir, "dr-drill-*.json")))
+
+
+def _task(run, name: str) -> dict:
+    """The last result of a task, with or without its role prefix (``role : name``)."""
+    for record in reversed(run.results):
+        if record["task"] == name or record["task"].endswith(" : " + name):
+            return record
+    raise KeyError(name)
+
+
+def _no_secret(demo, run) -> None:
+    for secret in (demo.state["admin_password"], demo.state["app_password"]):
+        assert secret not in run.stdout + run.stderr
+        for path in _reports(demo):
+            assert secret not in open(path).read()
+
+
+def test_demo_dr_drill_passes_end_to_end_and_proves_the_restore(demo_factory, run_playbook):
+    demo = demo_factory(scale=2, seed=21)
+    before = content.tree_hashes(demo.layout.artifact_dir)
+    counts = database.row_counts(demo.cluster())
+    pids = services.program_pids(demo.layout)
+
+    run = run_playbook(DRILL, inventory=demo.inventory)
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    [path] = _reports(demo)
+    report = json.load(open(path))
+    assert report["result"] == "passed" and report["error"] is None
+    checks = {c["check"]: c for c in report["proof"]["checks"]}
+    for name in ("files_present", "content_hashes_vs_pre_disaster", "content_hashes_vs_manifest", "modes",
+                 "symlinks", "row_counts_restored", "app_health_from_restored_db"):
+        assert checks[name]["ok"], checks[name]
+    assert report["rto_seconds"] > 0 and report["rpo_seconds"] > 0 and report["restore_wall_seconds"] > 0
+    assert report["rto_seconds"] >= report["restore_wall_seconds"]
+    assert report["verify"]["verified"] == [report["backup"]["backup_id"]] and report["verify"]["problems"] == []
+    assert report["backup"]["tables"] == {"public." + k: v for k, v in counts.items()}
+    assert report["restore"]["previous_db"] is None  # the disaster dropped it
+    # What the drill proved, checked again from outside: same bytes, same rows, new service processes answering.
+    assert content.tree_hashes(demo.layout.artifact_dir) == before
+    assert database.row_counts(demo.cluster()) == counts
+    status, body = services.health(demo.health_url)
+    assert status == 200 and body["counts"] == counts
+    new_pids = services.program_pids(demo.layout)
+    assert all(new_pids.values()) and set(new_pids.values()).isdisjoint(pids.values())
+    summary = _task(run, "Drill summary")["result"]["msg"]
+    assert any("PASSED" in line for line in summary) and any("RTO" in line for line in summary)
+    _no_secret(demo, run)
+
+
+def test_demo_dr_drill_fails_when_a_restored_artifact_is_tampered(demo_factory, run_playbook):
+    demo = demo_factory(scale=2, seed=22)
+    run = run_playbook(DRILL, inventory=demo.inventory, extra_vars={"dr_drill_test_tamper": True})
+    assert run.rc != 0
+    failed = run.failed()
+    assert failed and failed[-1]["task"].endswith("A failed proof (or step) fails the drill")
+    assert "content_hashes_vs_pre_disaster" in failed[-1]["result"]["msg"]
+    [path] = _reports(demo)
+    report = json.load(open(path))
+    assert report["result"] == "failed"
+    checks = {c["check"]: c for c in report["proof"]["checks"]}
+    assert not checks["content_hashes_vs_pre_disaster"]["ok"]
+    assert not checks["content_hashes_vs_manifest"]["ok"]
+    tampered = checks["content_hashes_vs_pre_disaster"]["detail"]["mismatch"]
+    assert len(tampered) == 1 and tampered[0].startswith(demo.layout.artifact_dir)
+    assert checks["row_counts_restored"]["ok"]  # only the tampered file is reported
+    # Services were started again after the restore even though the drill failed.
+    assert services.health(demo.health_url)[0] == 200
+    _no_secret(demo, run)
+
+
+def test_demo_dr_drill_damage_then_rollback_returns_the_damaged_database(demo_factory, run_playbook):
+    demo = demo_factory(scale=1, seed=23)
+    run = run_playbook(DRILL, inventory=demo.inventory,
+                       extra_vars={"dr_drill_disaster": "damage", "dr_drill_rollback": True})
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    report = json.load(open(_reports(demo)[-1]))
+    assert report["result"] == "passed"
+    assert report["restore"]["previous_db"] and report["rollback"]["done"] is True
+    # Rolled back: the emptied database is live again, and the app answers from it.
+    status, body = services.health(demo.health_url)
+    assert status == 200 and set(body["counts"].values()) == {0}
+
+
+def test_demo_dr_drill_refuses_a_host_that_is_not_a_demo_host(demo_host, run_playbook):
+    run = run_playbook(DRILL, inventory=demo_host.inventory, extra_vars={"ransomeye_root": ""})
+    assert run.rc != 0
+    assert "dr_drill_allow_destroy" in run.failed()[0]["result"]["msg"]
+    assert services.health(demo_host.health_url)[0] == 200
+    assert database.row_counts(demo_host.cluster())["hosts"] > 0
+
+
+def test_demo_restore_playbook_restores_and_rolls_back_on_failure(demo_factory, run_playbook):
+    demo = demo_factory(scale=1, seed=24)
+    run = run_playbook(BACKUP, inventory=demo.inventory)
+    assert run.rc == 0, run.stdout[-3000:]
+    backup_id = _task(run, "Back up database, config, artifacts into %s" % demo.layout.backup_repo)["result"]["backup_id"]
+    counts = database.row_counts(demo.cluster())
+    demo.cluster().execute("DELETE FROM artifacts", dbname="ransomeye")  # damage after the backup
+
+    run = run_playbook(RESTORE, inventory=demo.inventory, extra_vars={"restore_backup": backup_id})
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert database.row_counts(demo.cluster()) == counts
+    result = _task(run, "Restore the backup")["result"]
+    assert result["changed"] and result["previous_db"]
+    status, body = services.health(demo.health_url)
+    assert status == 200 and body["counts"] == counts
+
+    pids = services.program_pids(demo.layout)
+    run = run_playbook(RESTORE, inventory=demo.inventory, extra_vars={"restore_backup": "99999999-nope"})
+    assert run.rc != 0
+    msg = _task(run, "The restore failed")["result"]["msg"]
+    assert "rolled_back" in msg
+    assert "Traceback" not in run.stdout
+    # always: the services were started again (new processes, answering from the database).
+    new_pids = services.program_pids(demo.layout)
+    assert all(new_pids.values()) and set(new_pids.values()).isdisjoint(pids.values())
+    assert services.health(demo.health_url)[0] == 200
