@@ -184,18 +184,21 @@ def verify_repo(repo: brepo.Repo, trusted: t.Dict[str, t.Any], backup: str = "la
         problems.append(_problem(None, "manifests", "the repository holds no backup"))
     # hash chain over every manifest present
     chain_bad: t.Dict[int, str] = {}
-    previous: t.Optional[t.Tuple[int, str]] = None
+    # A damaged manifest is reported by itself; the link from its successor is
+    # only judged between two individually genuine manifests (a real splice).
+    previous: t.Optional[t.Tuple[int, str, bool]] = None
     for seq, path in names:
         item = loaded.get(seq)
-        if item is not None and seq not in bad:
+        genuine = item is not None and seq not in bad
+        if genuine and item is not None:
             prev_sha = item.body.get("prev_manifest_sha256")
-            if previous is not None and previous[0] == seq - 1 and prev_sha != previous[1]:
-                chain_bad[seq] = "prev_manifest_sha256 does not match manifest %08d.json (chain broken)" % (seq - 1)
-            elif previous is not None and previous[0] != seq - 1:
+            if previous is not None and previous[0] != seq - 1:
                 chain_bad[seq] = "manifests %08d..%08d are missing (deleted backups)" % (previous[0] + 1, seq - 1)
+            elif previous is not None and previous[2] and prev_sha != previous[1]:
+                chain_bad[seq] = "prev_manifest_sha256 does not match manifest %08d.json (chain broken)" % (seq - 1)
             elif previous is None and seq == 1 and prev_sha is not None:
                 chain_bad[seq] = "first backup names a previous manifest"
-        previous = (seq, brepo.load_manifest_digest(path))
+        previous = (seq, brepo.load_manifest_digest(path), genuine)
     checker = _ObjectChecker(repo, level, decrypt_kwargs)
     verified: t.List[str] = []
     backups: t.List[dict] = []
