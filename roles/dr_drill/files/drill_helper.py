@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: contributors to ransomeye.ops
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Helper of the ransomeye.ops.dr_drill role, copied to the managed host and run there.

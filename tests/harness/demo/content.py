@@ -42,7 +42,7 @@ def _text_block(r: random.Random, size: int, host: str) -> bytes:
     total = 0
     n = 0
     while total < size:
-        rec = {"n": n, "host": host, "event": r.choice(words), "detail": " ".join(r.choice(words) for _ in range(r.randint(3, 12))),
+        rec = {"n": n, "host": host, "event": r.choice(words), "detail": " ".join(r.choice(words) for _word in range(r.randint(3, 12))),
                "pid": r.randint(100, 65000), "score": round(r.random(), 4), "hash": "%064x" % r.getrandbits(256)}
         line = (json.dumps(rec, sort_keys=True) + "\n").encode()
         out.append(line)
@@ -80,7 +80,7 @@ def make_artifacts(root: str, seed: int, budget: int, hosts: t.List[str], large:
     used = 0
     n = 0
     plan: t.List[t.Tuple[str, int]] = []
-    for _ in range(large):
+    for _big in range(large):
         size = r.randint(20, 50) << 20
         plan.append(("memdump", size))
         used += size
@@ -105,8 +105,8 @@ def make_artifacts(root: str, seed: int, budget: int, hosts: t.List[str], large:
         seed_hex = "%016x" % r.getrandbits(64)
         ext = {"process": "json", "sample": "bin", "note": "txt", "pcap": "pcap", "registry": "reg",
                "memdump": "raw"}[kind]
-        rel = "2026/%02d/%s/%s/%s-%05d-%s.%s" % (month, hosts[host_index].split(".")[0], seed_hex[:2], kind, n,
-                                                  seed_hex[2:10], ext)
+        short = hosts[host_index].split(".")[0]
+        rel = "2026/%02d/%s/%s/%s-%05d-%s.%s" % (month, short, seed_hex[:2], kind, n, seed_hex[2:10], ext)
         path = os.path.join(root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fr = random.Random("%s:artifact:%d" % (seed, n))

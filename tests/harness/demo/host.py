@@ -23,7 +23,7 @@ def cluster_for(layout: Layout, state: t.Dict[str, t.Any]) -> PgCluster:
 
 def _cluster_running(cluster: PgCluster) -> bool:
     proc = subprocess.run(cluster._cmd([os.path.join(cluster.bindir, "pg_ctl"), "-D", cluster.data, "status"]),
-                          capture_output=True, cwd="/")
+                          capture_output=True, cwd="/", check=False)
     return proc.returncode == 0
 
 
@@ -197,7 +197,7 @@ def play(root: str, playbooks: t.Sequence[str] = (), extra_args: t.Sequence[str]
     for playbook in playbooks:
         print("demo: ansible-playbook -i %s %s" % (layout.inventory, playbook), flush=True)
         proc = subprocess.run([os.path.join(layout.bindir, "ansible-playbook"), "-i", layout.inventory, playbook]
-                              + list(extra_args), env=env, cwd=REPO)
+                              + list(extra_args), env=env, cwd=REPO, check=False)
         rc = rc or proc.returncode
     return rc
 
@@ -225,7 +225,7 @@ def info(root: str) -> str:
         ("services", ", ".join("%s pid %s" % kv for kv in pids.items()) or "stopped"),
         ("health URL", "%s -> %s" % (health_url(state), status or "no answer")),
     ]
-    width = max(len(k) for k, _ in rows)
+    width = max(len(row[0]) for row in rows)
     text = "\n".join("  %s  %s" % (k.ljust(width), v) for k, v in rows)
     return ("RansomEye demo host\n%s\n\n  replay the drill:  python -m tests.harness.demo play --dir %s\n"
             "  tear it down:      make demo-clean   (or python -m tests.harness.demo down --dir %s)\n"

@@ -77,7 +77,7 @@ def write_supervisor_conf(layout: Layout) -> None:
 
 def supervisorctl(layout: Layout, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:
     return subprocess.run([os.path.join(layout.bindir, "supervisorctl"), "-c", layout.supervisor_conf] + list(args),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def supervisord_pid(layout: Layout) -> t.Optional[int]:

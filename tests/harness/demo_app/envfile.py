@@ -14,7 +14,7 @@ def read_env(path: str) -> t.Dict[str, str]:
                 continue
             if line.startswith("export "):
                 line = line[len("export "):]
-            key, _, value = line.partition("=")
+            key, _sep, value = line.partition("=")
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]
