@@ -40,7 +40,8 @@ options:
   memory:
     description:
       - Memory to tune for, such as V(16GB) or V(512MB) (binary units, as PGTune uses).
-      - Detected when omitted, as the smaller of the physical memory and the cgroup memory limit.
+      - Detected when omitted, as the smaller of the physical memory and the cgroup memory limit, rounded down
+        to whole MB (PGTune's finest input unit).
     type: str
   cpus:
     description:
@@ -219,8 +220,9 @@ def _inputs(module: RansomeyeModule) -> t.Tuple[dict, dict]:
         found["memory_source"] = "given"
     else:
         detected = _hardware.detect_memory(params["cgroup_root"])
-        memory = detected.value
-        found["memory_source"] = detected.reason
+        # PGTune takes whole MB at the finest; round the detected amount down to one.
+        memory = detected.value // (1024 * 1024) * (1024 * 1024)
+        found["memory_source"] = detected.reason + ", rounded down to whole MB as PGTune takes it"
     if params["cpus"] is not None:
         cpus = params["cpus"]
         found["cpus_source"] = "given"

@@ -168,3 +168,15 @@ def test_unprivileged_login_fails_with_a_clear_message(pg, run_module_direct):
         assert "tune-nobody-pw" not in json.dumps(result)
     finally:
         pg.execute("DROP ROLE IF EXISTS tune_nobody")
+
+
+def test_detected_memory_and_cpus(pg, run_module_direct):
+    result = run_module_direct("ransomeye_pg_tune", dict(pg.conn_params(), apply="none"))
+    assert result["_rc"] == 0, result
+    inputs = result["inputs"]
+    assert inputs["memory"] % (1024 * 1024) == 0 and inputs["memory"] > 0
+    assert 1 <= inputs["cpus"] <= len(os.sched_getaffinity(0))
+    quarter_kb = inputs["memory"] // 1024 // 4  # mixed: RAM / 4, printed in the largest exact unit
+    shown = result["settings"]["shared_buffers"]
+    factor = {"kB": 1, "MB": 1024, "GB": 1024 * 1024}[shown[-2:]]
+    assert int(shown[:-2]) * factor == quarter_kb
