@@ -7,10 +7,16 @@ Each alert is one file ``<seq>.alert`` (JSON: sequence number, creation time,
 rendered message), written atomically with mode 0600. Sequence numbers only
 grow (the next one is kept in ``next_seq``), so delivery follows creation
 order. An exclusive ``flock`` on ``.lock`` serialises writers and flushers, so
-two concurrent runs never deliver the same entry twice. An entry is removed
-(and the directory fsynced) right after the transport accepted it: exactly once
-as far as the transport can tell. When the spool is full, enqueueing fails
-loudly instead of dropping anything.
+two concurrent runs never deliver the same entry twice.
+
+Entries leave the spool only after the receiver confirmed the whole session
+(``Sender.confirm``: over TCP/TLS the receiver read our entire stream and
+closed its side), so a receiver that is down, resets or hangs loses nothing:
+the session's messages stay queued in order. Delivery is exactly once when the
+session completes; only a session that breaks after the receiver read some of
+it can repeat those messages next time (at least once, never lost). UDP gives
+no confirmation at all. When the spool is full, enqueueing fails loudly
+instead of dropping anything.
 """
 
 from __future__ import absolute_import, division, print_function, annotations
@@ -156,24 +162,13 @@ class Spool:
         atomic_write(path, json.dumps(record, ensure_ascii=False).encode("utf-8"), mode=0o600)
         return SpoolEntry(seq, path, float(record["created"]), message)
 
-    def remove(self, entry: SpoolEntry) -> None:
-        """Forget a delivered entry (durably: the directory is fsynced)."""
+    def remove(self, entries: t.Sequence[SpoolEntry]) -> None:
+        """Forget delivered entries (durably: the directory is fsynced once afterwards)."""
         self._require_lock()
-        os.unlink(entry.path)
-        fsync_dir(self.directory)
-
-    def flush(self, send: t.Callable[[str], None]) -> t.Tuple[t.List[SpoolEntry], t.Optional[RansomeyeError]]:
-        """Deliver entries in order through ``send``; stop at the first failure and return it."""
-        self._require_lock()
-        delivered = []
-        for entry in self.entries():
-            try:
-                send(entry.message)
-            except RansomeyeError as exc:
-                return delivered, exc
-            self.remove(entry)
-            delivered.append(entry)
-        return delivered, None
+        for entry in entries:
+            os.unlink(entry.path)
+        if entries:
+            fsync_dir(self.directory)
 
 
 class Delivery(t.NamedTuple):
@@ -205,23 +200,24 @@ def deliver(
     lock = spool.locked() if spool is not None else contextlib.nullcontext(None)
     with lock:
         if open_sender is not None:
+            backlog = spool.entries() if spool is not None else []
             try:
+                # One session: the backlog, then the new messages; nothing counts as delivered
+                # until the receiver confirmed the whole session.
                 with open_sender() as sender:
-                    if spool is not None:
-                        delivered, error = spool.flush(sender.send)
-                        from_spool = len(delivered)
-                        sent.extend(entry.message for entry in delivered)
-                    while error is None and pending:
-                        try:
-                            sender.send(pending[0])
-                        except RansomeyeError as exc:
-                            error = exc
-                            break
-                        sent.append(pending.pop(0))
+                    for entry in backlog:
+                        sender.send(entry.message)
+                    for message in pending:
+                        sender.send(message)
+                    sender.confirm()
             except RansomeyeError as exc:
                 error = exc
-        else:
-            error = None
+            else:
+                if spool is not None:
+                    spool.remove(backlog)
+                sent = [entry.message for entry in backlog] + pending
+                from_spool = len(backlog)
+                pending = []
         queued_now: t.List[str] = []
         if pending:
             if spool is None:

@@ -406,6 +406,38 @@ class Sender:
             self.close()
             raise ReceiverError("sending to %s failed: %s" % (self.target.describe(), exc))
 
+    def confirm(self) -> None:
+        """End the session and wait until the receiver has read everything (TCP/TLS) and closed its side.
+
+        Octet-counted syslog has no application acknowledgement; a receiver closes
+        its side only after reading up to our end of stream, so its EOF is the
+        best confirmation the transport gives. UDP has none: this is a no-op.
+        Raises ReceiverError when the receiver resets or does not answer in time;
+        the caller then keeps the session's messages queued.
+        """
+        if self.sock is None:
+            raise ReceiverError("not connected")
+        if self.target.protocol == "udp":
+            return
+        sock = self.sock
+        try:
+            if isinstance(sock, ssl.SSLSocket):
+                try:
+                    sock = sock.unwrap()  # close_notify both ways
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                    return  # the receiver closed the connection after reading our stream
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass  # a syslog receiver sends nothing; wait for its EOF
+        except socket.timeout:
+            raise ReceiverError("%s did not confirm the end of the session within %ss"
+                                % (self.target.describe(), self.target.timeout))
+        except (OSError, ssl.SSLError) as exc:
+            raise ReceiverError("session with %s broke before it was confirmed: %s" % (self.target.describe(), exc))
+        finally:
+            self.sock = sock
+            self.close()
+
     def close(self) -> None:
         if self.sock is not None:
             try:

@@ -17,8 +17,13 @@ description:
   - The timestamp comes from the local clock with its UTC offset; no NTP or name service is needed.
   - When the receiver cannot be reached (or no O(server) is given), the rendered alert goes into a bounded on-disk spool
     in O(spool_dir). Every later run first delivers the spool in order, then the new alert; O(flush=true) without a
-    O(msg) only delivers the spool. An entry leaves the spool right after the transport accepted it, so each alert is
-    delivered once as far as the transport can tell (UDP cannot report a lost datagram; prefer TCP or TLS).
+    O(msg) only delivers the spool.
+  - "Backlog and new alert go in one session. Over TCP and TLS the module then closes its side and waits until the
+    receiver has read the whole stream and closed too; only then do the entries leave the spool. A receiver that is
+    down, resets or does not confirm within O(timeout) loses nothing: the messages stay queued, in order. Each alert
+    is therefore delivered exactly once when sessions complete; a session that breaks after the receiver read part of
+    it is sent again (at least once, never lost). UDP has no confirmation (a lost datagram cannot be noticed); prefer
+    TCP or TLS."
   - Nothing is dropped silently. When the spool is full the task fails and says so; the return values list what was sent
     and what was queued.
 author:

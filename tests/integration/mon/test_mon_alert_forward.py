@@ -235,3 +235,22 @@ def test_bad_input_through_ansible_playbook_has_no_traceback(run_module):
     assert "sent" not in result
     assert "unknown syslog facility 'nope'" in result["msg"]
     assert "Traceback" not in result["_stdout"]
+
+
+def test_receiver_that_never_confirms_keeps_the_alert_queued(run_module_direct, tmp_path, marker):
+    """A peer that accepts TCP but never reads or closes (hung SIEM): the alert must stay in the spool."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)  # the kernel completes handshakes; nobody ever reads
+    spool = str(tmp_path / "spool")
+    try:
+        result = run_module_direct("ransomeye_alert_forward", dict(
+            server="127.0.0.1", port=listener.getsockname()[1], protocol="tcp", timeout=1, msgid=marker,
+            msg="must not be lost", spool_dir=spool))
+    finally:
+        listener.close()
+    assert result.get("failed") is not True, result
+    assert (result["sent"], result["spooled"], result["queued"]) == (0, True, 1)
+    assert "did not confirm" in result["receiver_error"]

@@ -33,14 +33,17 @@ class Recorder:
             raise ReceiverError("receiver went away")
         self.got.append(message)
 
+    def confirm(self):
+        self.confirmed = True
+
 
 def test_entries_keep_order_and_sequence_never_reused(tmp_path):
     spool = Spool(str(tmp_path / "sp"))
     with spool.locked():
         first = spool.append("a")
         spool.append("b")
-        spool.remove(first)
-        spool.remove(spool.entries()[0])
+        spool.remove([first])
+        spool.remove(spool.entries()[:1])
         third = spool.append("c")
     assert third.seq == 3  # numbers only grow, even after the spool emptied
     assert [e.message for e in spool.entries()] == ["c"]
@@ -78,17 +81,19 @@ def test_deliver_sends_backlog_first_then_new_in_order(tmp_path):
     assert deliver([], lambda: again, spool).sent == [] and again.got == []  # exactly once
 
 
-def test_receiver_failing_midway_keeps_the_rest_in_order(tmp_path):
+def test_session_breaking_midway_keeps_everything_queued_in_order(tmp_path):
     spool = Spool(str(tmp_path / "sp"))
     deliver(["a", "b", "c"], None, spool)
     receiver = Recorder(accept=1)
     result = deliver(["d"], lambda: receiver, spool)
     assert receiver.got == ["a"]
-    assert result.error == "receiver went away"
-    assert [e.message for e in spool.entries()] == ["b", "c", "d"]
+    assert (result.sent, result.error, result.queued_now) == ([], "receiver went away", ["d"])
+    # Nothing of an unconfirmed session leaves the spool: at least once, never lost.
+    assert [e.message for e in spool.entries()] == ["a", "b", "c", "d"]
     final = Recorder()
-    deliver([], lambda: final, spool)
-    assert final.got == ["b", "c", "d"]
+    assert deliver([], lambda: final, spool).sent == ["a", "b", "c", "d"]
+    assert final.got == ["a", "b", "c", "d"] and final.confirmed
+    assert spool.count() == 0
 
 
 def test_unsendable_without_spool_is_an_error_not_a_drop():
