@@ -30,6 +30,7 @@ def demo_inventory():
     from tests.harness.demo import host
 
     root = tempfile.mkdtemp(prefix="re-mol-")
+    os.chmod(root, 0o755)  # the postgres OS user must reach the cluster below it
     try:
         host.up(root, scale=4, seed=7, quiet=True)
         yield os.path.join(root, "inventory", "hosts.yml")
