@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import collections
 import hashlib
 import hmac
 import os
@@ -29,7 +30,7 @@ import typing as t
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 
 try:
-    from cryptography.exceptions import InvalidTag
+    from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -198,7 +199,7 @@ def load_public_key(path: str) -> t.Any:
     data = _read_small(path)
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         if b"PRIVATE KEY" in data:
             raise ContainerError("%s holds a private key; give the recipient's public key" % path, path=path)
         raise ContainerError("%s is not a PEM public key" % path, path=path)
@@ -217,7 +218,7 @@ def load_private_key(path: str, passphrase: t.Optional[t.Union[str, bytes]] = No
         if passphrase:
             raise ContainerError("%s is not encrypted but a passphrase was given" % path, path=path)
         raise ContainerError("%s is encrypted: a passphrase is required (%s)" % (path, exc), path=path)
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         raise ContainerError(
             "%s is not a PEM private key, or the passphrase is wrong" % path, path=path
         )
@@ -256,6 +257,74 @@ def chunk_nonce(counter: int, last: bool) -> bytes:
 # ---------------------------------------------------------------- writing
 
 
+class EncryptionSession:
+    """One file key, wrapped once, for many containers (e.g. every object of one backup run).
+
+    RSA wrapping happens here once instead of once per object, and readers
+    unwrap the identical stanza once per process (see ``_UNWRAP_CACHE``). Each
+    container still draws its own random salt, so its header and payload keys
+    (HKDF of file key and salt) are unique and the counter nonces stay safe.
+    The cost: objects of one session visibly share their key stanzas.
+    """
+
+    def __init__(
+        self,
+        *,
+        recipients: t.Optional[t.Sequence[t.Any]] = None,
+        key: t.Optional[bytes] = None,
+        _file_key: t.Optional[bytes] = None,
+    ) -> None:
+        require_cryptography()
+        if (recipients is None) == (key is None):
+            raise ContainerError("exactly one of recipients (RSA public keys) or key (an AES-256 key file key) is required")
+        self.file_key = _file_key if _file_key is not None else os.urandom(KEY_SIZE)
+        if len(self.file_key) != KEY_SIZE:
+            raise ContainerError("internal: bad file key size")
+        self.aes_key: t.Optional[bytes] = None
+        self.rsa_stanzas: t.List[t.Tuple[bytes, bytes]] = []
+        if recipients is not None:
+            self.mode = MODE_RSA
+            seen: t.Set[str] = set()
+            for item in recipients:
+                pub = _as_public_key(item)
+                kid = public_key_id(pub)
+                if kid in seen:
+                    continue
+                seen.add(kid)
+                self.rsa_stanzas.append((bytes.fromhex(kid), pub.encrypt(self.file_key, _oaep())))
+            if not self.rsa_stanzas:
+                raise ContainerError("recipients is empty: at least one RSA public key is required")
+            if len(self.rsa_stanzas) > MAX_STANZAS:
+                raise ContainerError("too many recipients (at most %d)" % MAX_STANZAS)
+        else:
+            self.mode = MODE_AES
+            self.aes_key = bytes(t.cast(bytes, key))
+            if len(self.aes_key) != KEY_SIZE:
+                raise ContainerError("key must be 32 bytes (AES-256); use load_key_file()")
+
+    def stanzas(self, salt: bytes, wrap_nonce: t.Optional[bytes] = None) -> t.List[t.Tuple[bytes, bytes]]:
+        """The key stanzas for a container with ``salt`` (RSA: the same for every container)."""
+        if self.mode == MODE_RSA:
+            return self.rsa_stanzas
+        aes_key = t.cast(bytes, self.aes_key)
+        nonce = wrap_nonce if wrap_nonce is not None else os.urandom(WRAP_NONCE_SIZE)
+        wrapped = nonce + AESGCM(aes_key).encrypt(nonce, self.file_key, LABEL_AES_WRAP + salt)
+        return [(bytes.fromhex(key_file_id(aes_key)), wrapped)]
+
+    def encryptor(self, dst: t.BinaryIO, *, object_id: str = "", chunk_size: int = CHUNK_SIZE) -> "ContainerWriter":
+        """A new container on ``dst`` under this session's file key (fresh salt)."""
+        return ContainerWriter(dst, object_id=object_id, chunk_size=chunk_size, session=self)
+
+    def encrypt_stream(self, src: t.BinaryIO, dst: t.BinaryIO, *, object_id: str = "", chunk_size: int = CHUNK_SIZE) -> ContainerInfo:
+        """encrypt_stream() under this session."""
+        return _pump(src, self.encryptor(dst, object_id=object_id, chunk_size=chunk_size), chunk_size)
+
+
+def encryption_session(*, recipients: t.Optional[t.Sequence[t.Any]] = None, key: t.Optional[bytes] = None) -> EncryptionSession:
+    """Wrap one file key once for many containers (see EncryptionSession)."""
+    return EncryptionSession(recipients=recipients, key=key)
+
+
 class ContainerWriter:
     """File-like encryptor: ``write()`` plaintext any number of times, then ``close()``.
 
@@ -274,48 +343,32 @@ class ContainerWriter:
         key: t.Optional[bytes] = None,
         object_id: str = "",
         chunk_size: int = CHUNK_SIZE,
+        session: t.Optional[EncryptionSession] = None,
         _file_key: t.Optional[bytes] = None,
         _salt: t.Optional[bytes] = None,
         _wrap_nonce: t.Optional[bytes] = None,
     ) -> None:
         require_cryptography()
-        if (recipients is None) == (key is None):
-            raise ContainerError("exactly one of recipients (RSA public keys) or key (an AES-256 key file key) is required")
-        if not isinstance(chunk_size, int) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
             raise ContainerError("chunk_size must be between 1 and %d bytes" % MAX_CHUNK_SIZE)
         if not isinstance(object_id, str):
             raise ContainerError("object_id must be a string")
-        oid = object_id.encode("utf-8", "strict")
+        try:
+            oid = object_id.encode("utf-8", "strict")
+        except UnicodeEncodeError:
+            raise ContainerError("object_id is not valid Unicode text")
         if len(oid) > MAX_OBJECT_ID:
             raise ContainerError("object_id is longer than %d bytes" % MAX_OBJECT_ID)
-        file_key = _file_key if _file_key is not None else os.urandom(KEY_SIZE)
+        if session is None:
+            session = EncryptionSession(recipients=recipients, key=key, _file_key=_file_key)
+        elif recipients is not None or key is not None:
+            raise ContainerError("give either a session or recipients/key, not both")
+        file_key = session.file_key
+        mode = session.mode
         salt = _salt if _salt is not None else os.urandom(SALT_SIZE)
-        if len(file_key) != KEY_SIZE or len(salt) != SALT_SIZE:
-            raise ContainerError("internal: bad file key or salt size")
-
-        stanzas: t.List[t.Tuple[bytes, bytes]] = []
-        if recipients is not None:
-            mode = MODE_RSA
-            seen: t.Set[str] = set()
-            for item in recipients:
-                pub = _as_public_key(item)
-                kid = public_key_id(pub)
-                if kid in seen:
-                    continue
-                seen.add(kid)
-                stanzas.append((bytes.fromhex(kid), pub.encrypt(file_key, _oaep())))
-            if not stanzas:
-                raise ContainerError("recipients is empty: at least one RSA public key is required")
-            if len(stanzas) > MAX_STANZAS:
-                raise ContainerError("too many recipients (at most %d)" % MAX_STANZAS)
-        else:
-            mode = MODE_AES
-            key = bytes(t.cast(bytes, key))
-            if len(key) != KEY_SIZE:
-                raise ContainerError("key must be 32 bytes (AES-256); use load_key_file()")
-            nonce = _wrap_nonce if _wrap_nonce is not None else os.urandom(WRAP_NONCE_SIZE)
-            wrapped = nonce + AESGCM(key).encrypt(nonce, file_key, LABEL_AES_WRAP + salt)
-            stanzas.append((bytes.fromhex(key_file_id(key)), wrapped))
+        if len(salt) != SALT_SIZE:
+            raise ContainerError("internal: bad salt size")
+        stanzas = session.stanzas(salt, _wrap_nonce)
 
         parts = [_FIXED.pack(MAGIC, VERSION, SUITE_AES256GCM_STREAM, mode, 0, chunk_size, salt)]
         parts.append(struct.pack(">H", len(oid)) + oid)
@@ -443,9 +496,21 @@ def encryptor(
 ) -> ContainerWriter:
     """Start a container on ``dst``: exactly one of ``recipients`` (RSA public keys or paths) or ``key``.
 
+    Each call wraps a fresh file key; for many objects use encryption_session().
+
     ``chunk_size`` exists for tests and special cases; the format default is 1 MiB.
     """
     return ContainerWriter(dst, recipients=recipients, key=key, object_id=object_id, chunk_size=chunk_size)
+
+
+def _pump(src: t.BinaryIO, writer: "ContainerWriter", chunk_size: int) -> ContainerInfo:
+    with writer:
+        while True:
+            block = src.read(chunk_size)
+            if not block:
+                break
+            writer.write(block)
+    return t.cast(ContainerInfo, writer.info)
 
 
 def encrypt_stream(
@@ -459,13 +524,7 @@ def encrypt_stream(
 ) -> ContainerInfo:
     """Encrypt everything ``src`` yields into ``dst``, one chunk in memory at a time."""
     writer = encryptor(dst, recipients=recipients, key=key, object_id=object_id, chunk_size=chunk_size)
-    with writer:
-        while True:
-            block = src.read(chunk_size)
-            if not block:
-                break
-            writer.write(block)
-    return t.cast(ContainerInfo, writer.info)
+    return _pump(src, writer, chunk_size)
 
 
 # ---------------------------------------------------------------- reading
@@ -564,12 +623,19 @@ def _unwrap(parsed: _ParsedHeader, private_key: t.Any, key: t.Optional[bytes]) -
         kid = public_key_id(priv)
         for stanza in parsed.stanzas:
             if stanza.key_id.hex() == kid:
+                cache_key = (kid, stanza.wrapped)
+                cached = _UNWRAP_CACHE.get(cache_key)
+                if cached is not None:
+                    return cached
                 try:
                     file_key = priv.decrypt(stanza.wrapped, _oaep())
                 except ValueError:
                     raise ContainerError("cannot unwrap the file key with private key %s: wrong key or corrupted header" % kid)
                 if len(file_key) != KEY_SIZE:
                     raise ContainerError("unwrapped file key has the wrong size: corrupted header")
+                # Memoising a deterministic RSA decryption changes nothing about
+                # security: the header MAC is still checked with the result.
+                _remember_unwrap(cache_key, file_key)
                 return file_key
         raise ContainerError(
             "wrong private key: the container is not encrypted for key %s (recipients: %s)"
@@ -592,6 +658,25 @@ def _unwrap(parsed: _ParsedHeader, private_key: t.Any, key: t.Optional[bytes]) -
         return AESGCM(key).decrypt(nonce, sealed, LABEL_AES_WRAP + parsed.salt)
     except InvalidTag:
         raise ContainerError("cannot unwrap the file key with this key file: wrong key or corrupted header")
+
+
+# RSA unwraps cost milliseconds; objects of one EncryptionSession share their
+# stanza, so a reader keeps the last few unwrapped file keys (process memory
+# only, keyed by recipient key id and the exact wrapped bytes).
+_UNWRAP_CACHE: "collections.OrderedDict[t.Tuple[str, bytes], bytes]" = collections.OrderedDict()
+_UNWRAP_CACHE_SIZE = 16
+
+
+def _remember_unwrap(cache_key: t.Tuple[str, bytes], file_key: bytes) -> None:
+    _UNWRAP_CACHE[cache_key] = file_key
+    _UNWRAP_CACHE.move_to_end(cache_key)
+    while len(_UNWRAP_CACHE) > _UNWRAP_CACHE_SIZE:
+        _UNWRAP_CACHE.popitem(last=False)
+
+
+def clear_key_cache() -> None:
+    """Forget every cached unwrapped file key."""
+    _UNWRAP_CACHE.clear()
 
 
 class _Opened(t.NamedTuple):
