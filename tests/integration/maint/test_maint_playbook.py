@@ -1,0 +1,76 @@
+"""playbooks/nightly_maintenance.yml against a small demo host (real PostgreSQL, services, files)."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from tests.harness.paths import REPO
+
+PLAYBOOK = os.path.join(REPO, "playbooks", "nightly_maintenance.yml")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from tests.harness.demo import host
+
+    root = tempfile.mkdtemp(prefix="re-maint-")
+    try:
+        host.up(root, scale=4, seed=11, quiet=True)
+        yield dict(root=root, inventory=os.path.join(root, "inventory", "hosts.yml"))
+    finally:
+        host.down(root, quiet=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def names(path):
+    return set(os.listdir(path))
+
+
+def test_nightly_maintenance_on_the_demo_host(demo, run_playbook):
+    buffer_dir = os.path.join(demo["root"], "var", "spool", "ransomeye", "buffer")
+    log_dir = os.path.join(demo["root"], "var", "log", "ransomeye")
+    before_buffer = names(buffer_dir)
+    rotated = sorted(glob.glob(os.path.join(log_dir, "*.log.*")))
+    assert len(rotated) == 11
+
+    check = run_playbook(PLAYBOOK, inventory=demo["inventory"], check=True)
+    assert check.rc == 0, check.stdout[-3000:] + check.stderr[-3000:]
+    assert check.task("Archive old logs (verified before the originals are removed)")["result"]["changed"] is True
+    assert names(buffer_dir) == before_buffer
+    assert sorted(glob.glob(os.path.join(log_dir, "*.log.*"))) == rotated
+
+    run = run_playbook(PLAYBOOK, inventory=demo["inventory"])
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.failed() == []
+    archived = run.task("Archive old logs (verified before the originals are removed)")["result"]
+    assert sorted(a["path"] for a in archived["archived"]) == rotated
+    assert glob.glob(os.path.join(log_dir, "*.log.*")) == []
+    clean = run.task("Clean temp files, orphaned upload chunks and empty directories")["result"]
+    left = names(buffer_dir)
+    expected_gone = {n for n in before_buffer if n.startswith("orphan-")} | {"chunk-9999"}
+    assert left == before_buffer - expected_gone
+    assert clean["counts"]["orphan_session"] == len([n for n in expected_gone if not n.endswith(".session")
+                                                     and n != "chunk-9999"])
+    assert clean["bytes_freed"] > 0
+    vacuum = run.task("VACUUM (ANALYZE) the tables over the thresholds")["result"]
+    assert "table_stats" in vacuum and vacuum["database_age"]["datfrozenxid_age"] > 0
+    health = run.task("Health check after maintenance")["result"]
+    assert health["status"] in ("ok", "warning", "critical", "unknown")
+    assert glob.glob(os.path.join(demo["root"], "reports", "nightly-health-*.json"))
+
+    again = run_playbook(PLAYBOOK, inventory=demo["inventory"],
+                         extra_vars={"maintenance_vacuum_min_dead_tuples": 100000000})
+    assert again.rc == 0
+    changed = [r["task"] for r in again.results if r["result"].get("changed")]
+    assert changed == []
+
+
+def test_health_check_can_be_switched_off(demo, run_playbook):
+    run = run_playbook(PLAYBOOK, inventory=demo["inventory"], check=True,
+                       extra_vars={"maintenance_run_health_check": False})
+    assert run.rc == 0
+    assert run.task("Health check after maintenance")["status"] == "skipped"
