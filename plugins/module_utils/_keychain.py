@@ -199,7 +199,7 @@ def walk_chain_report(anchors: t.Mapping[str, t.Any], bundles: t.Iterable[t.Any]
     for bundle in bundles:
         try:
             entry = _check_bundle(bundle)
-        except (SignatureError, ValueError) as exc:
+        except (SignatureError, ValueError, RecursionError) as exc:
             seq = bundle.get("seq") if isinstance(bundle, dict) else None
             kid = bundle.get("key_id") if isinstance(bundle, dict) else None
             rejected.append({"seq": seq, "key_id": kid, "reason": str(exc)})
@@ -331,7 +331,7 @@ def load_key_dir(key_dir: str) -> KeyDir:
                 state = loaded
             else:
                 problems.append("%s is not a JSON object" % state_path)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             problems.append("%s is unreadable: %s" % (state_path, exc))
 
     keys: t.Dict[str, t.Any] = {}
@@ -373,7 +373,7 @@ def load_key_dir(key_dir: str) -> KeyDir:
             path = os.path.join(chain_dir, name)
             try:
                 bundle = _load_json(path)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 problems.append("%s is unreadable: %s" % (path, exc))
                 continue
             seq = bundle.get("seq") if isinstance(bundle, dict) else None

@@ -262,3 +262,37 @@ def test_directory_of_pub_files_is_a_set_of_anchors(tmp_path, chain_keys):
     for index, key in enumerate(chain_keys[:2]):
         (anchors / ("k%d.pub" % index)).write_bytes(_signing.public_key_pem(key))
     assert sorted(_keychain.trusted_keys_from([str(anchors)])) == sorted(_ids(chain_keys[:2]))
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        None,
+        [],
+        "bundle",
+        {"type": "ransomeye-key-update"},
+        {"type": "ransomeye-key-update", "seq": True, "key_id": "0" * 32},
+        {"type": "ransomeye-key-update", "seq": 2, "key_id": "0" * 32, "prev_key_id": "1" * 32, "public_key": 5},
+        {"type": "ransomeye-key-update", "seq": 1, "key_id": "x", "public_key": "-----BEGIN PUBLIC KEY-----\n"},
+    ],
+)
+def test_hostile_bundles_are_rejected_with_a_reason(key_dir, chain_keys, hostile):
+    report = _report(chain_keys, _legit(key_dir) + [hostile])
+    assert report.head_key_id == _signing.key_id(chain_keys[2])
+    assert len(report.rejected) == 1 and report.rejected[0]["reason"]
+
+
+def test_hostile_bundle_files_are_reported(key_dir, chain_keys):
+    chain = os.path.join(key_dir, "chain")
+    with open(os.path.join(chain, "000004.json"), "w", encoding="utf-8") as handle:
+        handle.write("[" * 100000 + "]" * 100000)
+    bundle = json.loads(json.dumps(_legit(key_dir)[2]))
+    bundle["seq"] = 5
+    bundle["created"] = 1.5
+    with open(os.path.join(chain, "000005.json"), "w", encoding="utf-8") as handle:
+        json.dump(bundle, handle)
+    kd = _keychain.load_key_dir(key_dir)
+    assert any("000004.json is unreadable" in p for p in kd.problems)
+    report = _keychain.trusted_keys_report([key_dir])
+    assert sorted(report.trusted) == sorted(_ids(chain_keys))
+    assert [r["seq"] for r in report.rejected] == [5] and "float" in report.rejected[0]["reason"]
