@@ -192,6 +192,11 @@ def row_counts(cluster: PgCluster) -> t.Dict[str, int]:
         conn.close()
 
 
+def database_size(cluster: PgCluster) -> int:
+    """Bytes of the database on disk (pg_database_size)."""
+    return int(cluster.execute("SELECT pg_database_size(%s)", (DB_NAME,))[0][0])
+
+
 def content_digest(cluster: PgCluster) -> t.Dict[str, str]:
     """md5 per table over every row in id order, for the determinism test (last_seen excluded: the worker updates it)."""
     conn = cluster.connect(DB_NAME)

@@ -114,7 +114,8 @@ def build(layout: Layout, state: t.Dict[str, t.Any], quiet: bool = False) -> t.D
     database.create(cluster, seed, max(1, scale // 2), hosts,
                     {"ransomeye_app": state["app_password"], "ransomeye_app_b": state["app_b_password"]})
     database.load_artifacts(cluster, records)
-    _log(quiet, "database ransomeye on 127.0.0.1:%d: %s" % (state["pg_port"], database.row_counts(cluster)))
+    _log(quiet, "database ransomeye on 127.0.0.1:%d, %.1f MB on disk: %s" % (
+        state["pg_port"], database.database_size(cluster) / MB, database.row_counts(cluster)))
     config.write_config(layout, state)
     config.write_tls(layout)
     config.write_keys(layout)
