@@ -43,10 +43,10 @@ __metaclass__ = type
 import datetime
 import ipaddress
 import os
+import secrets
 import shutil
 import signal
 import stat
-import tempfile
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
@@ -448,8 +448,8 @@ def _write_new(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
 def _symlink_atomically(target: str, path: str) -> None:
     """Make ``path`` a symlink to ``target`` with one rename (replacing whatever is there)."""
     directory = os.path.dirname(path)
-    tmp = tempfile.mktemp(prefix=".%s." % os.path.basename(path), suffix=".lnk", dir=directory)
-    os.symlink(target, tmp)
+    tmp = os.path.join(directory, ".%s.%s.lnk" % (os.path.basename(path), secrets.token_hex(8)))
+    os.symlink(target, tmp)  # fails (never follows) if the name exists
     try:
         os.rename(tmp, path)
     except BaseException:

@@ -80,7 +80,7 @@ def new_password(length: int) -> str:
     if not MIN_PASSWORD_LENGTH <= length <= MAX_PASSWORD_LENGTH:
         raise RansomeyeError("password_length must be between %d and %d, not %d"
                              % (MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH, length))
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for dummy in range(length))
 
 
 class Request(t.NamedTuple):

@@ -24,7 +24,7 @@ description:
   - The old pair can be backed up first (O(backup)), and stays available for O(state=rolled_back) until the next
     renewal.
 author:
-  - ransomeye.ops contributors
+  - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
@@ -87,7 +87,7 @@ options:
     default: renewed
   subject:
     description:
-      - Subject of the new certificate as a dictionary, for example C({CN: web.ransomeye.local, O: RansomEye}).
+      - "Subject of the new certificate as a dictionary, for example C({CN: web.ransomeye.local, O: RansomEye})."
       - Defaults to the current certificate's subject.
     type: dict
   subject_alt_names:

@@ -27,7 +27,7 @@ description:
     than O(max_age), or with O(force).
   - The password is never returned, logged or put on a command line; the module starts no child process.
 author:
-  - ransomeye.ops contributors
+  - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes

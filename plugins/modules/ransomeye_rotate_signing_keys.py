@@ -24,7 +24,7 @@ description:
     first key (a self-signed genesis bundle).
   - A rotation interrupted by a crash after its bundle reached the chain is completed by the next run.
 author:
-  - ransomeye.ops contributors
+  - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes

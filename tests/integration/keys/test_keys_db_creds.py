@@ -37,10 +37,10 @@ def test_rotate_db_creds_four_step_idempotence(creds, run_module):
 
 def test_rotation_preserves_comments_quoting_mode_and_other_variables(creds, run_module_direct):
     before = {p: open(p).read() for p in creds.env_files}
-    _, old_password = creds.file_credentials()
+    old_password = creds.file_credentials()[1]
     result = run_module_direct("ransomeye_rotate_db_creds", creds.module_args(backup=True))
     assert result["changed"] is True, result
-    _, new_password = creds.file_credentials()
+    new_password = creds.file_credentials()[1]
     for path, text in before.items():
         assert open(path).read() == text.replace(old_password, new_password)
     assert oct(os.stat(creds.env_files[0]).st_mode & 0o777) == "0o640"
@@ -56,7 +56,7 @@ def test_rotation_preserves_comments_quoting_mode_and_other_variables(creds, run
 def test_max_age_and_force(creds, run_module_direct):
     first = run_module_direct("ransomeye_rotate_db_creds", creds.module_args(max_age="30d"))
     assert first["changed"] is True
-    _, password = creds.file_credentials()
+    password = creds.file_credentials()[1]
     young = run_module_direct("ransomeye_rotate_db_creds", creds.module_args(max_age="30d"))
     assert young["changed"] is False and "max_age not reached" in young["reason"]
     zero = run_module_direct("ransomeye_rotate_db_creds", creds.module_args(max_age="0s"))
@@ -142,7 +142,7 @@ def test_bad_input_unreadable_env_file(creds, run_module_direct, tmp_path):
 
 
 def test_bad_input_wrong_current_password_changes_nothing(creds, run_module_direct):
-    _, password = creds.file_credentials()
+    password = creds.file_credentials()[1]
     for path in creds.env_files:
         text = open(path).read()
         with open(path, "w") as handle:

@@ -28,7 +28,7 @@ def test_new_password_is_not_in_server_log_output_or_argv(fresh_pg, tmp_path, ru
     fresh_pg.reload()
     fresh_pg.execute("CREATE DATABASE ransomeye")
     creds = make_creds_setup(fresh_pg, str(tmp_path), "ransomeye")
-    _, old_password = creds.file_credentials()
+    old_password = creds.file_credentials()[1]
 
     stop = threading.Event()
     cmdlines: list = []
@@ -40,7 +40,7 @@ def test_new_password_is_not_in_server_log_output_or_argv(fresh_pg, tmp_path, ru
         stop.set()
         scanner.join()
     assert result.get("rotated") is True, result
-    _, new_password = creds.file_credentials()
+    new_password = creds.file_credentials()[1]
     assert new_password != old_password and creds.login_works()
 
     log = fresh_pg.log_text()

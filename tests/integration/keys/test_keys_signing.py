@@ -23,7 +23,7 @@ def _rotate(run_module_direct, key_dir, **extra):
 
 def _files(key_dir):
     out = {}
-    for root, _, files in os.walk(key_dir):
+    for root, dummy, files in os.walk(key_dir):
         for name in files:
             path = os.path.join(root, name)
             out[path] = open(path, "rb").read()
