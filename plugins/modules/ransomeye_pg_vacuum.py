@@ -24,7 +24,8 @@ description:
     and tables not reached within it are reported as skipped.
   - C(VACUUM FULL) runs only with O(allow_full=true), B(and) inside O(maintenance_window) (local time of the managed
     host, may cross midnight), B(and) when the filesystem of the table's tablespace, seen from the managed host, has at
-    least O(full_space_factor) times the table's total size (with indexes and TOAST, from C(relpages) as of the last VACUUM or ANALYZE) free. Otherwise the table is
+    least O(full_space_factor) times the table's total size (with indexes and TOAST, from C(relpages) as of the last
+    VACUUM or ANALYZE) free. Otherwise the table is
     reported in RV(skipped) with the reason. Run the module on the database host for the space check.
   - Statistics before and after come from C(pg_stat_user_tables) (after C(pg_stat_clear_snapshot())); they are
     updated by the server asynchronously, so a table just written to may show its dead tuples a moment later.

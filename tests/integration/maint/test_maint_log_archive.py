@@ -80,7 +80,7 @@ def test_idempotent_archive_with_check_mode(logdir, run_module_direct):
     assert step3["changed"] is False and step4["changed"] is False
     assert step4["archived"] == [] and step4["pruned"] == []
     assert os.path.exists(os.path.join(logdir["dir"], "app.log"))
-    assert {k: v for k, v in content_by_name(logdir["dir"]).items()} == {
+    assert content_by_name(logdir["dir"]) == {
         k: [v] for k, v in logdir["originals"].items()}
 
 
@@ -99,7 +99,7 @@ def test_file_growing_during_the_run_is_kept(tmp_path):
     path = make_log(str(tmp_path / "busy.log.1"), 400000)  # ~20 MB: the read takes a while
     opts = la.build_options(dict(paths=[path], retention_days=7, archive_retention_days=90))
     os.mkdir(tmp_path / "archive")
-    candidates, _ = la.find_candidates(opts, time.time())
+    candidates, _skipped = la.find_candidates(opts, time.time())
     assert [c.path for c in candidates] == [path]
     stop = threading.Event()
     appended = []

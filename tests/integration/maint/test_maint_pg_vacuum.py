@@ -19,7 +19,7 @@ def make_dead_tuples(pg, db, table="events", rows=20000):
     finally:
         conn.close()
     # the statistics reach pg_stat_user_tables asynchronously: wait until they show
-    for _ in range(100):
+    for _attempt in range(100):
         rows_dead = pg.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = %s", [table], dbname=db)
         if rows_dead and rows_dead[0][0] > 0:
             return rows_dead[0][0]
@@ -71,7 +71,7 @@ def test_most_urgent_first(pg, pg_db, run_module_direct):
     pg.execute("DELETE FROM mild WHERE id > 14000", dbname=pg_db)  # mild has more dead rows
     make_dead_tuples(pg, pg_db, "alerts", rows=4000)
     pg.execute("DELETE FROM alerts WHERE id > 100", dbname=pg_db)
-    for _ in range(50):
+    for _attempt in range(50):
         plan = run_module_direct("ransomeye_pg_vacuum", args(pg, pg_db), check=True)
         ratios = {k: v["before"]["dead_ratio"] for k, v in plan["table_stats"].items()}
         if len(ratios) == 2 and ratios["public.alerts"] > 0.9:

@@ -1,0 +1,161 @@
+"""Maintenance benchmarks; every figure is printed next to its baseline measured in the same run.
+
+1. Archiving throughput: ransomeye_log_archive's helper (stream compress + SHA-256 + fsync + full
+   decompress-and-compare + delete) against the ``gzip -6`` command line (and ``zstd -3`` when
+   installed) on the same log files. Target: >= 0.9x the command line.
+2. Disk-clean scan of 200k files with nothing to delete against ``find ROOT -mmin +N`` on the same
+   tree. Target: <= 2x find's time.
+
+Usage: python bench/bench_maint.py [--log-mb 96] [--files 200000] [--repeat 3]
+Best of ``--repeat`` runs for each side (the machine is shared, so noise only ever slows a run down).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+from tests.harness.paths import ensure_collection_link  # noqa: E402
+
+sys.path.insert(0, ensure_collection_link())
+
+from ansible_collections.ransomeye.ops.plugins.module_utils import _log_archive as la  # noqa: E402
+from ansible_collections.ransomeye.ops.plugins.module_utils._disk_clean import run as clean_run  # noqa: E402
+from ansible_collections.ransomeye.ops.plugins.module_utils._open_files import OpenFiles  # noqa: E402
+
+DAY = 86400
+
+
+def make_logs(directory, total_mb, files=6):
+    rnd = random.Random(5)
+    words = ["alert raised", "event batch ingested", "detection scored", "artifact stored", "upload chunk received",
+             "rule engine reloaded", "health ok", "login failed", "process tree captured", "hash matched"]
+    per_file = total_mb * 1024 * 1024 // files
+    paths = []
+    for n in range(files):
+        path = os.path.join(directory, "ransomeye.log.%d" % (n + 1))
+        with open(path, "w") as handle:
+            written = 0
+            i = 0
+            while written < per_file:
+                line = "2026-11-%02dT%02d:%02d:%02d.%06d INFO ransomeye[%d]: %s host=ws-%04d sha=%016x seq=%d\n" % (
+                    1 + i % 28, i % 24, i % 60, (i * 7) % 60, rnd.randrange(10 ** 6), 1000 + n, rnd.choice(words),
+                    rnd.randint(1, 9999), rnd.getrandbits(64), i)
+                handle.write(line)
+                written += len(line)
+                i += 1
+        paths.append(path)
+    return paths
+
+
+def best(runs):
+    return min(runs)
+
+
+def bench_archive(total_mb, repeat):
+    work = tempfile.mkdtemp(prefix="bench-maint-")
+    try:
+        src = os.path.join(work, "src")
+        os.makedirs(src)
+        originals = make_logs(src, total_mb)
+        size = sum(os.path.getsize(p) for p in originals)
+        mb = size / 1024.0 / 1024.0
+        rows = []
+        for compression, argv in (("gzip", ["gzip", "-6", "-c"]), ("zstd", ["zstd", "-3", "-q", "-c"])):
+            if not shutil.which(argv[0]):
+                print("%s: command not installed, skipped" % argv[0])
+                continue
+            cli, ours = [], []
+            for _round in range(repeat):
+                out = os.path.join(work, "cli")
+                os.makedirs(out, exist_ok=True)
+                started = time.perf_counter()
+                for path in originals:
+                    with open(os.path.join(out, os.path.basename(path) + ".x"), "wb") as dst:
+                        subprocess.run(argv + [path], stdout=dst, check=True)
+                cli.append(time.perf_counter() - started)
+                shutil.rmtree(out)
+                logdir = os.path.join(work, "log")
+                os.makedirs(logdir)
+                copies = []
+                for path in originals:
+                    dest = os.path.join(logdir, os.path.basename(path))
+                    shutil.copyfile(path, dest)
+                    os.utime(dest, (time.time() - 30 * DAY, time.time() - 30 * DAY))
+                    copies.append(dest)
+                opts = la.build_options(dict(paths=[os.path.join(logdir, "*.log.*")], retention_days=7,
+                                             archive_retention_days=90, compression=compression))
+                os.makedirs(os.path.join(logdir, "archive"))
+                candidates, _skipped = la.find_candidates(opts, time.time())
+                assert len(candidates) == len(copies)
+                busy = OpenFiles()
+                started = time.perf_counter()
+                for cand in candidates:
+                    la.archive_one(opts, cand, busy)
+                ours.append(time.perf_counter() - started)
+                assert not any(os.path.exists(p) for p in copies)
+                shutil.rmtree(logdir)
+            rows.append((compression, " ".join(argv), mb / best(cli), mb / best(ours)))
+        print("Archiving %.0f MiB of logs in %d files (best of %d):" % (mb, len(originals), repeat))
+        for compression, cli_name, cli_rate, our_rate in rows:
+            print("  %-5s  %-16s %7.1f MiB/s   ransomeye_log_archive %7.1f MiB/s (incl. verify+fsync)   ratio %.2fx"
+                  % (compression, cli_name, cli_rate, our_rate, our_rate / cli_rate))
+        return rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def make_tree(root, files):
+    per_dir = 1000
+    for d in range(max(1, files // per_dir)):
+        sub = os.path.join(root, "d%03d" % (d // 10), "s%d" % (d % 10))
+        os.makedirs(sub, exist_ok=True)
+        for f in range(per_dir):
+            fd = os.open(os.path.join(sub, "f%04d.tmp" % f), os.O_CREAT | os.O_WRONLY, 0o644)
+            os.close(fd)
+
+
+def bench_scan(files, repeat):
+    work = tempfile.mkdtemp(prefix="bench-scan-")
+    try:
+        make_tree(work, files)
+        subprocess.run(["find", work, "-mmin", "+60"], stdout=subprocess.DEVNULL, check=True)  # warm the cache
+        find_times, our_times = [], []
+        for _round in range(repeat):
+            started = time.perf_counter()
+            out = subprocess.run(["find", work, "-mmin", "+60"], capture_output=True, check=True).stdout
+            find_times.append(time.perf_counter() - started)
+            assert out == b""
+            started = time.perf_counter()
+            result = clean_run(dict(roots=[work], temp_age="1h", orphan_age="1d", max_runtime="10m"), False)
+            our_times.append(time.perf_counter() - started)
+            assert result["removed_count"] == 0 and result["scanned"] >= files
+        f, o = best(find_times), best(our_times)
+        print("Disk-clean scan of %d files, nothing to delete (best of %d):" % (files, repeat))
+        print("  find ROOT -mmin +60   %.3f s   ransomeye_disk_clean %.3f s   ratio %.2fx (target <= 2x)"
+              % (f, o, o / f))
+        return f, o
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log-mb", type=int, default=96)
+    parser.add_argument("--files", type=int, default=200000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    bench_archive(args.log_mb, args.repeat)
+    bench_scan(args.files, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
