@@ -242,3 +242,27 @@ def test_pipe_source_with_short_reads(aes_key):
     back = io.BytesIO()
     assert cc.decrypt_stream(Trickle(blob), back, key=aes_key) == info
     assert back.getvalue() == data
+
+
+def test_tarfile_streams_straight_into_a_container(tmp_path, aes_key):
+    import tarfile
+
+    src = tmp_path / "conf"
+    src.mkdir()
+    (src / "app.env").write_text("DB_PASSWORD=x\n")
+    (src / "big.bin").write_bytes(os.urandom(3 * CS // 2))
+    os.symlink("app.env", src / "link")
+    sealed = tmp_path / "config.rye"
+    with open(sealed, "wb") as dst:
+        with cc.encryptor(dst, key=aes_key, object_id="config") as writer:
+            with tarfile.open(fileobj=writer, mode="w|") as tar:
+                tar.add(str(src), arcname="conf")
+    assert writer.info.ciphertext_size == os.path.getsize(sealed)
+    plain = io.BytesIO()
+    with open(sealed, "rb") as handle:
+        cc.decrypt_stream(handle, plain, key=aes_key, expected_object_id="config")
+    plain.seek(0)
+    with tarfile.open(fileobj=plain, mode="r|") as tar:
+        members = {m.name: m for m in tar}
+    assert members["conf/link"].issym() and members["conf/link"].linkname == "app.env"
+    assert members["conf/big.bin"].size == 3 * CS // 2
