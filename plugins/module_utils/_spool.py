@@ -63,6 +63,7 @@ class Spool:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self._lock_fd: t.Optional[int] = None
+        self._usage: t.Optional[t.List[int]] = None  # [entries, bytes], valid while locked
 
     # -- locking -------------------------------------------------------------
     @contextlib.contextmanager
@@ -85,9 +86,11 @@ class Spool:
                                              % (self.directory, timeout))
                     time.sleep(0.05)
             self._lock_fd = fd
+            self._usage = None
             yield self
         finally:
             self._lock_fd = None
+            self._usage = None
             os.close(fd)
 
     # -- reading -------------------------------------------------------------
@@ -132,43 +135,54 @@ class Spool:
         if self._lock_fd is None:
             raise RuntimeError("spool used without its lock")
 
-    def _next_seq(self) -> int:
-        stored = 0
+    def _stored_next_seq(self) -> int:
         try:
             with open(os.path.join(self.directory, "next_seq"), "rb") as handle:
-                stored = int(handle.read().strip() or 0)
+                return int(handle.read().strip() or 0)
         except (FileNotFoundError, ValueError):
-            stored = 0
+            return 0
+
+    def _next_seq(self) -> int:
         names = self._names()
         highest = names[-1][0] + 1 if names else 0
-        return max(stored, highest, 1)
+        return max(self._stored_next_seq(), highest, 1)
 
     def append(self, message: str) -> SpoolEntry:
         """Queue ``message`` after everything already queued; ``SpoolFull`` when over a limit."""
         self._require_lock()
         record = {"created": time.time(), "message": message}
         data = json.dumps(dict(record, seq=0), ensure_ascii=False).encode("utf-8")
-        count = self.count()
+        if self._usage is None:
+            self._usage = [self.count(), self.size()]
+        count, used = self._usage
         if count + 1 > self.max_messages:
             raise SpoolFull("spool %s is full (%d messages, limit %d): the alert was not queued"
                             % (self.directory, count, self.max_messages), queued=count)
-        if self.size() + len(data) > self.max_bytes:
+        if used + len(data) > self.max_bytes:
             raise SpoolFull("spool %s is full (limit %d bytes): the alert was not queued"
                             % (self.directory, self.max_bytes), queued=count)
         seq = self._next_seq()
         record["seq"] = seq
         path = os.path.join(self.directory, "%012d.alert" % seq)
-        atomic_write(os.path.join(self.directory, "next_seq"), b"%d\n" % (seq + 1), mode=0o600)
-        atomic_write(path, json.dumps(record, ensure_ascii=False).encode("utf-8"), mode=0o600)
+        data = json.dumps(record, ensure_ascii=False).encode("utf-8")
+        atomic_write(path, data, mode=0o600)
+        self._usage = [count + 1, used + len(data)]
         return SpoolEntry(seq, path, float(record["created"]), message)
 
     def remove(self, entries: t.Sequence[SpoolEntry]) -> None:
         """Forget delivered entries (durably: the directory is fsynced once afterwards)."""
         self._require_lock()
+        if not entries:
+            return
+        # Remember where numbering goes on, so an emptied spool never reuses a number
+        # (the highest existing entry covers every other case, see _next_seq).
+        highest = max(entry.seq for entry in entries)
+        if highest + 1 > self._stored_next_seq():
+            atomic_write(os.path.join(self.directory, "next_seq"), b"%d\n" % (highest + 1), mode=0o600)
+        self._usage = None
         for entry in entries:
             os.unlink(entry.path)
-        if entries:
-            fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
 
 class Delivery(t.NamedTuple):
