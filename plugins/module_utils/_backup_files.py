@@ -293,7 +293,6 @@ class TarContent:
             handle = self.tar.extractfile(member)
             if handle is None:
                 raise EntryRefused("config tar member %s has no content" % member.name)
-            for block in iter(lambda: handle.read(READ_CHUNK), b""):
-                yield block
+            yield from iter(lambda: handle.read(READ_CHUNK), b"")
             return
         raise RansomeyeError("config tar has no member %s (the manifest lists it)" % name)

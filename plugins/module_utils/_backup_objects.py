@@ -116,8 +116,7 @@ def open_object(repo: Repo, object_id: str) -> t.BinaryIO:
 def object_chunks(repo: Repo, object_id: str, decrypt_kwargs: dict) -> t.Iterator[bytes]:
     """Authenticated plaintext chunks of an object (ContainerError on any tampering)."""
     with open_object(repo, object_id) as src:
-        for chunk in container.decrypt_chunks(src, expected_object_id=object_id, **decrypt_kwargs):
-            yield chunk
+        yield from container.decrypt_chunks(src, expected_object_id=object_id, **decrypt_kwargs)
 
 
 class ChunkReader:

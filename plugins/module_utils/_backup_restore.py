@@ -290,8 +290,9 @@ def run_restore_module(module: t.Any) -> dict:
         checked = verify_repo(repo, trusted, params.get("backup") or "latest", level,
                               decrypt if level == "full" else None)
         if checked.problems or not checked.selected:
-            first = checked.problems[0] if checked.problems else {"backup": params.get("backup"), "object": "-",
-                                                                   "reason": "not verified"}
+            first = {"backup": params.get("backup"), "object": "-", "reason": "not verified"}
+            if checked.problems:
+                first = checked.problems[0]
             raise RansomeyeError(
                 "backup %s failed verification; refusing to restore (%d problem(s); first: %s: %s)"
                 % (first["backup"], len(checked.problems), first["object"], first["reason"]),

@@ -239,4 +239,3 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     if broken:
         module.warn("unreadable manifests left in place (run ransomeye_backup_verify): %s" % ", ".join(broken))
     return result
-

@@ -34,7 +34,7 @@ description:
     itself SIGKILL at that point (C(during_dump), C(during_artifacts), C(before_manifest), C(after_manifest));
     C(during_dump:kill_pg_dump) kills the C(pg_dump) child instead. Used by the crash tests only."
 author:
-  - ransomeye.ops contributors
+  - ransomeye.ops contributors (@ransomeye)
 options:
   repo:
     description:

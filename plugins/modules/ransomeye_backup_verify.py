@@ -23,7 +23,7 @@ description:
     with the manifest. It needs O(private_key) (rsa mode) or O(key_file) (aes mode).
   - Objects shared by several backups are read once per run.
 author:
-  - ransomeye.ops contributors
+  - ransomeye.ops contributors (@ransomeye)
 options:
   repo:
     description:

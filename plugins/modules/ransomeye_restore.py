@@ -30,7 +30,7 @@ description:
   - Idempotent, a file that already has the backed-up content, mode and type is left alone; a database that already
     carries this backup's restore marker and the manifest's row counts is left alone.
 author:
-  - ransomeye.ops contributors
+  - ransomeye.ops contributors (@ransomeye)
 options:
   repo:
     description:
