@@ -215,3 +215,40 @@ def test_bad_input_fails_clearly(run_module_direct, args, expected):
     assert result["failed"] is True
     assert expected in result["msg"], result["msg"]
     assert "Traceback" not in result["_stderr"]
+
+
+def test_services_under_a_real_supervisord(run_module_direct, tmp_path):
+    """The demo host's service manager: RUNNING is ok, a stopped or unknown program is critical."""
+    import subprocess
+    import sys
+
+    bindir = os.path.dirname(sys.executable)
+    conf = tmp_path / "supervisord.conf"
+    sock = tmp_path / "s.sock"
+    conf.write_text(
+        "[unix_http_server]\nfile=%s\n\n[supervisord]\nlogfile=%s\npidfile=%s\nnodaemon=false\n\n"
+        "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+        "[supervisorctl]\nserverurl=unix://%s\n\n"
+        "[program:re-up]\ncommand=/bin/sleep 600\nautostart=true\nstartsecs=0\n\n"
+        "[program:re-down]\ncommand=/bin/sleep 600\nautostart=false\n"
+        % (sock, tmp_path / "supervisord.log", tmp_path / "supervisord.pid", sock))
+    subprocess.run([os.path.join(bindir, "supervisord"), "-c", str(conf)], check=True, timeout=30)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            out = subprocess.run([os.path.join(bindir, "supervisorctl"), "-c", str(conf), "status", "re-up"],
+                                 capture_output=True, text=True, check=False).stdout
+            if "RUNNING" in out or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        result = run_module_direct("ransomeye_health_info", dict(
+            checks=["services"], services=["re-up", "re-down", "re-missing"], service_manager="supervisord",
+            supervisor_conf=str(conf), fail_on="never"))
+    finally:
+        subprocess.run([os.path.join(bindir, "supervisorctl"), "-c", str(conf), "shutdown"],
+                       capture_output=True, timeout=30, check=False)
+    by_target = {c["target"]: c for c in result["checks"]}
+    assert by_target["re-up"]["status"] == "ok" and by_target["re-up"]["message"] == "RUNNING"
+    assert by_target["re-down"]["status"] == "critical" and by_target["re-down"]["message"] == "STOPPED"
+    assert by_target["re-missing"]["status"] == "critical"
+    assert result["status"] == "critical"
