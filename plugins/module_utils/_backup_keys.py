@@ -62,6 +62,7 @@ class Encryption:
         self.key = key
         self.recipient_ids = recipient_ids
         self.id_key = id_key
+        self._session: t.Any = None
         # Objects encrypted for other recipients cannot be reused: the content id
         # includes the encryption context, so a recipient change re-stores content.
         self.context = ("rsa:" + ",".join(sorted(recipient_ids))) if mode == "rsa" else "aes"
@@ -70,6 +71,14 @@ class Encryption:
         if self.mode == "rsa":
             return {"recipients": self.recipients}
         return {"key": self.key}
+
+    def encryptor(self, dst: t.Any, object_id: str) -> t.Any:
+        """A container writer. One file key per run (an encryption session): RSA wraps it once per run and
+        readers unwrap it once per run instead of once per object; every object still gets its own salt,
+        hence its own payload and header keys."""
+        if self._session is None:
+            self._session = container.encryption_session(**self.encryptor_kwargs())
+        return self._session.encryptor(dst, object_id=object_id)
 
     def describe(self) -> dict:
         if self.mode == "rsa":

@@ -56,7 +56,7 @@ class NewObject:
         self.tmp_path = self.repo.new_tmp_path(self.object_id)
         fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         self._handle = os.fdopen(fd, "wb")
-        self._writer = container.encryptor(self._handle, object_id=self.object_id, **self.enc.encryptor_kwargs())
+        self._writer = self.enc.encryptor(self._handle, self.object_id)
         return self
 
     def write(self, data: bytes) -> None:
