@@ -32,10 +32,15 @@ Strategy ``in_place`` rotates the one role the files use. Strategy
 to it, so services still running with the other role keep working until
 they restart: no downtime.
 
-Test hook (for the fault-injection tests only, never set in production): when
+Should the old verifier not go back (the server went away mid-rotation), the
+files are made to agree with the password that logs in now: they roll
+forward to the new password when it works, else back to the old one.
+
+Test hooks (for the fault-injection tests only, never set in production): when
 the environment variable ``RANSOMEYE_TEST_FAIL_AT`` names a step, the rotation
 raises right after that step has done its work, exactly as a real failure at
-that point would (for ``swap``: after the first file was swapped).
+that point would (for ``swap``: after the first file was swapped);
+``RANSOMEYE_TEST_FAIL_RESTORE=1`` also makes restoring the old verifier fail.
 """
 
 from __future__ import absolute_import, division, print_function, annotations
@@ -60,6 +65,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._scram import scram_
 
 STEPS = ("check", "stage", "alter", "verify", "swap", "record")
 TEST_HOOK_ENV = "RANSOMEYE_TEST_FAIL_AT"
+TEST_RESTORE_HOOK_ENV = "RANSOMEYE_TEST_FAIL_RESTORE"
 # Letters, digits, "-" and "_": unreserved in URLs (RFC 3986) and inert in .env
 # files and shells, so the password needs no quoting anywhere.
 PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -318,6 +324,8 @@ def rotate(req: Request, the_plan: Plan, now: t.Optional[float] = None) -> dict:
     switch_user = the_plan.target_role if the_plan.target_role != the_plan.active_role else None
     staged: t.Dict[str, str] = {}
     swapped: t.Dict[str, bytes] = {}
+    new_bytes: t.Dict[str, bytes] = {}
+    password = ""
     backups: t.List[str] = []
     altered = False
     old_verifier: t.Optional[str] = None
@@ -325,7 +333,8 @@ def rotate(req: Request, the_plan: Plan, now: t.Optional[float] = None) -> dict:
     try:
         password = new_password(req.password_length)
         for path, env in the_plan.env.items():
-            staged[path] = _stage(path, _edited(env, req, switch_user, password).render())
+            new_bytes[path] = _edited(env, req, switch_user, password).render()
+            staged[path] = _stage(path, new_bytes[path])
         _fail_point("stage")
 
         step = "alter"
@@ -370,7 +379,7 @@ def rotate(req: Request, the_plan: Plan, now: t.Optional[float] = None) -> dict:
         atomic_write(the_plan.state_file, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8"),
                      mode=0o600)
     except BaseException as exc:
-        undone = _roll_back(req, the_plan, staged, swapped, altered, old_verifier)
+        undone = _roll_back(req, the_plan, _Undo(staged, swapped, new_bytes, altered, old_verifier, password))
         message = exc.msg if isinstance(exc, RansomeyeError) else "%s: %s" % (type(exc).__name__, exc)
         raise RansomeyeError("credential rotation failed at step %r: %s; %s" % (step, message, undone),
                              failed_step=step, role=the_plan.target_role, rolled_back=True)
@@ -382,29 +391,76 @@ def rotate(req: Request, the_plan: Plan, now: t.Optional[float] = None) -> dict:
     )
 
 
-def _roll_back(req: Request, the_plan: Plan, staged: t.Dict[str, str], swapped: t.Dict[str, bytes],
-               altered: bool, old_verifier: t.Optional[str]) -> str:
-    """Undo what was done; return a sentence saying what was restored (or what could not be)."""
-    problems = []
-    for tmp in staged.values():
+class _Undo(t.NamedTuple):
+    staged: t.Dict[str, str]        # path -> temp file not yet renamed
+    swapped: t.Dict[str, bytes]     # path -> old content, for files already renamed
+    new_bytes: t.Dict[str, bytes]   # path -> new content
+    altered: bool                   # ALTER ROLE was attempted
+    old_verifier: t.Optional[str]
+    password: str
+
+
+def _restore_files(undo: _Undo, problems: t.List[str]) -> None:
+    for tmp in undo.staged.values():
         try:
             _unlink(tmp)
         except OSError as exc:
             problems.append("could not remove staged file %s: %s" % (tmp, exc))
-    for path, old in swapped.items():
+    for path, old in undo.swapped.items():
         try:
             atomic_write(path, old)
         except (OSError, RansomeyeError) as exc:
             problems.append("could not restore %s: %s" % (path, exc))
-    if altered:
+
+
+def _roll_forward_files(undo: _Undo, problems: t.List[str]) -> None:
+    for path, data in undo.new_bytes.items():
         try:
+            if path in undo.staged:
+                os.rename(undo.staged[path], path)
+                fsync_dir(os.path.dirname(path))
+            elif path not in undo.swapped:
+                atomic_write(path, data)
+        except (OSError, RansomeyeError) as exc:
+            problems.append("could not write %s: %s" % (path, exc))
+
+
+def _roll_back(req: Request, the_plan: Plan, undo: _Undo) -> str:
+    """Undo what was done; return a sentence saying what was restored (or what could not be).
+
+    The old verifier goes back first. Should that fail (the server went away
+    mid-rotation), the files are made to agree with whatever password logs in
+    now: the new one (the files roll forward) or the old one (they roll back).
+    """
+    problems: t.List[str] = []
+    restore_error = None
+    if undo.altered:
+        try:
+            if os.environ.get(TEST_RESTORE_HOOK_ENV) == "1":
+                raise InjectedFailure("injected failure restoring the old password (%s test hook)"
+                                      % TEST_RESTORE_HOOK_ENV)
             with pgu.connection(req.admin) as conn:
-                _set_verifier(conn, the_plan.target_role, old_verifier)
+                _set_verifier(conn, the_plan.target_role, undo.old_verifier)
         except Exception as exc:  # the server may be the thing that failed
-            problems.append("could not restore the old password of role %r: %s" % (the_plan.target_role, exc))
-    if problems:
-        return "ROLLBACK INCOMPLETE: " + "; ".join(problems)
-    return "rolled back: the env files and the password of role %r are as before" % the_plan.target_role
+            restore_error = exc.msg if isinstance(exc, RansomeyeError) else str(exc).strip().splitlines()[0]
+    if restore_error is None:
+        _restore_files(undo, problems)
+        if problems:
+            return "ROLLBACK INCOMPLETE: " + "; ".join(problems)
+        return "rolled back: the env files and the password of role %r are as before" % the_plan.target_role
+    db_info = req.admin.with_db(the_plan.db)
+    if _can_login(db_info.with_login(the_plan.target_role, undo.password)) is None:
+        _roll_forward_files(undo, problems)
+        if not problems:
+            return ("could not restore the old password of role %r (%s), so the rotation was ROLLED FORWARD instead: "
+                    "the env files hold the new password, which logs in" % (the_plan.target_role, restore_error))
+    else:
+        _restore_files(undo, problems)
+        if not problems and _can_login(db_info.with_login(the_plan.active_role, the_plan.current_password)) is None:
+            return ("rolled back: the old password of role %r still logs in and the env files are as before"
+                    % the_plan.active_role)
+    problems.insert(0, "could not restore the old password of role %r: %s" % (the_plan.target_role, restore_error))
+    return "ROLLBACK INCOMPLETE: " + "; ".join(problems)
 
 
 def run(req: Request, check_mode: bool) -> dict:

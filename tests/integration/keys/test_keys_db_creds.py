@@ -35,8 +35,10 @@ def test_rotate_db_creds_four_step_idempotence(creds, run_module):
         assert new_password not in result["_stdout"] and old_password not in result["_stdout"]
 
 
-def test_rotation_preserves_comments_quoting_mode_and_other_variables(creds, run_module_direct):
+def test_rotation_preserves_comments_quoting_mode_owner_and_other_variables(creds, run_module_direct):
     before = {p: open(p).read() for p in creds.env_files}
+    if os.geteuid() == 0:
+        os.chown(creds.env_files[0], 65534, 65534)
     old_password = creds.file_credentials()[1]
     result = run_module_direct("ransomeye_rotate_db_creds", creds.module_args(backup=True))
     assert result["changed"] is True, result
@@ -45,6 +47,8 @@ def test_rotation_preserves_comments_quoting_mode_and_other_variables(creds, run
         assert open(path).read() == text.replace(old_password, new_password)
     assert oct(os.stat(creds.env_files[0]).st_mode & 0o777) == "0o640"
     assert oct(os.stat(creds.env_files[1]).st_mode & 0o777) == "0o600"
+    if os.geteuid() == 0:
+        assert (os.stat(creds.env_files[0]).st_uid, os.stat(creds.env_files[0]).st_gid) == (65534, 65534)
     assert len(result["backup_files"]) == 2
     assert sorted(open(b).read() for b in result["backup_files"]) == sorted(before.values())
     state = open(creds.state_file).read()
@@ -163,3 +167,17 @@ def test_bad_input_files_disagree_and_short_password(creds, run_module_direct):
     short = run_module_direct("ransomeye_rotate_db_creds",
                               creds.module_args(env_files=creds.env_files[:1], password_length=8))
     assert failed(short) and "password_length must be between" in short["msg"]
+
+
+@pytest.mark.parametrize("step", ["alter", "verify", "swap", "record"])
+def test_when_old_password_cannot_be_restored_files_roll_forward(creds, run_module_direct, step):
+    old_password = creds.file_credentials()[1]
+    result = run_module_direct("ransomeye_rotate_db_creds", creds.module_args(),
+                               env={"RANSOMEYE_TEST_FAIL_AT": step, "RANSOMEYE_TEST_FAIL_RESTORE": "1"})
+    assert failed(result) and "ROLLED FORWARD" in result["msg"], result
+    assert "INCOMPLETE" not in result["msg"]
+    new_password = creds.file_credentials()[1]  # asserts the files agree with each other
+    assert new_password != old_password
+    assert creds.login_works() and not creds.login_works(creds.role, old_password)
+    etc = os.path.dirname(creds.env_files[0])
+    assert [n for n in os.listdir(etc) if n.endswith(".tmp")] == []
