@@ -20,6 +20,8 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import base64
+import binascii
 import collections
 import hashlib
 import hmac
@@ -135,9 +137,6 @@ def _read_small(path: str, limit: int = 1 << 20) -> bytes:
 
 def parse_key_bytes(data: bytes) -> bytes:
     """Decode a 256-bit key: 32 raw bytes, 64 hex characters or base64 of 32 bytes (one trailing newline allowed)."""
-    import base64
-    import binascii
-
     if len(data) == KEY_SIZE:
         return bytes(data)
     stripped = data[:-1] if data.endswith(b"\n") else data
