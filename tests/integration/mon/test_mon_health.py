@@ -252,3 +252,65 @@ def test_services_under_a_real_supervisord(run_module_direct, tmp_path):
     assert by_target["re-down"]["status"] == "critical" and by_target["re-down"]["message"] == "STOPPED"
     assert by_target["re-missing"]["status"] == "critical"
     assert result["status"] == "critical"
+
+
+def test_longest_running_query_is_reported(pg, run_module_direct):
+    import threading
+
+    conn = pg.connect("postgres")
+    worker = threading.Thread(target=lambda: conn.cursor().execute("SELECT pg_sleep(4)"))
+    worker.start()
+    try:
+        time.sleep(1.2)
+        result = run_module_direct("ransomeye_health_info", _pg_args(pg, thresholds={"pg_longest_query_seconds": [1, 60]}))
+    finally:
+        worker.join(10)
+        conn.close()
+    (check,) = _by_name(result, "pg_longest_query_seconds")
+    assert check["value"] >= 1 and check["status"] == "warning" and check["pid"]
+
+
+def test_replication_lag_on_primary_and_standby(fresh_pg, run_module_direct):
+    """A real streaming standby (pg_basebackup): the primary reports lag in bytes, the standby in seconds."""
+    import pwd
+    import subprocess
+
+    from tests.harness.pgcluster import PgCluster
+
+    standby = PgCluster(superuser_password=fresh_pg.password)
+    as_postgres = os.geteuid() == 0
+    try:
+        os.makedirs(standby.sockdir, exist_ok=True)
+        passfile = os.path.join(standby.base, "pgpass")
+        with open(passfile, "w") as handle:
+            handle.write("*:*:*:*:%s\n" % fresh_pg.password)
+        os.chmod(passfile, 0o600)
+        if as_postgres:
+            ids = pwd.getpwnam("postgres")
+            for path in (standby.base, standby.sockdir, passfile):
+                os.chown(path, ids.pw_uid, ids.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"] if as_postgres else []
+        subprocess.run(prefix + [os.path.join(standby.bindir, "pg_basebackup"), "-h", "127.0.0.1", "-p",
+                                 str(fresh_pg.port), "-U", "postgres", "-D", standby.data, "-X", "stream", "-c", "fast",
+                                 "-R", "-w"], env=dict(os.environ, PGPASSFILE=passfile), check=True,
+                       capture_output=True, timeout=120, cwd="/")
+        with open(os.path.join(standby.data, "postgresql.conf"), "a") as handle:
+            handle.write("port = %d\nunix_socket_directories = '%s'\n" % (standby.port, standby.sockdir))
+        with open(os.path.join(standby.data, "postgresql.auto.conf"), "a") as handle:
+            handle.write("primary_conninfo = 'host=127.0.0.1 port=%d user=postgres passfile=%s'\n"
+                         % (fresh_pg.port, passfile))
+        standby.start()
+        deadline = time.monotonic() + 30
+        while not fresh_pg.execute("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")[0][0]:
+            assert time.monotonic() < deadline, "standby never streamed"
+            time.sleep(0.2)
+        primary = run_module_direct("ransomeye_health_info", _pg_args(fresh_pg))
+        (lag_bytes,) = _by_name(primary, "pg_replication_lag_bytes")
+        assert lag_bytes["role"] == "primary" and lag_bytes["value"] is not None and lag_bytes["status"] == "ok"
+        on_standby = run_module_direct("ransomeye_health_info", _pg_args(
+            standby, thresholds={"pg_replication_lag_seconds": {"warning": -1, "critical": None}}))
+        (lag_seconds,) = _by_name(on_standby, "pg_replication_lag_seconds")
+        assert lag_seconds["role"] == "standby" and lag_seconds["value"] is not None
+        assert lag_seconds["status"] == "warning"  # forced: any lag >= -1 s
+    finally:
+        standby.destroy()
