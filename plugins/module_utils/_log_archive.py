@@ -191,6 +191,7 @@ def _compress(opts: Options, src: t.BinaryIO, dst: t.BinaryIO, name: str, mtime:
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen([shutil.which("zstd") or "zstd", "-q", "-c", "-%d" % opts.level],
                                 stdin=subprocess.PIPE, stdout=dst.fileno(), stderr=errors)
+        _grow_pipe(t.cast(t.BinaryIO, proc.stdin))
         try:
             stdin = t.cast(t.BinaryIO, proc.stdin)
             for block in iter(lambda: src.read(CHUNK), b""):
@@ -206,6 +207,15 @@ def _compress(opts: Options, src: t.BinaryIO, dst: t.BinaryIO, name: str, mtime:
             errors.seek(0)
             raise RansomeyeError("zstd failed (exit %d): %s" % (rc, errors.read().decode("utf-8", "replace").strip()))
     return digest.hexdigest(), size
+
+
+def _grow_pipe(handle: t.BinaryIO) -> None:
+    """Raise a pipe's capacity to 1 MiB (Linux): far fewer context switches per chunk."""
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+    try:
+        fcntl.fcntl(handle.fileno(), setsize, CHUNK)
+    except OSError:
+        pass  # not Linux, or over /proc/sys/fs/pipe-max-size: the default size still works
 
 
 def decompressed_digest(path: str, compression: str) -> t.Tuple[str, int]:
@@ -225,6 +235,7 @@ def decompressed_digest(path: str, compression: str) -> t.Tuple[str, int]:
         proc = subprocess.Popen([shutil.which("zstd") or "zstd", "-d", "-q", "-c", "--", path],
                                 stdout=subprocess.PIPE, stderr=errors)
         stdout = t.cast(t.BinaryIO, proc.stdout)
+        _grow_pipe(stdout)
         for block in iter(lambda: stdout.read(CHUNK), b""):
             digest.update(block)
             size += len(block)
