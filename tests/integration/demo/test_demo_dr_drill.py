@@ -132,3 +132,33 @@ def test_demo_restore_playbook_restores_and_rolls_back_on_failure(demo_factory, 
     new_pids = services.program_pids(demo.layout)
     assert all(new_pids.values()) and set(new_pids.values()).isdisjoint(pids.values())
     assert services.health(demo.health_url)[0] == 200
+
+
+def test_demo_dr_drill_stops_before_the_disaster_when_the_backup_is_corrupt(demo_factory, run_playbook):
+    demo = demo_factory(scale=1, seed=25)
+    run = run_playbook(BACKUP, inventory=demo.inventory)
+    assert run.rc == 0, run.stdout[-3000:]
+    # Corrupt every stored object in place (same size): the drill's new backup reuses the deduplicated artifact
+    # objects, so its full verify must catch them.
+    objects = glob.glob(os.path.join(demo.layout.backup_repo, "objects", "*", "*"))
+    assert objects
+    for path in objects:
+        with open(path, "r+b") as handle:
+            handle.seek(os.path.getsize(path) // 2)
+            byte = handle.read(1)
+            handle.seek(-1, os.SEEK_CUR)
+            handle.write(bytes([byte[0] ^ 0x01]))
+    before = content.tree_hashes(demo.layout.artifact_dir)
+    counts = database.row_counts(demo.cluster())
+    pids = services.program_pids(demo.layout)
+
+    run = run_playbook(DRILL, inventory=demo.inventory)
+    assert run.rc != 0
+    report = json.load(open(_reports(demo)[-1]))
+    assert report["result"] == "failed" and report["failed_step"] == "verify"
+    assert "verify" in report["error"]
+    # Nothing was destroyed: the disaster step never ran, the services were never stopped.
+    assert content.tree_hashes(demo.layout.artifact_dir) == before
+    assert database.row_counts(demo.cluster()) == counts
+    assert services.program_pids(demo.layout) == pids
+    assert services.health(demo.health_url)[0] == 200
