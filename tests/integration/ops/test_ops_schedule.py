@@ -5,7 +5,6 @@ import os
 import shlex
 import subprocess
 
-from tests.harness.paths import REPO
 
 HELLO = """
 - hosts: localhost
