@@ -419,7 +419,14 @@ class ContainerWriter:
         self._ct_size += len(data)
 
     def _emit(self, plaintext: t.Any, last: bool) -> None:
-        self._out(self._aead.encrypt(chunk_nonce(self._counter, last), plaintext, self._aad))
+        try:
+            self._out(self._aead.encrypt(chunk_nonce(self._counter, last), plaintext, self._aad))
+        except BaseException:
+            # A partial write (disk full, broken pipe) leaves a damaged stream:
+            # refuse to go on as if nothing happened.
+            self._state = "aborted"
+            self._pending = None
+            raise
         self._counter += 1
 
     def write(self, data: t.Any) -> int:

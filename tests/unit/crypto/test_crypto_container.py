@@ -266,3 +266,24 @@ def test_tarfile_streams_straight_into_a_container(tmp_path, aes_key):
         members = {m.name: m for m in tar}
     assert members["conf/link"].issym() and members["conf/link"].linkname == "app.env"
     assert members["conf/big.bin"].size == 3 * CS // 2
+
+
+def test_a_failing_destination_aborts_the_writer(aes_key):
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            if self.tell() > 200:
+                raise OSError(28, "No space left on device")
+            return super().write(data)
+
+    dst = FullDisk()
+    writer = cc.encryptor(dst, key=aes_key, chunk_size=64)
+    with pytest.raises(OSError):
+        for _round in range(20):
+            writer.write(b"z" * 64)
+    assert writer.closed
+    with pytest.raises(cc.ContainerError, match="closed or aborted"):
+        writer.write(b"more")
+    with pytest.raises(cc.ContainerError, match="aborted"):
+        writer.close()
+    with pytest.raises(cc.ContainerError):
+        list(cc.decrypt_chunks(io.BytesIO(dst.getvalue()), key=aes_key))
