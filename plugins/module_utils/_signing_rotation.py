@@ -14,6 +14,9 @@ file decides when to rotate and writes the files in a crash-safe order:
    after a crash, by the next run;
 5. ``active.key`` (0600), ``active.pub``, ``state.json``; ``pending.key`` removed.
 
+Test hook: ``RANSOMEYE_TEST_KILL_AT`` = ``pending``, ``bundle`` or
+``active_key`` kills the process (SIGKILL) right after that step.
+
 ``finish_interrupted()`` (run first by every run that may write) completes
 steps 5 when the chain head is not the active key, and drops a
 ``pending.key`` that never reached the chain.
@@ -33,6 +36,7 @@ __metaclass__ = type
 
 import datetime
 import os
+import signal
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _keychain as kc
@@ -42,7 +46,14 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._signing import (
     generate_signing_key, key_id, key_type_of, load_signing_private_key, private_key_pem, public_key_pem)
 
 PENDING_KEY = "pending.key"
+TEST_HOOK_ENV = "RANSOMEYE_TEST_KILL_AT"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _kill_point(step: str) -> None:
+    """Test hook (tests only, never in production): SIGKILL right after ``step``, as a power loss would."""
+    if os.environ.get(TEST_HOOK_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _now() -> datetime.datetime:
@@ -126,6 +137,7 @@ def _load_archived(key_dir: str, kid: str) -> t.Any:
 def _activate(key_dir: str, key: t.Any, seq: int, extra_state: t.Optional[dict] = None) -> dict:
     """Steps 5: make ``key`` the active key (after its bundle is in the chain)."""
     _write_private(os.path.join(key_dir, kc.ACTIVE_KEY), key)
+    _kill_point("active_key")
     atomic_write(os.path.join(key_dir, kc.ACTIVE_PUB), public_key_pem(key), mode=0o644)
     state = {"active_key_id": key_id(key), "active_since": _fmt(_now()), "seq": seq}
     state.update(extra_state or {})
@@ -229,9 +241,11 @@ def _rotate(req: Request, st: Status, check_mode: bool) -> dict:
                              "inconsistent" % (key_id(old), st.head_seq, st.head["key_id"]))
     new = generate_signing_key(req.key_type)
     _write_private(os.path.join(req.key_dir, PENDING_KEY), new)
+    _kill_point("pending")
     _archive(req.key_dir, old)
     _write_public(req.key_dir, new)
     path = kc.write_bundle(req.key_dir, kc.make_bundle(new, seq, old_private_key=old))
+    _kill_point("bundle")
     _activate(req.key_dir, new, seq)
     return _result(True, reason, key_id(old), key_id(new), path, seq, key_type_of(new))
 
@@ -263,6 +277,7 @@ def _roll_back(req: Request, st: Status, check_mode: bool) -> dict:
     # Mark the rollback before the commit point, so that a crash after it is finished as a rollback.
     kc.write_state(req.key_dir, dict(st.state, pending_rollback=seq))
     path = kc.write_bundle(req.key_dir, kc.make_bundle(target, seq, old_private_key=current))
+    _kill_point("bundle")
     _activate(req.key_dir, target, seq, {"rolled_back_from": current_id, "rollback_seq": seq})
     return _result(True, "reactivated the previous key %s" % target_id, current_id, target_id, path, seq,
                    key_type_of(target))

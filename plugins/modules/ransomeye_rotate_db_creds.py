@@ -116,7 +116,10 @@ notes:
     C(pg_authid) (superuser); without it, an O(strategy=in_place) rollback recomputes a verifier from the old password in
     the files.
   - For testing only, the environment variable C(RANSOMEYE_TEST_FAIL_AT) set to a step name (C(check), C(stage), C(alter),
-    C(verify), C(swap), C(record)) makes the rotation fail right after that step.
+    C(verify), C(swap), C(record)) makes the rotation fail right after that step, and C(RANSOMEYE_TEST_FAIL_RESTORE=1)
+    makes restoring the old password fail too.
+  - Should the old password not go back (the server went away mid-rotation), the files are made to agree with the
+    password that logs in now (the new one, so the rotation rolls forward), and the task fails saying so.
 seealso:
   - module: ransomeye.ops.ransomeye_rotate_signing_keys
   - module: ransomeye.ops.ransomeye_cert_renew

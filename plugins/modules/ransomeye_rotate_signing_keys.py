@@ -67,6 +67,9 @@ options:
     type: str
     choices: [rotated, rolled_back]
     default: rotated
+notes:
+  - For testing only, the environment variable C(RANSOMEYE_TEST_KILL_AT) (C(pending), C(bundle), C(active_key)) kills
+    the module with SIGKILL right after that step.
 seealso:
   - module: ransomeye.ops.ransomeye_backup_verify
   - module: ransomeye.ops.ransomeye_rotate_db_creds

@@ -206,3 +206,34 @@ def test_bad_input_rollback_without_previous_key_and_foreign_dir(tmp_path, run_m
     assert failed(bad2) and "no chain/ bundles" in bad2["msg"]
     for r in (result, bad, bad2):
         assert "Traceback" not in r["_stderr"]
+
+
+@pytest.mark.parametrize("state,step", [("rotated", "pending"), ("rotated", "bundle"), ("rotated", "active_key"),
+                                        ("rolled_back", "bundle"), ("rolled_back", "active_key")])
+def test_killed_rotation_is_finished_or_dropped_by_next_run(tmp_path, run_module_direct, step, state):
+    key_dir = str(tmp_path / "signing")
+    first = _rotate(run_module_direct, key_dir)
+    anchor = os.path.join(key_dir, "keys", first["new_key_id"] + ".pub")
+    second = _rotate(run_module_direct, key_dir, force=True)
+    data, signature = _sign_manifest(key_dir, "signed before the crash")
+    with pytest.raises(AssertionError, match=r"rc -9"):
+        run_module_direct("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519", force=True,
+                                                                state=state), env={"RANSOMEYE_TEST_KILL_AT": step})
+    after = _rotate(run_module_direct, key_dir, state=state)
+    committed = step != "pending"
+    assert after["changed"] is True
+    if committed:
+        assert "completed the interrupted rotation" in after.get("recovered", ""), after
+    active = load_signing_private_key(os.path.join(key_dir, "active.key"))
+    state_json = json.load(open(os.path.join(key_dir, "state.json")))
+    head = max(kc.load_key_dir(key_dir).bundles, key=lambda b: b["seq"])
+    assert key_id(active) == state_json["active_key_id"] == head["key_id"]
+    assert key_id(load_signing_public_key(os.path.join(key_dir, "active.pub"))) == key_id(active)
+    assert not os.path.exists(os.path.join(key_dir, "pending.key"))
+    if state == "rolled_back":
+        assert key_id(active) == first["new_key_id"] and head["seq"] == 3
+        assert _rotate(run_module_direct, key_dir, state="rolled_back")["changed"] is False
+    trusted = kc.trusted_keys_from([anchor, key_dir])
+    assert verify_trusted(trusted, data, signature) == second["new_key_id"]
+    assert kc.walk_chain_report({first["new_key_id"]: load_signing_public_key(anchor)},
+                                kc.load_key_dir(key_dir).bundles).rejected == []
