@@ -10,7 +10,8 @@ import re
 import struct
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -47,23 +48,33 @@ def _hkdf(ikm, salt, info):
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
 
 
-def spec_reader(blob: bytes, key: bytes) -> bytes:
-    """A reader written from docs/BACKUP_FORMAT.md section 1, mode 2 only, sharing no code with the implementation."""
-    assert blob[:8] == b"RYECNTR\n" and blob[8:12] == b"\x01\x01\x02\x00"
+def spec_reader(blob: bytes, key: bytes = b"", private_key=None) -> bytes:
+    """A reader written from docs/BACKUP_FORMAT.md section 1, sharing no code with the implementation."""
+    assert blob[:8] == b"RYECNTR\n" and blob[8:10] == b"\x01\x01" and blob[11] == 0
+    mode = blob[10]
     (chunk_size,) = struct.unpack(">I", blob[12:16])
     salt = blob[16:48]
     (oid_len,) = struct.unpack(">H", blob[48:50])
     pos = 50 + oid_len
     (count,) = struct.unpack(">H", blob[pos:pos + 2])
-    assert count == 1
     pos += 2
-    key_id = blob[pos:pos + 16]
-    (wlen,) = struct.unpack(">H", blob[pos + 16:pos + 18])
-    wrapped = blob[pos + 18:pos + 18 + wlen]
-    pos += 18 + wlen
+    stanzas = []
+    for _index in range(count):
+        key_id = blob[pos:pos + 16]
+        (wlen,) = struct.unpack(">H", blob[pos + 16:pos + 18])
+        stanzas.append((key_id, blob[pos + 18:pos + 18 + wlen]))
+        pos += 18 + wlen
     header, mac = blob[:pos], blob[pos:pos + 32]
-    assert key_id == hashlib.sha256(b"ransomeye.ops/v1 key-file id\x00" + key).digest()[:16]
-    file_key = AESGCM(key).decrypt(wrapped[:12], wrapped[12:], b"ransomeye.ops/v1 key-file wrap" + salt)
+    if mode == 2:
+        [(key_id, wrapped)] = stanzas
+        assert key_id == hashlib.sha256(b"ransomeye.ops/v1 key-file id\x00" + key).digest()[:16]
+        file_key = AESGCM(key).decrypt(wrapped[:12], wrapped[12:], b"ransomeye.ops/v1 key-file wrap" + salt)
+    else:
+        assert mode == 1
+        spki = private_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        [wrapped] = [w for kid, w in stanzas if kid == hashlib.sha256(spki).digest()[:16]]
+        oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=b"ransomeye.ops/v1 file key")
+        file_key = private_key.decrypt(wrapped, oaep)
     assert hmac.compare_digest(hmac.new(_hkdf(file_key, salt, b"ransomeye.ops/v1 header"), header, hashlib.sha256).digest(), mac)
     aead = AESGCM(_hkdf(file_key, salt, b"ransomeye.ops/v1 payload"))
     aad = hashlib.sha256(header + mac).digest()
@@ -122,3 +133,10 @@ def test_independent_reader_opens_a_fresh_multi_chunk_container():
     out = io.BytesIO()
     cc.encrypt_stream(io.BytesIO(data), out, key=key, object_id="x", chunk_size=1000)
     assert spec_reader(out.getvalue(), key) == data
+
+
+def test_independent_reader_opens_an_rsa_container_for_its_second_recipient(rsa_keys):
+    data = os.urandom(3000)
+    out = io.BytesIO()
+    cc.encrypt_stream(io.BytesIO(data), out, recipients=[rsa_keys[0].public_key(), rsa_keys[1].public_key()], chunk_size=1024)
+    assert spec_reader(out.getvalue(), private_key=rsa_keys[1]) == data
