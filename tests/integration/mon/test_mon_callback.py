@@ -107,3 +107,23 @@ def test_bad_configuration_warns_and_never_breaks_the_play(rsyslog, run_playbook
     assert run.rc == 0
     assert "ransomeye.ops.siem is disabled" in run.stdout + run.stderr
     assert expected in run.stdout + run.stderr
+
+
+def test_callback_over_tls_with_client_certificate_via_ansible_cfg(rsyslog, run_playbook, tmp_path, marker):
+    """Configured through ansible.cfg [callback_ransomeye_siem], over TLS with a client certificate."""
+    cfg = tmp_path / "ansible.cfg"
+    cfg.write_text(
+        "[callback_ransomeye_siem]\nserver = 127.0.0.1\nport = %d\nprotocol = tls\nformat = rfc5424\n"
+        "ca_cert = %s\nclient_cert = %s\nclient_key = %s\ntls_server_name = localhost\nhostname = %s\n"
+        % (rsyslog.ports["mtls"], rsyslog.pki["ca"], rsyslog.pki["client_cert"], rsyslog.pki["client_key"], marker))
+    play = [{"hosts": "localhost", "gather_facts": False,
+             "tasks": [{"name": "tls failure", "ansible.builtin.fail": {"msg": "over tls"}}]}]
+    path = tmp_path / "p.yml"
+    path.write_text(json.dumps(play))
+    run = run_playbook(str(path), env={"ANSIBLE_CONFIG": str(cfg),
+                                       "ANSIBLE_CALLBACKS_ENABLED": "ransomeye_recorder,ransomeye.ops.siem"})
+    assert run.rc != 0
+    records = rsyslog.wait_for(lambda r: r["hostname"] == marker, count=2, settle=0.5)
+    assert {r["input"] for r in records} == {"mtls"}
+    assert [r["msgid"] for r in records] == ["TASK_FAILED", "PLAY_RECAP"]
+    assert "over tls" in records[0]["msg"]
