@@ -288,7 +288,7 @@ def run_restore_module(module: t.Any) -> dict:
     with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
         level = params.get("verify_level") or "ciphertext"
         checked = verify_repo(repo, trusted, params.get("backup") or "latest", level,
-                              decrypt if level == "full" else None)
+                              decrypt if level == "full" else None, only_components=params.get("components"))
         if checked.problems or not checked.selected:
             first = {"backup": params.get("backup"), "object": "-", "reason": "not verified"}
             if checked.problems:

@@ -158,8 +158,14 @@ def _select(manifests: t.List[brepo.LoadedManifest], names: t.List[t.Tuple[int, 
 
 
 def verify_repo(repo: brepo.Repo, trusted: t.Dict[str, t.Any], backup: str = "latest", level: str = "quick",
-                decrypt_kwargs: t.Optional[dict] = None) -> VerifyResult:
-    """Verify with the lock already held (see verify_path for the locked entry point)."""
+                decrypt_kwargs: t.Optional[dict] = None,
+                only_components: t.Optional[t.Sequence[str]] = None) -> VerifyResult:
+    """Verify with the lock already held.
+
+    ``only_components`` limits the object checks to the objects of those
+    components (a restore of the database need not hash every artifact); the
+    manifest itself is always checked in full.
+    """
     if level not in LEVELS:
         raise RansomeyeError("level must be one of %s" % ", ".join(LEVELS))
     decrypt_kwargs = decrypt_kwargs or {}
@@ -221,7 +227,13 @@ def verify_repo(repo: brepo.Repo, trusted: t.Dict[str, t.Any], backup: str = "la
                             "components": sorted(body.get("components") or {})})
         if item is None or seq in bad:
             continue  # objects of an unauthenticated manifest prove nothing
+        needed = None
+        if only_components is not None:
+            needed = {oid for oid, what in _component_object_refs(item.body)
+                      if what in only_components or (what.startswith("/") and "artifacts" in only_components)}
         for object_id, record in sorted(brepo.referenced_objects(item.body).items()):
+            if needed is not None and object_id not in needed:
+                continue
             reason = checker.check(object_id, record)
             if reason:
                 problems.append(_problem(label, object_id, reason))

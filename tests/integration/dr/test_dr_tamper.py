@@ -71,9 +71,11 @@ def _verify(repo_path, level, trusted_paths, private_key):
         return [{"backup": None, "object": "key", "reason": exc.msg}]
 
 
-def _restore_refused(repo_path, trusted_paths, private_key, dest, backup="latest"):
-    params = dict(repo=repo_path, backup=backup, components=["config", "artifacts"], private_key=private_key,
-                  private_key_passphrase=None, key_file=None, trusted_keys=trusted_paths, db=None, dest=dest,
+def _restore_refused(site, repo_path, trusted_paths, private_key, dest, backup="latest"):
+    """Restore every component (the database too): a refused restore must not touch anything."""
+    params = dict(site["pg"].conn_params(), connect_timeout=10, repo=repo_path, backup=backup, components=None,
+                  private_key=private_key,
+                  private_key_passphrase=None, key_file=None, trusted_keys=trusted_paths, db=site["db"], dest=dest,
                   state="restored", verify_level="ciphertext", jobs=1, staging_dir=None, lock_timeout=5)
     try:
         run_restore_module(module_namespace(**params))
@@ -141,7 +143,7 @@ def test_seeded_random_flips_are_caught_at_the_right_level_and_restore_refuses(t
             elif kind == "object":
                 first_refs = json.load(open(manifests[0]))["manifest"]["objects"]
                 backup = site["ids"][0] if os.path.basename(target) in first_refs else site["ids"][1]
-            refused = _restore_refused(repo, [trusted], private, dest, backup)
+            refused = _restore_refused(site, repo, [trusted], private, dest, backup)
             assert not refused or not os.path.exists(dest), "refused restore wrote files"
             shutil.rmtree(dest, ignore_errors=True)
             where = "case %d: %s %s byte %d" % (case, kind, os.path.basename(target), offset)
