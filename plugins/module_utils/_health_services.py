@@ -104,8 +104,13 @@ def process_checks(patterns: t.Sequence[str], thresholds: Thresholds, kind: str 
     if psutil is None:
         return [make_check(kind, None, thresholds, target=p, status=UNKNOWN, message="psutil is missing")
                 for p in patterns]
-    me = os.getpid()
-    procs = [p for p in psutil.process_iter(["name", "cmdline"]) if p.pid != me]
+    # Leave out this process and its ancestors: an ad-hoc `ansible -a "processes=x"` has x on its command line.
+    own = set([os.getpid()])
+    try:
+        own.update(parent.pid for parent in psutil.Process().parents())
+    except psutil.Error:
+        pass
+    procs = [p for p in psutil.process_iter(["name", "cmdline"]) if p.pid not in own]
     checks = []
     for pattern in patterns:
         count = sum(1 for p in procs if _process_matches(p, pattern))
