@@ -42,6 +42,7 @@ PROTOCOLS = ("udp", "tcp", "tls")
 DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
 DEFAULT_SD_ID = "ransomeye@32473"
 RFC3164_MAX = 1024
+UDP_MAX = 65000  # below the IPv4/IPv6 UDP payload limit (65507)
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SD_NAME_BAD = re.compile(r'[^\x21-\x7e]|[= \]"]')
 _TAG_BAD = re.compile(r"[^A-Za-z0-9_.\-/]")
@@ -277,10 +278,14 @@ def render(alert: Alert, fmt: str) -> str:
 
 
 def frame(message: str, protocol: str) -> bytes:
-    """Wire bytes: one datagram for UDP, ``LEN SP MSG`` octet counting (RFC 6587/5425) for TCP and TLS."""
-    data = message.encode("utf-8")
+    """Wire bytes: one datagram for UDP, ``LEN SP MSG`` octet counting (RFC 6587/5425) for TCP and TLS.
+
+    A datagram is cut to UDP_MAX bytes (at a character boundary): an oversized
+    one could never be sent and would block the spool behind it forever.
+    """
     if protocol == "udp":
-        return data
+        return truncate_utf8(message, UDP_MAX).encode("utf-8")
+    data = message.encode("utf-8")
     return b"%d %s" % (len(data), data)
 
 

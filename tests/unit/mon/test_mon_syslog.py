@@ -97,6 +97,13 @@ def test_unknown_severity_is_a_clear_error():
         s.parse_severity("8")
 
 
+def test_udp_datagram_is_capped_at_a_character_boundary():
+    data = s.frame("ü" * 40000, "udp")
+    assert len(data) <= s.UDP_MAX and len(data) >= s.UDP_MAX - 1
+    data.decode("utf-8")
+    assert len(s.frame("ü" * 40000, "tcp")) == len("80000 ") + 80000  # streams are never cut
+
+
 def test_octet_counting_frame_counts_bytes_not_characters():
     assert s.frame("é", "tcp") == b"2 \xc3\xa9"
     assert s.frame("é", "tls") == b"2 \xc3\xa9"
