@@ -50,7 +50,8 @@ options:
     type: int
   protocol:
     description:
-      - Transport. V(tcp) and V(tls) use octet-counting framing.
+      - Transport. V(tcp) and V(tls) use octet-counting framing. V(udp) sends one datagram per message, cut to
+        65000 bytes.
     type: str
     choices: [udp, tcp, tls]
     default: udp
