@@ -92,8 +92,14 @@ def test_demo_service_role_fails_clearly_on_unknown_service(demo_host, run_playb
     run = run_playbook(str(play), inventory=demo_host.inventory)
     assert run.rc != 0
     failed = run.failed()
-    assert failed and "no-such-program" in (failed[0]["result"].get("stdout", "") + failed[0]["result"].get("msg", ""))
+    assert failed and "no-such-program" in failed[0]["result"]["msg"] and "exited" in failed[0]["result"]["msg"]
     assert "Traceback" not in run.stdout
-    run = run_playbook(str(play).replace("p.yml", "p.yml"), inventory=demo_host.inventory,
-                       args=["-e", "service_state=bogus"])
+    run = run_playbook(str(play), inventory=demo_host.inventory, args=["-e", "service_state=bogus"])
     assert run.rc != 0
+    assert "service_state" in run.failed()[0]["result"]["msg"]  # the role's argument spec rejects it
+    # supervisord down: a clear message naming the config, not a traceback.
+    run = run_playbook(str(play), inventory=demo_host.inventory,
+                       args=["-e", "service_supervisor_conf=/nonexistent/supervisord.conf"])
+    assert run.rc != 0
+    assert "/nonexistent/supervisord.conf" in run.failed()[0]["result"]["msg"]
+    assert "Traceback" not in run.stdout
