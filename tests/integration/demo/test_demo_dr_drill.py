@@ -104,6 +104,9 @@ def test_demo_dr_drill_refuses_a_host_that_is_not_a_demo_host(demo_host, run_pla
     assert "dr_drill_allow_destroy" in run.failed()[0]["result"]["msg"]
     assert services.health(demo_host.health_url)[0] == 200
     assert database.row_counts(demo_host.cluster())["hosts"] > 0
+    run = run_playbook(DRILL, inventory=demo_host.inventory, check=True)
+    assert run.rc != 0 and "check mode" in run.failed()[0]["result"]["msg"]
+    assert database.row_counts(demo_host.cluster())["hosts"] > 0
 
 
 def test_demo_restore_playbook_restores_and_rolls_back_on_failure(demo_factory, run_playbook):
