@@ -93,8 +93,8 @@ options:
   msg:
     description:
       - The alert text. Required unless O(flush=true).
-      - (Ansible reserves the name C(message) for its own use, so the option is called O(msg), as in
-        M(ansible.builtin.fail).)
+      - Tasks may also spell it C(message), the name in the collection's interface. Ansible reserves C(message)
+        as a module option name, so the collection's action plugin renames it to O(msg) before the module runs.
     type: str
   metadata:
     description:

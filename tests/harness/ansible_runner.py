@@ -144,9 +144,13 @@ def run_module(
             json.dump(play, handle)  # JSON is YAML; no templating surprises from quoting
         run = run_playbook(playbook, check=check, diff=diff, verbosity=verbosity, env=env)
     try:
-        result = dict(run.task("under test")["result"])
+        record = run.task("under test")
     except KeyError:
         raise AssertionError("module produced no result:\n%s\n%s" % (run.stdout, run.stderr))
+    result = dict(record["result"])
+    if record["status"] in ("failed", "unreachable"):
+        # Failures raised by action plugins carry no "failed" key in the callback's result.
+        result["failed"] = True
     result["_rc"] = run.rc
     result["_stdout"] = run.stdout + run.stderr
     return result
