@@ -287,3 +287,14 @@ def test_a_failing_destination_aborts_the_writer(aes_key):
         writer.close()
     with pytest.raises(cc.ContainerError):
         list(cc.decrypt_chunks(io.BytesIO(dst.getvalue()), key=aes_key))
+
+
+def test_decrypt_without_ciphertext_hash_still_authenticates(aes_key):
+    data = os.urandom(CS + 10)
+    blob, info = _encrypt(data, key=aes_key)
+    fast = cc.decrypt_stream(io.BytesIO(blob), None, key=aes_key, hash_ciphertext=False)
+    assert fast == info._replace(ciphertext_sha256="")
+    tampered = bytearray(blob)
+    tampered[-1] ^= 1
+    with pytest.raises(cc.ContainerError, match="failed authentication"):
+        cc.decrypt_stream(io.BytesIO(bytes(tampered)), None, key=aes_key, hash_ciphertext=False)
