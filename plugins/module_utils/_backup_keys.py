@@ -72,6 +72,11 @@ class Encryption:
             return {"recipients": self.recipients}
         return {"key": self.key}
 
+    def prepare(self) -> None:
+        """Start the run's encryption session now (before worker threads share it)."""
+        if self._session is None:
+            self._session = container.encryption_session(**self.encryptor_kwargs())
+
     def encryptor(self, dst: t.Any, object_id: str) -> t.Any:
         """A container writer. One file key per run (an encryption session): RSA wraps it once per run and
         readers unwrap it once per run instead of once per object; every object still gets its own salt,

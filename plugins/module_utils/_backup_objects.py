@@ -11,7 +11,6 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
-import hashlib
 import os
 import typing as t
 
@@ -91,17 +90,15 @@ class NewObject:
 def store_fd(repo: Repo, enc: Encryption, fd: int, object_id: str, kind: str) -> t.Tuple[dict, str]:
     """Encrypt everything readable from ``fd`` (from offset 0); return (record, plaintext sha256)."""
     os.lseek(fd, 0, os.SEEK_SET)
-    digest = hashlib.sha256()
     with NewObject(repo, enc, object_id, kind) as obj:
         while True:
             block = os.read(fd, READ_CHUNK)
             if not block:
                 break
-            digest.update(block)
             obj.write(block)
     if obj.record is None:
         raise RansomeyeError("object %s was not written" % object_id)
-    return obj.record, digest.hexdigest()
+    return obj.record, obj.record["plaintext_sha256"]
 
 
 def open_object(repo: Repo, object_id: str) -> t.BinaryIO:

@@ -101,6 +101,12 @@ class Repo:
         self.tmp_dir = os.path.join(self.path, "tmp")
         self.cache_dir = os.path.join(self.path, "cache")
         self.keys_dir = os.path.join(self.path, "keys")
+        self._made: t.Set[str] = set()
+
+    def _ensure(self, directory: str) -> None:
+        if directory not in self._made:
+            ensure_directory(directory, 0o700)
+            self._made.add(directory)
 
     # -- opening ---------------------------------------------------------------
     @classmethod
@@ -189,13 +195,13 @@ class Repo:
             return None
 
     def new_tmp_path(self, object_id: str) -> str:
-        ensure_directory(self.tmp_dir, 0o700)
+        self._ensure(self.tmp_dir)
         return os.path.join(self.tmp_dir, "%s.%d.%s.tmp" % (object_id, os.getpid(), uuid.uuid4().hex[:8]))
 
     def commit_object(self, tmp_path: str, object_id: str) -> str:
         """Move a finished object into place (renaming over a leftover of a crashed run is fine)."""
         final = self.object_path(object_id)
-        ensure_directory(os.path.dirname(final), 0o700)
+        self._ensure(os.path.dirname(final))
         os.rename(tmp_path, final)
         return final
 

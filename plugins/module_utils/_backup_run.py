@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import concurrent.futures
 import os
 import platform
 import time
@@ -140,7 +141,6 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
                  components: t.List[str], config_roots: t.List[str], artifact_roots: t.List[str],
                  manifests: t.List[brepo.LoadedManifest], broken: t.List[str], highest: int, seq: int,
                  now: float, reason: str) -> dict:
-    from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_tree as tree
     params = module.params
     started_mono = time.monotonic()
     repo.clean_tmp()
@@ -170,14 +170,30 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     stats: t.Dict[str, dict] = {}
     result: t.Dict[str, t.Any] = {}
     objects: t.Dict[str, dict] = {}
+    # The dump runs in a worker thread while config and artifacts are read in
+    # this one: pg_dump's compression and our hashing/encryption (both release
+    # the GIL) then use both cores instead of running one after the other.
+    enc.prepare()
+    executor = None
+    dump_future = None
     if "database" in components:
         from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ConnInfo
         from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import dump_database
-        object_id = brepo.new_object_id()
-        dump = dump_database(repo, enc, ConnInfo.from_params(params), params["db"], object_id)
-        objects[object_id] = dump.record
+        db_object_id = brepo.new_object_id()
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        dump_future = executor.submit(dump_database, repo, enc, ConnInfo.from_params(params), params["db"],
+                                      db_object_id)
+    try:
+        cache = _files_components(params, repo, enc, components, config_roots, artifact_roots, manifests,
+                                  clock_backwards, now, body, stats, objects)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
+    if dump_future is not None:
+        dump = dump_future.result()
+        objects[db_object_id] = dump.record
         body["components"]["database"] = {
-            "db": params["db"], "format": "pg_dump-custom", "object": object_id, "tables": dump.tables,
+            "db": params["db"], "format": "pg_dump-custom", "object": db_object_id, "tables": dump.tables,
             "server_version": dump.server_version, "pg_dump_version": dump.pg_dump_version,
             "row_counts_snapshot": "same exported snapshot as the dump",
         }
@@ -185,6 +201,40 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
                                  bytes_stored=dump.record["ciphertext_size"], objects_new=1,
                                  duration=round(dump.duration, 3))
         result["tables"] = dump.tables
+    body["objects"] = objects
+    ended = time.time()
+    body["time"] = {"start": brepo.iso_time(now), "end": brepo.iso_time(ended), "advisory": True,
+                    "clock_went_backwards": clock_backwards}
+    data = signing.canonical_json({"manifest": body, "signatures": [signing.sign(signer, signing.canonical_json(body))]})
+    hook("before_manifest")
+    repo.sync()
+    manifest_path = repo.write_manifest(seq, data)
+    hook("after_manifest")
+    if cache is not None:
+        cache.save(now)
+    pruned = brepo.prune(repo, params.get("keep_last"))
+    total = _empty_stats()
+    for values in stats.values():
+        for key in total:
+            total[key] += values.get(key, 0)
+    total["duration"] = round(time.monotonic() - started_mono, 3)
+    stats["total"] = total
+    result.update({
+        "changed": True, "up_to_date": False, "reason": reason, "backup_id": backup_id, "seq": seq,
+        "manifest": manifest_path, "manifest_sha256": brepo.load_manifest_digest(manifest_path),
+        "stats": stats, "pruned": pruned, "clock_went_backwards": clock_backwards,
+    })
+    if broken:
+        module.warn("unreadable manifests left in place (run ransomeye_backup_verify): %s" % ", ".join(broken))
+    return result
+
+
+def _files_components(params: dict, repo: brepo.Repo, enc: t.Any, components: t.List[str],
+                      config_roots: t.List[str], artifact_roots: t.List[str],
+                      manifests: t.List[brepo.LoadedManifest], clock_backwards: bool, now: float,
+                      body: dict, stats: dict, objects: dict) -> t.Any:
+    """Back up config and artifacts into ``body``/``stats``/``objects``; return the stat cache to save (or None)."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_tree as tree
     if "config" in components:
         object_id = brepo.new_object_id()
         component, record, cstats = tree.backup_config(repo, enc, config_roots, object_id)
@@ -213,29 +263,4 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
         stats["artifacts"] = dict(_empty_stats(), **astats)
     else:
         cache = None
-    body["objects"] = objects
-    ended = time.time()
-    body["time"] = {"start": brepo.iso_time(now), "end": brepo.iso_time(ended), "advisory": True,
-                    "clock_went_backwards": clock_backwards}
-    data = signing.canonical_json({"manifest": body, "signatures": [signing.sign(signer, signing.canonical_json(body))]})
-    hook("before_manifest")
-    repo.sync()
-    manifest_path = repo.write_manifest(seq, data)
-    hook("after_manifest")
-    if cache is not None:
-        cache.save(now)
-    pruned = brepo.prune(repo, params.get("keep_last"))
-    total = _empty_stats()
-    for values in stats.values():
-        for key in total:
-            total[key] += values.get(key, 0)
-    total["duration"] = round(time.monotonic() - started_mono, 3)
-    stats["total"] = total
-    result.update({
-        "changed": True, "up_to_date": False, "reason": reason, "backup_id": backup_id, "seq": seq,
-        "manifest": manifest_path, "manifest_sha256": brepo.load_manifest_digest(manifest_path),
-        "stats": stats, "pruned": pruned, "clock_went_backwards": clock_backwards,
-    })
-    if broken:
-        module.warn("unreadable manifests left in place (run ransomeye_backup_verify): %s" % ", ".join(broken))
-    return result
+    return cache

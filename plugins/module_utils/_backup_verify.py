@@ -12,8 +12,10 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import concurrent.futures
 import hashlib
 import os
+import threading
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
@@ -100,6 +102,38 @@ class _ObjectChecker:
         self.decrypt_kwargs = decrypt_kwargs
         self.cache: t.Dict[t.Tuple[str, str], t.Optional[str]] = {}
         self.bytes_checked = 0
+        self._lock = threading.Lock()
+
+    def _count(self, size: int) -> None:
+        with self._lock:
+            self.bytes_checked += size
+
+    def prefetch(self, items: t.List[t.Tuple[str, dict]]) -> None:
+        """Check many objects on all cores (hashing and AES-GCM release the GIL); results land in the cache.
+
+        The first object is checked alone so that the run's unwrapped file key is
+        cached before the workers start.
+        """
+        todo = []
+        seen: t.Set[t.Tuple[str, str]] = set()
+        for object_id, record in items:
+            key = (object_id, repr(sorted(record.items())))
+            if key not in self.cache and key not in seen:
+                seen.add(key)
+                todo.append((key, object_id, record))
+        if self.level == "quick" or not todo:
+            return
+        first_key, first_id, first_record = todo[0]
+        self.cache[first_key] = self._check(first_id, first_record)
+        workers = max(1, min(4, os.cpu_count() or 1))
+        if workers == 1 or len(todo) < 3:
+            for key, object_id, record in todo[1:]:
+                self.cache[key] = self._check(object_id, record)
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(self._check, object_id, record): key for key, object_id, record in todo[1:]}
+            for future, key in futures.items():
+                self.cache[key] = future.result()
 
     def check(self, object_id: str, record: dict) -> t.Optional[str]:
         key = (object_id, repr(sorted(record.items())))
@@ -121,7 +155,7 @@ class _ObjectChecker:
                 digest = hashlib.sha256()
                 for block in iter(lambda: src.read(READ_CHUNK), b""):
                     digest.update(block)
-                    self.bytes_checked += len(block)
+                    self._count(len(block))
                 if digest.hexdigest() != record.get("ciphertext_sha256"):
                     return "ciphertext SHA-256 differs from the manifest (object modified)"
                 return None
@@ -129,7 +163,7 @@ class _ObjectChecker:
                 info = container.decrypt_stream(src, None, expected_object_id=object_id, **self.decrypt_kwargs)
             except RansomeyeError as exc:
                 return "decryption failed: %s" % exc.msg
-            self.bytes_checked += int(info.ciphertext_size)
+            self._count(int(info.ciphertext_size))
         if info.ciphertext_sha256 != record.get("ciphertext_sha256"):
             return "ciphertext SHA-256 differs from the manifest (object modified)"
         if info.plaintext_sha256 != record.get("plaintext_sha256") or info.plaintext_size != record.get("plaintext_size"):
@@ -137,12 +171,23 @@ class _ObjectChecker:
         return None
 
 
-def _select(manifests: t.List[brepo.LoadedManifest], names: t.List[t.Tuple[int, str]], backup: str) -> t.List[int]:
-    """Seqs (file-name seqs) of the manifests to verify."""
+def _select(manifests: t.List[brepo.LoadedManifest], names: t.List[t.Tuple[int, str]], backup: str,
+            require_components: t.Optional[t.Sequence[str]] = None) -> t.List[int]:
+    """Seqs (file-name seqs) of the manifests to verify.
+
+    ``latest`` is the newest manifest; with ``require_components``, the newest
+    one that holds all of them (a restore of the database after a config-only
+    backup wants the newest backup that has a database).
+    """
     seqs = [seq for seq, _path in names]
     if not seqs:
         return []
     if backup in (None, "", "latest"):
+        if require_components:
+            having = [m.seq_in_name for m in manifests
+                      if all(c in (m.body.get("components") or {}) for c in require_components)]
+            if having:
+                return [max(having)]
         return [seqs[-1]]
     if backup == "all":
         return seqs
@@ -185,7 +230,7 @@ def verify_repo(repo: brepo.Repo, trusted: t.Dict[str, t.Any], backup: str = "la
         if reasons:
             bad[seq] = "; ".join(reasons)
         loaded[seq] = item
-    selected = _select(list(loaded.values()), names, backup)
+    selected = _select(list(loaded.values()), names, backup, only_components)
     if not names:
         problems.append(_problem(None, "manifests", "the repository holds no backup"))
     # hash chain over every manifest present
@@ -206,6 +251,20 @@ def verify_repo(repo: brepo.Repo, trusted: t.Dict[str, t.Any], backup: str = "la
                 chain_bad[seq] = "first backup names a previous manifest"
         previous = (seq, brepo.load_manifest_digest(path), genuine)
     checker = _ObjectChecker(repo, level, decrypt_kwargs)
+
+    def needed_objects(item: brepo.LoadedManifest) -> t.List[t.Tuple[str, dict]]:
+        refs = brepo.referenced_objects(item.body)
+        if only_components is not None:
+            wanted = {oid for oid, what in _component_object_refs(item.body)
+                      if what in only_components or (what.startswith("/") and "artifacts" in only_components)}
+            refs = {oid: rec for oid, rec in refs.items() if oid in wanted}
+        return sorted(refs.items())
+
+    prefetch: t.List[t.Tuple[str, dict]] = []
+    for seq in selected:
+        if seq in loaded and seq not in bad:
+            prefetch.extend(needed_objects(loaded[seq]))
+    checker.prefetch(prefetch)
     verified: t.List[str] = []
     backups: t.List[dict] = []
     for seq in selected:
@@ -227,13 +286,7 @@ def verify_repo(repo: brepo.Repo, trusted: t.Dict[str, t.Any], backup: str = "la
                             "components": sorted(body.get("components") or {})})
         if item is None or seq in bad:
             continue  # objects of an unauthenticated manifest prove nothing
-        needed = None
-        if only_components is not None:
-            needed = {oid for oid, what in _component_object_refs(item.body)
-                      if what in only_components or (what.startswith("/") and "artifacts" in only_components)}
-        for object_id, record in sorted(brepo.referenced_objects(item.body).items()):
-            if needed is not None and object_id not in needed:
-                continue
+        for object_id, record in needed_objects(item):
             reason = checker.check(object_id, record)
             if reason:
                 problems.append(_problem(label, object_id, reason))
