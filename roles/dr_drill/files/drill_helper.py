@@ -8,7 +8,7 @@ Subcommands (JSON in on stdin, JSON out on stdout; secrets only ever on stdin):
   damage    (same request)                         -> {"emptied": [tables]}  (TRUNCATE ... CASCADE)
   tamper    {"path": ...}                          -> {"tampered": path}   (test hook only)
   prove     {"pre", "post", "restore_files", "restore_links", "backup_tables", "restore_tables",
-             "manifest_tables", "health"}          -> {"ok": bool, "checks": [...], "problems": [...]}
+             "manifest_tables", "health", "health_before"}          -> {"ok": bool, "checks": [...], "problems": [...]}
 It never follows a symlink and reads files in 1 MiB blocks.
 """
 from __future__ import annotations
@@ -154,6 +154,13 @@ def prove(req: dict) -> dict:
     check("app_health_from_restored_db", health.get("status") == "ok" and bool(app_counts) and not app_bad,
           "after the service restart the app's health URL answers 200 with row counts queried from the restored "
           "database, equal to the backup's", app_bad or health.get("error") or app_counts)
+    before = req.get("health_before") or {}
+    if before.get("pid") and health.get("pid"):
+        fresh = health["pid"] != before["pid"] and float(health.get("started", 0)) > float(before.get("started", 0))
+        check("app_restarted", fresh, "the app process that answered after the restore is a new one (other pid, "
+              "later start on the host's clock) that read its credentials from the restored config",
+              {"before": {"pid": before["pid"], "started": before.get("started")},
+               "after": {"pid": health["pid"], "started": health.get("started")}})
     return {"ok": not problems, "checks": checks, "problems": problems}
 
 

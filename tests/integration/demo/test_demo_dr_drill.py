@@ -45,7 +45,7 @@ def test_demo_dr_drill_passes_end_to_end_and_proves_the_restore(demo_factory, ru
     assert report["result"] == "passed" and report["error"] is None
     checks = {c["check"]: c for c in report["proof"]["checks"]}
     for name in ("files_present", "content_hashes_vs_pre_disaster", "content_hashes_vs_manifest", "modes",
-                 "symlinks", "row_counts_restored", "app_health_from_restored_db"):
+                 "symlinks", "row_counts_restored", "app_health_from_restored_db", "app_restarted"):
         assert checks[name]["ok"], checks[name]
     assert report["rto_seconds"] > 0 and report["rpo_seconds"] > 0 and report["restore_wall_seconds"] > 0
     assert report["rto_seconds"] >= report["restore_wall_seconds"]

@@ -42,7 +42,8 @@ def _request(tree):
         "restore_files": {p: v["sha256"] for p, v in snap["files"].items()},
         "restore_links": dict(snap["links"]),
         "backup_tables": tables, "restore_tables": dict(tables), "manifest_tables": dict(tables),
-        "health": {"status": "ok", "counts": {"hosts": 3, "events": 10}},
+        "health": {"status": "ok", "counts": {"hosts": 3, "events": 10}, "pid": 200, "started": 20.0},
+        "health_before": {"status": "ok", "counts": {"hosts": 3, "events": 10}, "pid": 100, "started": 10.0},
     }
 
 
@@ -62,6 +63,7 @@ def test_demo_helper_snapshot_hashes_files_modes_and_links_without_following(tre
 def test_demo_helper_prove_passes_on_an_exact_restore(tree):
     result = helper.prove(_request(tree))
     assert result["ok"] and result["problems"] == [] and _failed(result) == []
+    assert "app_restarted" in [c["check"] for c in result["checks"]]
 
 
 @pytest.mark.parametrize("damage, expected", [
@@ -74,6 +76,7 @@ def test_demo_helper_prove_passes_on_an_exact_restore(tree):
     ("manifest_hash", ["content_hashes_vs_manifest"]),
     ("app_down", ["app_health_from_restored_db"]),
     ("app_counts", ["app_health_from_restored_db"]),
+    ("app_not_restarted", ["app_restarted"]),
 ])
 def test_demo_helper_prove_fails_on_each_kind_of_damage(tree, damage, expected):
     req = _request(tree)
@@ -96,6 +99,8 @@ def test_demo_helper_prove_fails_on_each_kind_of_damage(tree, damage, expected):
         req["health"] = {"status": "unavailable", "error": "connection refused"}
     elif damage == "app_counts":
         req["health"]["counts"]["events"] = 0
+    elif damage == "app_not_restarted":
+        req["health"]["pid"], req["health"]["started"] = 100, 10.0
     result = helper.prove(req)
     assert not result["ok"]
     assert _failed(result) == expected
