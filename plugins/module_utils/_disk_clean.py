@@ -31,6 +31,7 @@ import errno
 import fnmatch
 import gc
 import json
+import operator
 import os
 import re
 import stat
@@ -49,6 +50,7 @@ MAX_MARKER_BYTES = 65536
 MAX_DEPTH = 400
 
 Hook = t.Callable[[str, str], None]
+_BY_NAME = operator.attrgetter("name")
 
 
 class Options(t.NamedTuple):
@@ -135,10 +137,6 @@ def pid_alive(pid: t.Any) -> bool:
     except OverflowError:
         return False
     return True
-
-
-def _name(entry: t.Any) -> str:
-    return entry.name
 
 
 def _glob_re(patterns: t.Sequence[str]) -> t.Optional[t.Pattern[str]]:
@@ -295,54 +293,54 @@ class Cleaner:
         """Clean one directory; True when nothing is left in it (so it may go too)."""
         kept = 0
         cutoff = self.temp_cutoff
-        sep = os.sep
+        cheap = self.exclude_re is None  # young regular files need no more than their stat
         S_ISREG = stat.S_ISREG  # pylint: disable=invalid-name
         with os.scandir(fd) as it:
-            entries = sorted(it, key=_name)  # deterministic order, as safe_walk
+            entries = sorted(it, key=_BY_NAME)  # deterministic order, as safe_walk
         self.scanned += len(entries)
-        self._time()
-        for index, entry in enumerate(entries):
-            if not index & 255:
-                self._time()
-            name = entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            mode = st.st_mode
-            if self.exclude_re is None and S_ISREG(mode) and (
-                    cutoff is None or st.st_mtime >= cutoff or st.st_ctime >= cutoff):
-                kept += 1  # the common case, kept cheap: a young file and no exclusions
-                continue
-            child = path + sep + name
-            child_rel = rel + sep + name if rel else name
-            if self.exclude_re is not None and self._excluded(child, child_rel, name):
-                self._skip(child, "excluded")
-                kept += 1
-                continue
-            if S_ISREG(mode):
-                if cutoff is None or st.st_mtime >= cutoff or st.st_ctime >= cutoff or \
-                        (self.opts.use_atime and st.st_atime >= cutoff):
+        for first in range(0, len(entries), 1024):
+            self._time()  # a flood of entries in one directory still meets max_runtime
+            for entry in entries[first:first + 1024]:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if cheap and S_ISREG(st.st_mode) and (
+                        cutoff is None or st.st_mtime >= cutoff or st.st_ctime >= cutoff):
+                    kept += 1  # the common case, kept cheap
+                    continue
+                if not self._entry(fd, entry.name, st, path, rel, dev, real, depth):
                     kept += 1
-                elif not self._remove_file(fd, name, child, st, "temp"):
-                    kept += 1
-                continue
-            if stat.S_ISDIR(mode):
-                if not self._subdir(fd, name, child, child_rel, st, dev, real + sep + name, depth):
-                    kept += 1
-                continue
-            kept += 1
-            if stat.S_ISLNK(mode):
-                self._skip(child, "symlink")
-            elif stat.S_ISFIFO(mode):
-                self._skip(child, "fifo")
-            elif stat.S_ISSOCK(mode):
-                self._skip(child, "socket")
-            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                self._skip(child, "device")
-            else:
-                self._skip(child, "other file type")
         return kept == 0
+
+    def _entry(self, fd: int, name: str, st: os.stat_result, path: str, rel: str, dev: int, real: str,
+               depth: int) -> bool:
+        """Apply the rules to one entry of a directory; True when it was removed (or would be)."""
+        mode = st.st_mode
+        cutoff = self.temp_cutoff
+        child = path + os.sep + name
+        child_rel = rel + os.sep + name if rel else name
+        if self.exclude_re is not None and self._excluded(child, child_rel, name):
+            self._skip(child, "excluded")
+            return False
+        if stat.S_ISREG(mode):
+            if cutoff is None or st.st_mtime >= cutoff or st.st_ctime >= cutoff or \
+                    (self.opts.use_atime and st.st_atime >= cutoff):
+                return False
+            return self._remove_file(fd, name, child, st, "temp")
+        if stat.S_ISDIR(mode):
+            return self._subdir(fd, name, child, child_rel, st, dev, real + os.sep + name, depth)
+        if stat.S_ISLNK(mode):
+            self._skip(child, "symlink")
+        elif stat.S_ISFIFO(mode):
+            self._skip(child, "fifo")
+        elif stat.S_ISSOCK(mode):
+            self._skip(child, "socket")
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            self._skip(child, "device")
+        else:
+            self._skip(child, "other file type")
+        return False
 
     def _subdir(self, fd: int, name: str, child: str, child_rel: str, st: os.stat_result, dev: int,
                 real: str, depth: int) -> bool:
