@@ -19,8 +19,9 @@ description:
     directory, so manifests signed by since-rotated keys still verify), the C(seq) and previous-manifest hash chain,
     the repository id, and that every object is present with the right size.
   - V(ciphertext) also computes the SHA-256 of every stored object. It needs no private key.
-  - V(full) also decrypts and authenticates every chunk of every object and compares the plaintext SHA-256 and size
-    with the manifest. It needs O(private_key) (rsa mode) or O(key_file) (aes mode).
+  - V(full) does the V(quick) checks, then decrypts and authenticates every chunk of every object and compares the
+    plaintext SHA-256 and size with the manifest (a modified ciphertext cannot authenticate, so its hash is not
+    recomputed). It needs O(private_key) (rsa mode) or O(key_file) (aes mode).
   - Objects shared by several backups are read once per run.
 author:
   - ransomeye.ops contributors (@ransomeye)

@@ -135,3 +135,26 @@ def test_backup_max_age_is_idempotent_through_ansible(dr_site, run_module):
     assert len(os.listdir(os.path.join(site["repo"], "manifests"))) == 1
     # the password never reaches the controller output
     assert site["pg"].password not in apply1["_stdout"]
+
+
+def test_parallel_pg_restore_stages_in_a_private_dir_and_removes_it(dr_site, run_module_direct, tmp_path):
+    site = dr_site
+    backup = run_module_direct("ransomeye_backup", dict(site["args"], components=["database"]))
+    assert backup["_rc"] == 0, backup.get("msg")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    restore = run_module_direct("ransomeye_restore", _restore_args(site, components=["database"], jobs=2,
+                                                                   staging_dir=str(staging)))
+    assert restore["_rc"] == 0, restore.get("msg")
+    assert restore["tables"] == site["counts"]
+    assert os.listdir(staging) == []  # the decrypted dump was staged and removed
+    # a restore that fails (here: its staging parent does not exist) leaves the current database as it was
+    # and no half-restored database behind
+    site["pg"].execute("DELETE FROM forensics.artifact_index WHERE alert_id % 3 = 0", dbname=site["db"])
+    rows = table_rows(site["pg"], site["db"])
+    bad = run_module_direct("ransomeye_restore", _restore_args(site, components=["database"], jobs=2,
+                                                               staging_dir=str(staging / "missing")))
+    assert bad["_rc"] != 0 and bad["failed"] is True and "missing" in bad["msg"]
+    assert table_rows(site["pg"], site["db"]) == rows
+    names = [r[0] for r in site["pg"].execute("SELECT datname FROM pg_database")]
+    assert not [n for n in names if "_restoring_" in n]
