@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Benchmarks of the disaster-recovery modules (issue 3), each figure next to its baseline from the same run.
 
-    python bench/bench_dr.py [--db-mb 150] [--artifacts-mb 150] [--workdir DIR] [--keep]
+    .venv/bin/python bench/bench_dr.py [--db-mb 150] [--artifacts-mb 150] [--workdir DIR] [--keep]
 
 The issue's demo scale is --db-mb 1024 --artifacts-mb 1024 (tens of minutes on 2 cores); the default runs in a few
 minutes. Figures (all measured here, in this run, on the same data, with a warm page cache for both sides):
@@ -217,7 +216,7 @@ def main():
         for path in changed:
             with open(path, "ab") as handle:
                 handle.write(os.urandom(4096))
-        incr, _incr_wall, _ = run_module("ransomeye_backup", dict(full_args, components=["artifacts"]))
+        incr, _incr_wall, _incr_peak = run_module("ransomeye_backup", dict(full_args, components=["artifacts"]))
         a_full = full["stats"]["artifacts"]["duration"]
         a_incr = incr["stats"]["artifacts"]["duration"]
         print("incremental: %d files changed, %d new objects, %.1f MB read"
@@ -235,7 +234,7 @@ def main():
                            "<= 150 MiB and <= 1.20x")
 
         # -- full verify throughput vs openssl dgst -sha256 over the same object files
-        verify, v_wall, _ = run_module("ransomeye_backup_verify", dict(
+        verify, v_wall, _verify_peak = run_module("ransomeye_backup_verify", dict(
             repo=repo, backup="all", level="full", trusted_keys=[keys["signing.pub"]],
             private_key=keys["recipient.key"]))
         object_files = [os.path.join(d, f) for d, _s, fs in os.walk(os.path.join(repo, "objects")) for f in fs]
@@ -268,7 +267,7 @@ def main():
         # -- database restore vs bare pg_restore of the same (naive) dump
         pg.execute('CREATE DATABASE "bare_restore"')
         t_bare = timed(["pg_restore", "--exit-on-error", "-d", "bare_restore", dump_file], env=pgenv)
-        restore, r_wall, _ = run_module("ransomeye_restore", dict(
+        restore, r_wall, _restore_peak = run_module("ransomeye_restore", dict(
             conn, repo=repo, components=["database"], db="benchdb", trusted_keys=[keys["signing.pub"]],
             private_key=keys["recipient.key"]))
         print("database restore: module %.2f s (pg_restore phase %.2f s); bare pg_restore %.2f s"

@@ -49,7 +49,7 @@ def tamper_site(tmp_path, pg, pg_db, dr_keys, run_module_direct):
     args = dict(pg.conn_params(), repo=repo, db=pg_db, config_paths=[config], artifact_paths=[artifacts],
                 mode="rsa", recipients=[dr_keys["recipient_pub"]], signing_key=dr_keys["signing_key"])
     ids = []
-    for _ in range(2):
+    for _round in range(2):
         result = run_module_direct("ransomeye_backup", args)
         assert result["_rc"] == 0, result.get("msg")
         ids.append(result["backup_id"])
