@@ -144,20 +144,25 @@ class Restorer:
             raise EntryRefused("refusing to restore directory %s over a symlink" % path)
         if st is not None and not stat.S_ISDIR(st.st_mode):
             raise EntryRefused("refusing to restore directory %s over a non-directory" % path)
+        # While restoring, a directory stays owner-writable; restore_tree_entries sets the exact mode last.
+        working = dict(record, mode=record["mode"] | 0o700)
         if st is None:
             self.changed_paths.append(path)
             if self.check_mode:
                 return
             os.mkdir(path, 0o700)
             self.stats["dirs_created"] += 1
-            st = os.lstat(path)
-            self._apply_owner_mode(path, record, None)
+            self._apply_owner_mode(path, working, None)
             if self.is_root:
                 os.lchown(path, int(record.get("uid", -1)), int(record.get("gid", -1)))
             return
-        if self._apply_owner_mode(path, record, st):
+        mode_differs = stat.S_IMODE(st.st_mode) != record["mode"]
+        owner_differs = self.is_root and (st.st_uid, st.st_gid) != (record.get("uid"), record.get("gid"))
+        if mode_differs or owner_differs:
             self.stats["modes_fixed"] += 1
             self.changed_paths.append(path)
+            if not self.check_mode:
+                self._apply_owner_mode(path, working, st)
 
     def restore_symlink(self, original: str, record: dict) -> None:
         self._prepare_parent(original)
@@ -254,8 +259,7 @@ def restore_tree_entries(restorer: Restorer, files: t.Dict[str, dict],
         record = files[original]
         kind = record["type"]
         if kind == "dir":
-            restorer.restore_dir(original, dict(record, mode=record["mode"] | 0o700) if not restorer.check_mode
-                                 else record)
+            restorer.restore_dir(original, record)
             dirs.append((original, record))
         elif kind == "symlink":
             restorer.restore_symlink(original, record)

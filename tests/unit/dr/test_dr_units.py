@@ -125,3 +125,21 @@ def test_repository_refuses_foreign_directories_and_locks(tmp_path):
             pass  # readers share the lock
     with pytest.raises(RansomeyeError):
         repo.object_path("../../etc/passwd")
+
+
+def test_read_only_directories_restore_idempotently(tmp_path):
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_files import Restorer, restore_tree_entries
+    root = "/srv/ro"
+    files = {root: {"type": "dir", "mode": 0o755, "uid": 0, "gid": 0},
+             root + "/sealed": {"type": "dir", "mode": 0o500, "uid": 0, "gid": 0},
+             root + "/sealed/f": dict(_file(size=3, sha256="ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"))}
+    check_entries("artifacts", [root], files)
+    changed = []
+    for _round in range(2):
+        restorer = Restorer([root], str(tmp_path), check_mode=False)
+        restore_tree_entries(restorer, files, lambda original, record: iter([b"abc"]))
+        changed.append(list(restorer.changed_paths))
+    assert len(changed[0]) == 3 and changed[1] == []
+    assert os.stat(str(tmp_path) + root + "/sealed").st_mode & 0o777 == 0o500
+    with open(str(tmp_path) + root + "/sealed/f", "rb") as handle:
+        assert handle.read() == b"abc"
