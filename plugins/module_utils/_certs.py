@@ -40,13 +40,16 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import contextlib
 import datetime
+import fcntl
 import ipaddress
 import os
 import secrets
 import shutil
 import signal
 import stat
+import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
@@ -87,6 +90,26 @@ KU_ALIASES = {"digitalSignature": "digital_signature", "nonRepudiation": "conten
               "dataEncipherment": "data_encipherment", "keyAgreement": "key_agreement",
               "keyCertSign": "key_cert_sign", "cRLSign": "crl_sign", "encipherOnly": "encipher_only",
               "decipherOnly": "decipher_only"}
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, what: str, timeout: float = 10.0) -> t.Iterator[None]:
+    """flock ``path`` (created 0600) so that two runs never interleave; fail clearly after ``timeout``."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise RansomeyeError("another %s is running (%s is locked); try again when it has finished"
+                                         % (what, path))
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _kill_point(step: str) -> None:
@@ -420,6 +443,16 @@ class PairLayout(t.NamedTuple):
         return os.path.join(self.pairs_dir, "current")
 
     @property
+    def lock_path(self) -> str:
+        return os.path.join(os.path.dirname(self.pairs_dir), ".%s.lock" % os.path.basename(self.pairs_dir))
+
+    @contextlib.contextmanager
+    def locked(self) -> t.Iterator[None]:
+        os.makedirs(os.path.dirname(self.pairs_dir), mode=0o755, exist_ok=True)
+        with exclusive_lock(self.lock_path, "renewal of %s" % self.cert_path):
+            yield
+
+    @property
     def previous(self) -> str:
         return os.path.join(self.pairs_dir, "previous")
 
@@ -606,7 +639,22 @@ def run(req: Request, check_mode: bool) -> dict:
     if not os.path.exists(layout.cert_path):
         raise RansomeyeError("certificate %s does not exist" % layout.cert_path)
     if req.state == "rolled_back":
-        return roll_back(layout, check_mode)
+        if check_mode or not os.path.isdir(layout.pairs_dir):
+            return roll_back(layout, check_mode)
+        with layout.locked():
+            return roll_back(layout, check_mode)
+    result = _decide(req, layout, now)
+    if result["reason"] == "valid" or check_mode:
+        return _strip(result)
+    with layout.locked():
+        # Decide again under the lock: another run may have renewed meanwhile.
+        result = _decide(req, layout, now)
+        if result["reason"] == "valid":
+            return _strip(result)
+        return _renew(req, layout, now, result)
+
+
+def _decide(req: Request, layout: PairLayout, now: datetime.datetime) -> dict:
     current = load_cert(layout.cert_path)
     key = load_key(layout.key_path) if os.path.exists(layout.key_path) else None
     issuer = load_issuer(req.ca_cert, req.ca_key, req.ca_key_passphrase, now) if req.ca_cert else None
@@ -614,9 +662,18 @@ def run(req: Request, check_mode: bool) -> dict:
     reason = renewal_reason(current, key, req.renew_before, req.force, now)
     result = dict(changed=False, reason=reason or "valid", backup_files=[], renewed=False, valid_days=spec.valid_days)
     result.update(describe(current))
-    if reason is None or check_mode:
-        result["changed"] = reason is not None
-        return result
+    result["changed"] = reason is not None
+    result["_current"], result["_issuer"], result["_spec"] = current, issuer, spec
+    return result
+
+
+def _strip(result: dict) -> dict:
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def _renew(req: Request, layout: PairLayout, now: datetime.datetime, decided: dict) -> dict:
+    current, issuer, spec = decided["_current"], decided["_issuer"], decided["_spec"]
+    result = _strip(decided)
     new_key = generate_key(spec)
     new_cert = issue(spec, new_key, issuer, req.renew_before, now)
     backups = swap_in(layout, new_cert, new_key, req.backup)

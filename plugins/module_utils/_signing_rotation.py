@@ -34,9 +34,12 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import contextlib
 import datetime
+import fcntl
 import os
 import signal
+import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _keychain as kc
@@ -46,6 +49,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._signing import (
     generate_signing_key, key_id, key_type_of, load_signing_private_key, private_key_pem, public_key_pem)
 
 PENDING_KEY = "pending.key"
+LOCK_FILE = ".rotation.lock"
 TEST_HOOK_ENV = "RANSOMEYE_TEST_KILL_AT"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -54,6 +58,26 @@ def _kill_point(step: str) -> None:
     """Test hook (tests only, never in production): SIGKILL right after ``step``, as a power loss would."""
     if os.environ.get(TEST_HOOK_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, what: str, timeout: float = 10.0) -> t.Iterator[None]:
+    """flock ``path`` (created 0600) so that two runs never interleave; fail clearly after ``timeout``."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise RansomeyeError("another %s is running (%s is locked); try again when it has finished"
+                                         % (what, path))
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _now() -> datetime.datetime:
@@ -194,6 +218,16 @@ def _result(changed: bool, reason: str, old: t.Optional[str], new: t.Optional[st
 def run(req: Request, check_mode: bool) -> dict:
     if req.key_type not in ("rsa4096", "ed25519"):
         raise RansomeyeError("key_type must be rsa4096 or ed25519, not %r" % req.key_type)
+    if os.path.exists(req.key_dir) and not os.path.isdir(req.key_dir):
+        raise RansomeyeError("key_dir %s is not a directory" % req.key_dir)
+    if check_mode:
+        return _run(req, check_mode)
+    ensure_directory(req.key_dir, 0o755)
+    with exclusive_lock(os.path.join(req.key_dir, LOCK_FILE), "signing-key rotation in %s" % req.key_dir):
+        return _run(req, check_mode)
+
+
+def _run(req: Request, check_mode: bool) -> dict:
     recovered = None
     if not check_mode and os.path.isdir(req.key_dir):
         recovered = finish_interrupted(req.key_dir)
