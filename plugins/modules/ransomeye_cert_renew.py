@@ -123,6 +123,8 @@ options:
     type: list
     elements: str
 notes:
+  - Two runs renewing the same pair never interleave (flock on C(.ransomeye-pairs/.<name>.lock)); the decision is made
+    again under the lock.
   - For testing only, the environment variable C(RANSOMEYE_TEST_KILL_AT) (C(adopt), C(stage), C(swap)) kills the module
     with SIGKILL right after that step.
 seealso:

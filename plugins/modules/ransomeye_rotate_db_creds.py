@@ -112,6 +112,8 @@ options:
       - Defaults to C(.ransomeye-db-creds-<role>.json) in the directory of the first of O(env_files).
     type: path
 notes:
+  - Two runs never interleave; a run holds an flock on O(state_file) with C(.lock) appended, and a second one fails
+    clearly after waiting 10 seconds.
   - The admin login (O(login_user)) needs C(CREATEROLE) (or superuser). Reading the old verifier for the rollback uses
     C(pg_authid) (superuser); without it, an O(strategy=in_place) rollback recomputes a verifier from the old password in
     the files.

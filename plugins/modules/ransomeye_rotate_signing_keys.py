@@ -68,6 +68,7 @@ options:
     choices: [rotated, rolled_back]
     default: rotated
 notes:
+  - Two runs on one O(key_dir) never interleave (flock on C(<key_dir>/.rotation.lock)).
   - For testing only, the environment variable C(RANSOMEYE_TEST_KILL_AT) (C(pending), C(bundle), C(active_key)) kills
     the module with SIGKILL right after that step.
 seealso:
