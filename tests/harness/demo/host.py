@@ -156,7 +156,12 @@ def up(root: str, scale: int = 64, seed: int = 1, quiet: bool = False) -> t.Dict
     cluster = cluster_for(layout, state)
     if not _cluster_running(cluster):
         cluster.start()
-    services.start(layout, health_url(state))
+    try:
+        services.start(layout, health_url(state))
+    except RuntimeError as exc:
+        raise RuntimeError("%s. If an earlier drill left the host without its database or config, rebuild it: "
+                           "make demo-clean (or python -m tests.harness.demo down --dir %s; rm -rf %s)"
+                           % (exc, layout.root, layout.root)) from exc
     pid = services.supervisord_pid(layout)
     if pid:
         content.write_live_sessions(layout.buffer_dir, state["seed"], pid)
