@@ -45,3 +45,31 @@ def test_clock_going_backwards_keeps_seq_order_retention_and_max_age(dr_site, ru
     # and with a sane newest backup, max_age skips
     fresh = run_module_direct("ransomeye_backup", dict(args, max_age="7d"))
     assert fresh["changed"] is False and fresh["up_to_date"] is True and fresh["seq"] == 3
+
+
+def test_manifests_signed_by_a_rotated_key_verify_through_the_key_chain(dr_site, run_module_direct, tmp_path):
+    site = dr_site
+    key_dir = str(tmp_path / "signing")
+    made = run_module_direct("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519", force=True))
+    assert made["_rc"] == 0, made.get("msg")
+    anchor = str(tmp_path / "anchor.pub")
+    with open(os.path.join(key_dir, "active.pub"), "rb") as src, open(anchor, "wb") as dst:
+        dst.write(src.read())  # the verifier's trust anchor: the first key only
+    args = dict(site["args"], components=["config"], signing_key=key_dir)
+    old = run_module_direct("ransomeye_backup", args)
+    assert old["_rc"] == 0, old.get("msg")
+    rotated = run_module_direct("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519",
+                                                                      force=True))
+    assert rotated["_rc"] == 0 and rotated["changed"] is True, rotated.get("msg")
+    new = run_module_direct("ransomeye_backup", args)
+    assert new["_rc"] == 0, new.get("msg")
+    verify = run_module_direct("ransomeye_backup_verify", dict(repo=site["repo"], backup="all",
+                                                               trusted_keys=[key_dir, anchor]))
+    assert verify["_rc"] == 0 and verify["verified"] == [old["backup_id"], new["backup_id"]], verify.get("msg")
+    signers = [b["signer"] for b in verify["backups"]]
+    assert signers[0] != signers[1]
+    # the first key alone, without the chain, trusts only the old backup
+    partial = run_module_direct("ransomeye_backup_verify", dict(repo=site["repo"], backup="all",
+                                                                trusted_keys=[anchor], fail_on_problems=False))
+    assert partial["verified"] == [old["backup_id"]]
+    assert partial["problems"][0]["object"] == "manifest:00000002.json"
