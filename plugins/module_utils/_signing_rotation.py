@@ -21,6 +21,9 @@ Test hook: ``RANSOMEYE_TEST_KILL_AT`` = ``pending``, ``bundle`` or
 steps 5 when the chain head is not the active key, and drops a
 ``pending.key`` that never reached the chain.
 
+A key directory with an ``active.key`` but no chain (an older tool's) is
+adopted: that key becomes the genesis bundle, aged by the file's mtime.
+
 A rollback is itself a bundle: bundle ``n + 1`` re-introduces the previous
 key (from ``archive/``), signed by the key being rolled back and by the
 previous key. So the chain still leads through the rolled-back key, and
@@ -108,6 +111,7 @@ class Status(t.NamedTuple):
     bundles: t.Dict[int, dict]
     state: dict
     interrupted: bool                # a rotation reached the chain but not active.key/state.json
+    legacy: bool = False             # an active.key without any chain: adopted as the genesis key
 
 
 def status(key_dir: str) -> Status:
@@ -123,10 +127,25 @@ def status(key_dir: str) -> Status:
     initialized = head is not None and os.path.exists(kd.active_key_path)
     interrupted = head is not None and (head.get("key_id") != active_id or kd.state.get("seq") != head_seq)
     if head is None and os.path.exists(kd.active_key_path):
-        raise RansomeyeError("key_dir %s has an active.key but no chain/ bundles; it was not made by "
-                             "ransomeye_rotate_signing_keys (move it aside or add its genesis bundle)" % key_dir)
+        since = datetime.datetime.fromtimestamp(os.stat(kd.active_key_path).st_mtime, datetime.timezone.utc)
+        return Status(True, None, since, 0, None, {}, kd.state, False, legacy=True)
     return Status(initialized or interrupted, active_id, _parse_time(kd.state.get("active_since")), head_seq, head,
                   bundles, kd.state, interrupted)
+
+
+def adopt_legacy(key_dir: str) -> str:
+    """Make an existing ``active.key`` (a key dir without chain) the genesis key: bundle 1, self-signed.
+
+    Its age is taken from the file's mtime, so ``max_age`` applies to it as to any key.
+    """
+    path = os.path.join(key_dir, kc.ACTIVE_KEY)
+    key = load_signing_private_key(path)
+    since = datetime.datetime.fromtimestamp(os.stat(path).st_mtime, datetime.timezone.utc).replace(microsecond=0)
+    _write_public(key_dir, key)
+    kc.write_bundle(key_dir, kc.make_bundle(key, 1))
+    atomic_write(os.path.join(key_dir, kc.ACTIVE_PUB), public_key_pem(key), mode=0o644)
+    kc.write_state(key_dir, {"active_key_id": key_id(key), "active_since": _fmt(since), "seq": 1})
+    return key_id(key)
 
 
 def _write_private(path: str, key: t.Any) -> None:
@@ -230,8 +249,18 @@ def run(req: Request, check_mode: bool) -> dict:
 def _run(req: Request, check_mode: bool) -> dict:
     recovered = None
     if not check_mode and os.path.isdir(req.key_dir):
-        recovered = finish_interrupted(req.key_dir)
+        if status(req.key_dir).legacy:
+            recovered = "adopted the existing active.key %s as the genesis key (bundle 1)" % adopt_legacy(req.key_dir)
+        else:
+            recovered = finish_interrupted(req.key_dir)
     st = status(req.key_dir)
+    if st.legacy:  # check mode
+        legacy_id = key_id(load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY)))
+        result = _result(True, "the existing active.key %s would become the genesis key (bundle 1), then be rotated "
+                         "when older than max_age" % legacy_id, legacy_id, None, kc.bundle_path(req.key_dir, 1), 1,
+                         None)
+        result["recovered"] = "an existing active.key without chain would be adopted"
+        return result
     if req.state == "rolled_back":
         result = _roll_back(req, st, check_mode)
     else:

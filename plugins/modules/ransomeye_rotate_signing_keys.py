@@ -23,6 +23,8 @@ description:
   - Rotates only when the active key is older than O(max_age), or with O(force). An empty or missing O(key_dir) gets its
     first key (a self-signed genesis bundle).
   - A rotation interrupted by a crash after its bundle reached the chain is completed by the next run.
+  - An existing O(key_dir) with an C(active.key) but no chain (made by an older tool) is adopted first; that key becomes
+    the genesis key (bundle 1) and its age is taken from the file's modification time.
 author:
   - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:

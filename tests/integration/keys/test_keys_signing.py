@@ -203,7 +203,8 @@ def test_bad_input_rollback_without_previous_key_and_foreign_dir(tmp_path, run_m
     foreign.mkdir()
     (foreign / "active.key").write_text("junk")
     bad2 = run_module_direct("ransomeye_rotate_signing_keys", dict(key_dir=str(foreign)))
-    assert failed(bad2) and "no chain/ bundles" in bad2["msg"]
+    assert failed(bad2) and "is not a PEM private key" in bad2["msg"], bad2
+    assert sorted(os.listdir(foreign)) == [".rotation.lock", "active.key"]
     for r in (result, bad, bad2):
         assert "Traceback" not in r["_stderr"]
 
@@ -237,3 +238,26 @@ def test_killed_rotation_is_finished_or_dropped_by_next_run(tmp_path, run_module
     assert verify_trusted(trusted, data, signature) == second["new_key_id"]
     assert kc.walk_chain_report({first["new_key_id"]: load_signing_public_key(anchor)},
                                 kc.load_key_dir(key_dir).bundles).rejected == []
+
+
+def test_existing_active_key_without_chain_is_adopted_as_genesis(tmp_path, run_module_direct):
+    from ansible_collections.ransomeye.ops.plugins.module_utils._signing import private_key_pem
+    key_dir = tmp_path / "legacy"
+    key_dir.mkdir()
+    legacy = generate_signing_key("ed25519")
+    (key_dir / "active.key").write_bytes(private_key_pem(legacy))
+    os.chmod(str(key_dir / "active.key"), 0o600)
+    data = canonical_json({"manifest": "signed by the legacy key"})
+    signature = sign(legacy, data)
+    old = __import__("time").time() - 200 * 86400
+    os.utime(str(key_dir / "active.key"), (old, old))
+    check = run_module_direct("ransomeye_rotate_signing_keys", dict(key_dir=str(key_dir), key_type="ed25519"),
+                              check=True)
+    assert check["changed"] is True and check["old_key_id"] == key_id(legacy), check
+    assert sorted(os.listdir(key_dir)) == ["active.key"]
+    result = _rotate(run_module_direct, str(key_dir))
+    assert "adopted the existing active.key" in result["recovered"]
+    assert result["old_key_id"] == key_id(legacy) and result["seq"] == 2, result  # 200 days > 90d: rotated
+    trusted = kc.trusted_keys_from([str(key_dir / "active.pub"), str(key_dir)])
+    assert verify_trusted(trusted, data, signature) == key_id(legacy)
+    assert _rotate(run_module_direct, str(key_dir))["changed"] is False
