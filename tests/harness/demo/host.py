@@ -61,9 +61,18 @@ def inventory_vars(layout: Layout, state: t.Dict[str, t.Any]) -> t.Dict[str, t.A
         "ransomeye_service_manager": "supervisord",
         "ransomeye_supervisor_conf": layout.supervisor_conf,
         "ransomeye_supervisorctl": os.path.join(layout.bindir, "supervisorctl"),
+        "ransomeye_pg_restart_command": _pg_restart_command(layout, state),
         "ransomeye_services": list(services.PROGRAMS),
         "ransomeye_health_url": health_url(state),
     }
+
+
+def _pg_restart_command(layout: Layout, state: t.Dict[str, t.Any]) -> t.List[str]:
+    """How the demo host restarts PostgreSQL (no systemd here): pg_ctl as the cluster owner."""
+    cluster = cluster_for(layout, state)
+    # pylint: disable-next=protected-access
+    return cluster._cmd([os.path.join(cluster.bindir, "pg_ctl"), "-D", cluster.data, "-l", cluster.logfile,
+                         "-w", "-t", "60", "-m", "fast", "restart"])
 
 
 def _yaml_scalar(value: t.Any) -> str:
