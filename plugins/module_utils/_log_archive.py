@@ -49,7 +49,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_
 
 CHUNK = 1024 * 1024
 SUFFIXES = {"gzip": "gz", "zstd": "zst"}
-DEFAULT_LEVELS = {"gzip": 6, "zstd": 3}
+DEFAULT_LEVELS = {"gzip": 5, "zstd": 3}  # gzip 5: see compression_level in the module docs
 LEVEL_RANGES = {"gzip": (1, 9), "zstd": (1, 19)}
 ARCHIVE_RE = re.compile(r"^(?P<name>.+)\.(?P<date>\d{8})\.(?P<hash>[0-9a-f]{12})\.(?P<ext>gz|zst)$")
 TEMP_PREFIX = ".ransomeye-archive."
