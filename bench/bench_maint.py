@@ -7,7 +7,9 @@
    tree. Target: <= 2x find's time.
 
 Usage: python bench/bench_maint.py [--log-mb 64] [--files 200000] [--repeat 3]
-Archiving: the CLI and the module alternate in each round and the median per-round ratio is printed, with\nthe best rate of each side (the machine is shared). gzip level 5 is the module's default (see its\ncompression_level); level 6 is printed too, with the archive sizes.
+Archiving: the CLI and the module alternate in each round and the median per-round ratio is printed, with
+the best rate of each side (the machine is shared). gzip level 5 is the module's default (see its
+compression_level); level 6 is printed too, with the archive sizes.
 """
 from __future__ import annotations
 
