@@ -158,6 +158,10 @@ def sim_ransomware(ctx: Ctx) -> None:
         with open(path, "wb") as handle:
             handle.write(b"RANSOM" + os.urandom(64))
     ctx.memo["victims"] = originals
+    note = os.path.join(ctx.vars["ransomeye_artifact_dir"], "README-RANSOM.txt")
+    with open(note, "w") as handle:
+        handle.write("Your files are encrypted.\n")
+    ctx.memo["ransom_note"] = note
 
 
 def check_restored(ctx: Ctx, _out: str) -> None:
@@ -167,6 +171,14 @@ def check_restored(ctx: Ctx, _out: str) -> None:
     for path, data in ctx.memo["victims"].items():
         with open(path, "rb") as handle:
             assert handle.read() == data, "artifact %s not restored" % path
+
+
+def check_compare_copy(ctx: Ctx, _out: str) -> None:
+    copy = os.path.join(ctx.vars["ransomeye_tmp_dir"], "restore-compare") + ctx.vars["ransomeye_artifact_dir"]
+    for path, data in ctx.memo["victims"].items():
+        with open(copy + path[len(ctx.vars["ransomeye_artifact_dir"]):], "rb") as handle:
+            assert handle.read() == data
+    assert not os.path.exists(copy + "/README-RANSOM.txt")
 
 
 def check_rolled_back_db(ctx: Ctx, _out: str) -> None:
@@ -319,6 +331,7 @@ CHECK: t.Dict[str, t.Callable[[Ctx, str], None]] = {
     "rotation-rollback-signing": check_signing_rolled_back,
     "drill-run": check_drill_report,
     "ransomware-restore": check_restored,
+    "ransomware-compare": check_compare_copy,
     "ransomware-rollback": check_rolled_back_db,
     "compromise-rotate": check_signing_rotated,
     "cert-renew": check_cert_valid,
