@@ -31,7 +31,6 @@ sys.path.insert(0, ensure_collection_link())
 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _log_archive as la  # noqa: E402
 from ansible_collections.ransomeye.ops.plugins.module_utils._disk_clean import run as clean_run  # noqa: E402
-from ansible_collections.ransomeye.ops.plugins.module_utils._open_files import OpenFiles  # noqa: E402
 
 DAY = 86400
 
@@ -71,17 +70,14 @@ def _our_archive(work, originals, compression, level):
             dest = os.path.join(logdir, os.path.basename(path))
             shutil.copyfile(path, dest)
             os.utime(dest, (time.time() - 30 * DAY, time.time() - 30 * DAY))
-        opts = la.build_options(dict(paths=[os.path.join(logdir, "*.log.*")], retention_days=7,
-                                     archive_retention_days=90, compression=compression, compression_level=level))
-        candidates, _skipped = la.find_candidates(opts, time.time())
-        assert len(candidates) == len(originals)
-        busy = OpenFiles()
+        params = dict(paths=[os.path.join(logdir, "*.log.*")], retention_days=7, archive_retention_days=90,
+                      compression=compression, compression_level=level)
         started = time.perf_counter()
-        out = 0
-        for cand in candidates:
-            out += la.archive_one(opts, cand, busy)["bytes_after"]
+        result = la.run(params, False)  # the whole module: candidates, lock, archive+verify, delete, prune
+        out = result["bytes_after"]
+        assert len(result["archived"]) == len(originals)
         elapsed = time.perf_counter() - started
-        assert not any(os.path.exists(c.path) for c in candidates)
+        assert not any(os.path.exists(item["path"]) for item in result["archived"])
         return elapsed, out
     finally:
         shutil.rmtree(logdir)

@@ -292,11 +292,11 @@ def plan_one(opts: Options, cand: Candidate, busy: OpenFiles) -> dict:
     adir = archive_dir_for(opts, cand.path)
     final = os.path.join(adir, archive_name(cand.path, cand.stat.st_mtime, digest, opts.compression))
     return dict(path=cand.path, archive=final, sha256=None, original_sha256=digest, bytes_before=size,
-                bytes_after=None, reused=os.path.exists(final))
+                bytes_after=None, reused=os.path.exists(final), original_removed=False)
 
 
-def archive_one(opts: Options, cand: Candidate, busy: OpenFiles) -> dict:
-    """Archive one file; raise _Skip to leave it, RansomeyeError when safety checks fail."""
+def archive_one(opts: Options, cand: Candidate, busy: OpenFiles, delete: bool = True) -> dict:
+    """Archive one file (and remove it unless ``delete`` is false); _Skip leaves it, RansomeyeError when unsafe."""
     why = busy.why_busy(cand.stat)
     if why:
         raise _Skip("%s by a process" % why)
@@ -341,23 +341,28 @@ def archive_one(opts: Options, cand: Candidate, busy: OpenFiles) -> dict:
             _unlink_quietly(tmp_path)
     fsync_dir(adir)
     _hook("tmp_removed")
-    archive_sha = sha256_file(final)
-    archive_size = os.stat(final).st_size
-    # The original goes only if it is still the very file we archived and nobody opened it meanwhile.
+    item = dict(path=cand.path, archive=final, sha256=sha256_file(final), original_sha256=digest,
+                bytes_before=size, bytes_after=os.stat(final).st_size, reused=reused, original_removed=False)
+    if delete:
+        delete_original(cand, item, busy, refresh=True)
+    return item
+
+
+def delete_original(cand: Candidate, item: dict, busy: OpenFiles, refresh: bool = False) -> None:
+    """Remove the archived original, only if it is still the very file archived and nobody has it open."""
     try:
         now_st = os.lstat(cand.path)
     except FileNotFoundError:
         raise _Skip("vanished before deletion (the archive is kept)")
     if not _same_file(now_st, cand.stat):
-        raise _Skip("changed after archiving; original kept, archive %s kept" % final)
-    why = busy.why_busy(now_st, refresh=True)
+        raise _Skip("changed after archiving; original kept, archive %s kept" % item["archive"])
+    why = busy.why_busy(now_st, refresh=refresh)
     if why:
         raise _Skip("%s by a process just before deletion; original kept" % why)
     os.unlink(cand.path)
     _hook("deleted")
     fsync_dir(os.path.dirname(cand.path))
-    return dict(path=cand.path, archive=final, sha256=archive_sha, original_sha256=digest,
-                bytes_before=size, bytes_after=archive_size, reused=reused)
+    item["original_removed"] = True
 
 
 def _publish(tmp_path: str, final: str) -> bool:
@@ -494,9 +499,10 @@ def run(params: dict, check_mode: bool, now: t.Optional[float] = None) -> dict:
                 if os.path.isdir(directory) and not os.path.islink(directory):
                     lock.acquire(directory)
                     result["cleaned_temp"] += clean_temp_files(directory, busy)
+        pending = []
         for cand in candidates:
             try:
-                item = plan_one(opts, cand, busy) if check_mode else archive_one(opts, cand, busy)
+                item = plan_one(opts, cand, busy) if check_mode else archive_one(opts, cand, busy, delete=False)
             except _Skip as exc:
                 skipped.append(dict(path=cand.path, reason=str(exc)))
                 continue
@@ -506,6 +512,16 @@ def run(params: dict, check_mode: bool, now: t.Optional[float] = None) -> dict:
             result["archived"].append(item)
             result["bytes_before"] += item["bytes_before"]
             result["bytes_after"] += item["bytes_after"] or 0
+            pending.append((cand, item))
+        if pending and not check_mode:
+            # Originals go once every archive is verified, after one fresh look at who has what open
+            # (scanning /proc costs tens of ms: once per run, not once per file).
+            busy.refresh()
+            for cand, item in pending:
+                try:
+                    delete_original(cand, item, busy)
+                except _Skip as exc:
+                    skipped.append(dict(path=cand.path, reason=str(exc)))
         made = {item["archive"] for item in result["archived"]}
         if opts.archive_retention != float("inf"):
             cutoff = now - opts.archive_retention

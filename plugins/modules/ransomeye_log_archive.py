@@ -109,7 +109,8 @@ EXAMPLES = r'''
 
 RETURN = r'''
 archived:
-  description: Files archived (or, in check mode, that would be archived).
+  description: Files archived (or, in check mode, that would be archived). All archives are made and verified
+    first; then, after one fresh look at which files are open, the originals are removed.
   returned: always
   type: list
   elements: dict
@@ -135,6 +136,10 @@ archived:
     reused:
       description: An identical archive existed already; only the original was removed.
       type: bool
+    original_removed:
+      description: The original was removed (false in check mode, and when it changed or was opened after archiving;
+        then it is also listed in RV(skipped) and the next run finishes the job).
+      type: bool
   sample:
     - path: /var/log/ransomeye/app.log.1
       archive: /var/log/ransomeye/archive/app.log.1.20261120.3f1a2b4c5d6e.gz
@@ -143,6 +148,7 @@ archived:
       bytes_before: 1048576
       bytes_after: 81234
       reused: false
+      original_removed: true
 pruned:
   description: Archives removed (or that would be removed) because they are older than O(archive_retention_days).
   returned: always

@@ -241,3 +241,24 @@ def test_bad_input_fails_clearly(tmp_path, run_module_direct, args, fragment):
     assert result.get("failed") is True
     assert fragment in result["msg"]
     assert "Traceback" not in result["_stderr"]
+
+
+def test_original_changed_after_archiving_is_kept(tmp_path, hold_files):
+    path = make_log(str(tmp_path / "late.log.1"), 1000)
+    other = make_log(str(tmp_path / "held.log.1"), 1000)
+    opts = la.build_options(dict(paths=[str(tmp_path / "*.log.*")], retention_days=7, archive_retention_days=90))
+    os.mkdir(tmp_path / "archive")
+    candidates, _skipped = la.find_candidates(opts, time.time())
+    busy = OpenFiles()
+    items = [(c, la.archive_one(opts, c, busy, delete=False)) for c in candidates]
+    assert all(os.path.exists(item["archive"]) and not item["original_removed"] for _c, item in items)
+    with open(path, "a") as handle:  # written to after its archive was made
+        handle.write("one more line\n")
+    hold_files(open=[other])  # opened after its archive was made
+    busy.refresh()
+    for cand, item in items:
+        with pytest.raises(la._Skip):  # pylint: disable=protected-access
+            la.delete_original(cand, item, busy)
+        assert os.path.exists(cand.path) and item["original_removed"] is False
+    with open(path) as handle:
+        assert handle.read().endswith("one more line\n")
