@@ -42,18 +42,16 @@ __metaclass__ = type
 
 import contextlib
 import datetime
-import fcntl
 import ipaddress
 import os
 import secrets
 import shutil
 import signal
 import stat
-import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import backup_copy, fsync_dir
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import backup_copy, fsync_dir, file_lock
 
 try:
     from cryptography import x509
@@ -91,25 +89,6 @@ KU_ALIASES = {"digitalSignature": "digital_signature", "nonRepudiation": "conten
               "keyCertSign": "key_cert_sign", "cRLSign": "crl_sign", "encipherOnly": "encipher_only",
               "decipherOnly": "decipher_only"}
 
-
-@contextlib.contextmanager
-def exclusive_lock(path: str, what: str, timeout: float = 10.0) -> t.Iterator[None]:
-    """flock ``path`` (created 0600) so that two runs never interleave; fail clearly after ``timeout``."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise RansomeyeError("another %s is running (%s is locked); try again when it has finished"
-                                         % (what, path))
-                time.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _kill_point(step: str) -> None:
@@ -449,7 +428,7 @@ class PairLayout(t.NamedTuple):
     @contextlib.contextmanager
     def locked(self) -> t.Iterator[None]:
         os.makedirs(os.path.dirname(self.pairs_dir), mode=0o755, exist_ok=True)
-        with exclusive_lock(self.lock_path, "renewal of %s" % self.cert_path):
+        with file_lock(self.lock_path, "renewal of %s" % self.cert_path):
             yield
 
     @property

@@ -47,8 +47,6 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
-import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -62,7 +60,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _postgres as 
 from ansible_collections.ransomeye.ops.plugins.module_utils._envfile import (
     EnvFile, build_db_url, parse_db_url, url_database)
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, backup_copy, fsync_dir
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, backup_copy, fsync_dir, file_lock
 from ansible_collections.ransomeye.ops.plugins.module_utils._scram import scram_sha256_verifier
 
 STEPS = ("check", "stage", "alter", "verify", "swap", "record")
@@ -83,25 +81,6 @@ def _fail_point(step: str) -> None:
     if os.environ.get(TEST_HOOK_ENV) == step:
         raise InjectedFailure("injected failure after step %r (%s test hook)" % (step, TEST_HOOK_ENV))
 
-
-@contextlib.contextmanager
-def exclusive_lock(path: str, what: str, timeout: float = 10.0) -> t.Iterator[None]:
-    """flock ``path`` (created 0600) so that two runs never interleave; fail clearly after ``timeout``."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise RansomeyeError("another %s is running (%s is locked); try again when it has finished"
-                                         % (what, path))
-                time.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)
 
 
 def new_password(length: int) -> str:
@@ -490,7 +469,7 @@ def run(req: Request, check_mode: bool) -> dict:
     state_file = req.state_file or (default_state_file(req.env_files[0], req.role) if req.env_files else None)
     if check_mode or not state_file or not os.path.isdir(os.path.dirname(os.path.abspath(state_file))):
         return _run(req, check_mode)
-    with exclusive_lock(state_file + ".lock", "credential rotation for role %s" % req.role):
+    with file_lock(state_file + ".lock", "credential rotation for role %s" % req.role):
         return _run(req, check_mode)
 
 

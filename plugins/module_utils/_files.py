@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -302,3 +303,29 @@ def ensure_directory(path: str, mode: int = 0o700) -> bool:
         if exc.errno == errno.EEXIST and os.path.isdir(path):
             return False
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: str, what: str, timeout: float = 10.0, exclusive: bool = True) -> t.Iterator[None]:
+    """flock ``path`` (created 0600, never through a symlink) so two runs never interleave.
+
+    Waits up to ``timeout`` seconds for the other run, then fails with a
+    message naming ``what`` is running. The lock dies with the process, so a
+    killed run never leaves a stale lock behind.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, operation | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise RansomeyeError("another %s is running (%s is locked); try again when it has finished"
+                                         % (what, path))
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)

@@ -37,17 +37,14 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
-import contextlib
 import datetime
-import fcntl
 import os
 import signal
-import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _keychain as kc
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, ensure_directory
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, ensure_directory, file_lock
 from ansible_collections.ransomeye.ops.plugins.module_utils._signing import (
     generate_signing_key, key_id, key_type_of, load_signing_private_key, private_key_pem, public_key_pem)
 
@@ -62,25 +59,6 @@ def _kill_point(step: str) -> None:
     if os.environ.get(TEST_HOOK_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
 
-
-@contextlib.contextmanager
-def exclusive_lock(path: str, what: str, timeout: float = 10.0) -> t.Iterator[None]:
-    """flock ``path`` (created 0600) so that two runs never interleave; fail clearly after ``timeout``."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise RansomeyeError("another %s is running (%s is locked); try again when it has finished"
-                                         % (what, path))
-                time.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _now() -> datetime.datetime:
@@ -242,7 +220,7 @@ def run(req: Request, check_mode: bool) -> dict:
     if check_mode:
         return _run(req, check_mode)
     ensure_directory(req.key_dir, 0o755)
-    with exclusive_lock(os.path.join(req.key_dir, LOCK_FILE), "signing-key rotation in %s" % req.key_dir):
+    with file_lock(os.path.join(req.key_dir, LOCK_FILE), "signing-key rotation in %s" % req.key_dir):
         return _run(req, check_mode)
 
 
