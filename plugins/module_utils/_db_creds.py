@@ -259,6 +259,36 @@ def _edited(env: EnvFile, req: Request, user: t.Optional[str], password: str) ->
     return copy
 
 
+CURRENT_PLACEHOLDER = "CURRENT-PASSWORD-REDACTED"
+NEW_PLACEHOLDER = "NEW-PASSWORD-REDACTED"
+
+
+def redacted_diff(req: Request, the_plan: Plan) -> t.List[dict]:
+    """What each env file would look like, with both passwords replaced by placeholders.
+
+    The diff shows which lines (and, with alternating, which user) change
+    without either password ever reaching the output.
+    """
+    switch_user = the_plan.target_role if the_plan.target_role != the_plan.active_role else None
+    diffs = []
+    for path, env in sorted(the_plan.env.items()):
+        before = EnvFile("".join(env.lines), env.path)
+        for var in req.env_vars:
+            value = before.get(var)
+            if value is None:
+                continue
+            parsed = parse_db_url(value)
+            if parsed is not None:
+                before.set(var, build_db_url(parsed, parsed.user, CURRENT_PLACEHOLDER))
+            else:
+                before.set(var, CURRENT_PLACEHOLDER)
+        after = _edited(env, req, switch_user, NEW_PLACEHOLDER)
+        diffs.append(dict(before_header=path, after_header=path,
+                          before=before.render().decode("utf-8", "replace"),
+                          after=after.render().decode("utf-8", "replace")))
+    return diffs
+
+
 def _stage(path: str, data: bytes) -> str:
     """A fsynced temp file next to ``path`` with its mode and owner; not renamed yet."""
     current = os.stat(path)
@@ -481,8 +511,13 @@ def _run(req: Request, check_mode: bool) -> dict:
         env_files_changed=sorted(the_plan.env) if the_plan.due else [], backup_files=[],
         state_file=the_plan.state_file, rotated_at=the_plan.state.get("rotated_at"),
     )
+    if the_plan.due:
+        result["diff"] = redacted_diff(req, the_plan)
     if not the_plan.due or check_mode:
         if check_mode and the_plan.due:
             result["active_role"] = the_plan.target_role
         return result
-    return rotate(req, the_plan)
+    diff = result["diff"]
+    result = rotate(req, the_plan)
+    result["diff"] = diff
+    return result

@@ -37,7 +37,9 @@ attributes:
     support: full
     details: Reports which files and roles would change; connects read-only and changes nothing.
   diff_mode:
-    support: none
+    support: full
+    details: The env files before and after, with both passwords replaced by C(CURRENT-PASSWORD-REDACTED) and
+      C(NEW-PASSWORD-REDACTED); no password ever appears in the diff.
   platform:
     platforms: posix
 options:
