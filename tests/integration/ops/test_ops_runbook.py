@@ -296,6 +296,11 @@ def check_disk_freed(ctx: Ctx, out: str) -> None:
     assert glob.glob(os.path.join(buffer_dir, "live-*")) and glob.glob(os.path.join(buffer_dir, "complete-*"))
 
 
+def check_retention(ctx: Ctx, _out: str) -> None:
+    manifests = glob.glob(os.path.join(ctx.vars["ransomeye_backup_repo"], "manifests", "*.json"))
+    assert len(manifests) == 2, manifests
+
+
 def sim_stopped_worker(ctx: Ctx) -> None:
     ctx.supervisorctl("stop", "ransomeye-worker")
     assert "STOPPED" in ctx.supervisorctl("status", "ransomeye-worker")
@@ -340,6 +345,7 @@ CHECK: t.Dict[str, t.Callable[[Ctx, str], None]] = {
     "creds-rotate": check_creds_rotated,
     "disk-plan": check_disk_plan_only,
     "disk-clean": check_disk_freed,
+    "disk-backup-retention": check_retention,
     "alert-fix": check_worker_running,
 }
 
