@@ -272,16 +272,7 @@ def redacted_diff(req: Request, the_plan: Plan) -> t.List[dict]:
     switch_user = the_plan.target_role if the_plan.target_role != the_plan.active_role else None
     diffs = []
     for path, env in sorted(the_plan.env.items()):
-        before = EnvFile("".join(env.lines), env.path)
-        for var in req.env_vars:
-            value = before.get(var)
-            if value is None:
-                continue
-            parsed = parse_db_url(value)
-            if parsed is not None:
-                before.set(var, build_db_url(parsed, parsed.user, CURRENT_PLACEHOLDER))
-            else:
-                before.set(var, CURRENT_PLACEHOLDER)
+        before = _edited(env, req, None, CURRENT_PLACEHOLDER)
         after = _edited(env, req, switch_user, NEW_PLACEHOLDER)
         diffs.append(dict(before_header=path, after_header=path,
                           before=before.render().decode("utf-8", "replace"),
