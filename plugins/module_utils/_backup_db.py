@@ -118,6 +118,7 @@ def _stream_into_object(repo: t.Any, enc: t.Any, argv: t.List[str], env: dict, o
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     collector = _StderrCollector(proc.stderr)
     collector.start()
+    hook("dump_started", child=proc)
     first = True
     try:
         with NewObject(repo, enc, object_id, "database") as obj:

@@ -5,7 +5,8 @@
 
 ``RANSOMEYE_BACKUP_TEST_HOOK=<point>:<action>`` makes the backup send itself
 SIGKILL (action ``kill``) or kill its pg_dump child (``kill_pg_dump``) when it
-reaches ``point``: ``during_dump``, ``during_artifacts``, ``before_manifest``,
+reaches ``point``: ``dump_started`` (pg_dump just started), ``during_dump``
+(first chunk of the dump read), ``during_artifacts``, ``before_manifest``,
 ``after_manifest``. Unset (always, in production) it does nothing.
 """
 

@@ -32,7 +32,8 @@ description:
     after the new manifest is durable.
   - "Test hook: when the environment variable C(RANSOMEYE_BACKUP_TEST_HOOK) is set to C(<point>:kill) the module sends
     itself SIGKILL at that point (C(during_dump), C(during_artifacts), C(before_manifest), C(after_manifest));
-    C(during_dump:kill_pg_dump) kills the C(pg_dump) child instead. Used by the crash tests only."
+    C(dump_started:kill_pg_dump) or C(during_dump:kill_pg_dump) kills the C(pg_dump) child instead. Used by the
+    crash tests only."
 author:
   - ransomeye.ops contributors (@ransomeye)
 options:

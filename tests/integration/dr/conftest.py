@@ -205,7 +205,8 @@ def drop_side_databases(pg, name):
     rows = pg.execute("SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
                       [name[:20].replace("_", "\\_") + "%", name])
     for (other,) in rows:
-        pg.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % other)
+        if any(tag in other for tag in ("_pre_restore_", "_restoring_", "_rolled_back_")):
+            pg.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % other)
 
 
 def module_namespace(**params):

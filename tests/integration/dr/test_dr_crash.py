@@ -77,7 +77,7 @@ def test_sigkill_at_each_point_leaves_a_clean_repository(dr_site, run_module_dir
 def test_killed_pg_dump_fails_the_module_and_leaves_no_manifest(dr_site, run_module_direct):
     site = dr_site
     result = run_module_direct("ransomeye_backup", dict(site["args"], components=["database"]),
-                               env={"RANSOMEYE_BACKUP_TEST_HOOK": "during_dump:kill_pg_dump"})
+                               env={"RANSOMEYE_BACKUP_TEST_HOOK": "dump_started:kill_pg_dump"})
     assert result["_rc"] != 0 and result["failed"] is True
     assert "pg_dump failed" in result["msg"] and "signal 9" in result["msg"]
     assert _manifests(site["repo"]) == []
