@@ -188,19 +188,20 @@ def _compress(opts: Options, src: t.BinaryIO, dst: t.BinaryIO, name: str, mtime:
                 size += len(block)
                 gz.write(block)
         return digest.hexdigest(), size
+    # zstd reads the original itself through our descriptor (same inode: no path lookup a symlink swap
+    # could redirect) while we hash it with pread on the other core; the full decompress-and-compare
+    # afterwards proves that both saw the same bytes.
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen([shutil.which("zstd") or "zstd", "-q", "-c", "-%d" % opts.level],
-                                stdin=subprocess.PIPE, stdout=dst.fileno(), stderr=errors)
-        _grow_pipe(t.cast(t.BinaryIO, proc.stdin))
+                                stdin=src.fileno(), stdout=dst.fileno(), stderr=errors)
         try:
-            stdin = t.cast(t.BinaryIO, proc.stdin)
-            for block in iter(lambda: src.read(CHUNK), b""):
+            fd = src.fileno()
+            while True:
+                block = os.pread(fd, CHUNK, size)
+                if not block:
+                    break
                 digest.update(block)
                 size += len(block)
-                stdin.write(block)
-            stdin.close()
-        except BrokenPipeError:
-            pass
         finally:
             rc = proc.wait()
         if rc != 0:

@@ -146,8 +146,11 @@ def test_sigkill_at_any_point_loses_no_line(logdir, run_module_direct, point):
     assert final["changed"] is False
 
 
-def test_corrupted_archive_is_detected_and_original_kept(logdir, run_module_direct):
-    result = run_module_direct("ransomeye_log_archive", dict(paths=logdir["paths"]),
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_corrupted_archive_is_detected_and_original_kept(logdir, run_module_direct, compression):
+    if compression == "zstd" and not shutil.which("zstd"):
+        pytest.skip("zstd command not installed")
+    result = run_module_direct("ransomeye_log_archive", dict(paths=logdir["paths"], compression=compression),
                                env={la.TEST_HOOK_ENV: "corrupt"})
     assert result["failed"] is True
     assert "could not be archived safely" in result["msg"]
