@@ -50,6 +50,23 @@ def count_rows(conn: t.Any) -> t.Dict[str, int]:
     return counts
 
 
+def tables_written_since(conn: t.Any, xid: int) -> t.List[str]:
+    """Tables holding a row version written after transaction ``xid`` (32-bit, as in xmin).
+
+    An UPDATE, INSERT or COPY leaves a row whose xmin is younger than ``xid``;
+    a DELETE alone changes the row count, which the caller compares too.
+    ``age()`` is wraparound-safe; frozen rows count as old.
+    """
+    written = []
+    for schema, table in pgu.query(conn, TABLES_SQL):
+        newer = pgu.query_one(conn, pgu.sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE age(xmin) < age(%s::text::xid))").format(pgu.ident(schema, table)),
+            [str(xid)])
+        if newer:
+            written.append("%s.%s" % (schema, table))
+    return written
+
+
 class _StderrCollector(threading.Thread):
     """Reads a child's stderr concurrently (a full pipe would otherwise stall it)."""
 

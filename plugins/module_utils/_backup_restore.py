@@ -28,20 +28,22 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects impo
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import verify_repo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_files as bfiles
 
-MARKER_RE = re.compile(r"^ransomeye\.ops (restored|rolled-back) backup=(\S+) seq=(\d+) previous=(\S+)$")
+MARKER_RE = re.compile(r"^ransomeye\.ops (restored|rolled-back) backup=(\S+) seq=(\d+) previous=(\S+)(?: xid=(\d+))?$")
 MAX_IDENT = 63
 
 
-def marker_text(state: str, backup_id: str, seq: int, previous: t.Optional[str]) -> str:
-    return "ransomeye.ops %s backup=%s seq=%d previous=%s" % (state, backup_id, seq, previous or "-")
+def marker_text(state: str, backup_id: str, seq: int, previous: t.Optional[str], xid: t.Optional[int] = None) -> str:
+    text = "ransomeye.ops %s backup=%s seq=%d previous=%s" % (state, backup_id, seq, previous or "-")
+    return text + (" xid=%d" % xid if xid is not None else "")
 
 
 def parse_marker(comment: t.Optional[str]) -> t.Optional[dict]:
     match = MARKER_RE.match(comment or "")
     if not match:
         return None
-    state, backup_id, seq, previous = match.groups()
-    return {"state": state, "backup_id": backup_id, "seq": int(seq), "previous": None if previous == "-" else previous}
+    state, backup_id, seq, previous, xid = match.groups()
+    return {"state": state, "backup_id": backup_id, "seq": int(seq), "previous": None if previous == "-" else previous,
+            "xid": int(xid) if xid else None}
 
 
 # ----------------------------------------------------------------------------- database helpers
@@ -95,6 +97,20 @@ def _drop(conn: t.Any, db: str) -> None:
     pgu.query(conn, pgu.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgu.ident(db)))
 
 
+def _untouched_since_restore(info: t.Any, db: str, xid: t.Optional[int], expected: t.Dict[str, int]) -> bool:
+    """True when ``db`` still holds exactly what the restore wrote: same row counts, no row written since.
+
+    Row counts alone would call a database "unchanged" after ransomware
+    rewrote its rows in place; the xmin check catches every write.
+    """
+    if xid is None:
+        return False
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import count_rows, tables_written_since
+    pgu = _pg()
+    with pgu.connection(info.with_db(db)) as conn:
+        return count_rows(conn) == expected and not tables_written_since(conn, xid)
+
+
 def _counts(info: t.Any, db: str) -> t.Dict[str, int]:
     pgu = _pg()
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import count_rows
@@ -132,13 +148,12 @@ def restore_database(params: dict, repo: brepo.Repo, item: brepo.LoadedManifest,
         exists = pgu.database_exists(conn, db)
         if exists:
             marker = parse_marker(_db_comment(conn, db))
-            if marker and marker["state"] == "restored" and marker["backup_id"] == item.backup_id:
-                counts = _counts(info, db)
-                if counts == expected:
-                    out.update(changed=False, tables=counts, previous_db=marker["previous"],
-                               stats={"duration": round(time.monotonic() - started, 3), "bytes": 0,
-                                      "tables": len(counts), "unchanged": True})
-                    return out
+            if marker and marker["state"] == "restored" and marker["backup_id"] == item.backup_id and \
+                    _untouched_since_restore(info, db, marker["xid"], expected):
+                out.update(changed=False, tables=dict(expected), previous_db=marker["previous"],
+                           stats={"duration": round(time.monotonic() - started, 3), "bytes": 0,
+                                  "tables": len(expected), "unchanged": True})
+                return out
         if check_mode:
             out.update(changed=True, stats={"duration": 0.0, "bytes": 0, "tables": len(expected), "unchanged": False})
             if exists:
@@ -180,7 +195,9 @@ def restore_database(params: dict, repo: brepo.Repo, item: brepo.LoadedManifest,
             if previous:
                 _rename(conn, previous, db)
             raise
-        _set_comment(conn, db, marker_text("restored", item.backup_id, seq, previous))
+        # Every row version the restore wrote is older than this transaction id.
+        restored_xid = int(pgu.query_one(conn, "SELECT txid_current() % 4294967296"))
+        _set_comment(conn, db, marker_text("restored", item.backup_id, seq, previous, restored_xid))
     out.update(changed=True, tables=counts, previous_db=previous,
                stats={"duration": round(time.monotonic() - started, 3), "bytes": size, "tables": len(counts),
                       "unchanged": False})

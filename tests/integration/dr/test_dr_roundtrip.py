@@ -158,3 +158,24 @@ def test_parallel_pg_restore_stages_in_a_private_dir_and_removes_it(dr_site, run
     assert table_rows(site["pg"], site["db"]) == rows
     names = [r[0] for r in site["pg"].execute("SELECT datname FROM pg_database")]
     assert not [n for n in names if "_restoring_" in n]
+
+
+def test_restore_again_after_rows_were_rewritten_in_place_is_not_skipped(dr_site, run_module_direct):
+    """Same row counts are not "unchanged": ransomware that rewrites rows in place must not fool the check."""
+    site = dr_site
+    pg = site["pg"]
+    backup = run_module_direct("ransomeye_backup", dict(site["args"], components=["database"]))
+    assert backup["_rc"] == 0, backup.get("msg")
+    first = run_module_direct("ransomeye_restore", _restore_args(site, components=["database"]))
+    assert first["_rc"] == 0 and first["changed"] is True, first.get("msg")
+    same = run_module_direct("ransomeye_restore", _restore_args(site, components=["database"]))
+    assert same["changed"] is False and same["stats"]["database"]["unchanged"] is True
+    pg.execute("UPDATE public.alerts SET summary = 'encrypted by ransomware'", dbname=site["db"])
+    # The counts alone cannot tell.
+    assert pg.execute("SELECT count(*) FROM public.alerts", dbname=site["db"])[0][0] == site["counts"]["public.alerts"]
+    again = run_module_direct("ransomeye_restore", _restore_args(site, components=["database"]))
+    assert again["_rc"] == 0 and again["changed"] is True, again.get("msg")
+    assert again["stats"]["database"]["unchanged"] is False
+    summaries = pg.execute("SELECT count(*) FROM public.alerts WHERE summary = 'encrypted by ransomware'",
+                           dbname=site["db"])
+    assert summaries[0][0] == 0

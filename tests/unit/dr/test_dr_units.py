@@ -55,7 +55,8 @@ def test_walk_order_matches_the_backup_walk():
 def test_restore_marker_round_trip_and_garbage():
     text = marker_text("restored", "00000003-20261127T010000Z", 3, "ransomeye_pre_restore_3")
     assert parse_marker(text) == {"state": "restored", "backup_id": "00000003-20261127T010000Z", "seq": 3,
-                                  "previous": "ransomeye_pre_restore_3"}
+                                  "previous": "ransomeye_pre_restore_3", "xid": None}
+    assert parse_marker(marker_text("restored", "b", 2, None, 4294967295))["xid"] == 4294967295
     assert parse_marker(marker_text("rolled-back", "x", 1, None))["previous"] is None
     assert parse_marker("an operator's comment") is None and parse_marker(None) is None
 
