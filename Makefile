@@ -10,8 +10,10 @@ BIN := $(VENV)/bin
 BUILD := $(CURDIR)/.build
 COLLECTIONS := $(BUILD)/collections
 COLL_LINK := $(COLLECTIONS)/ansible_collections/ransomeye/ops
-SANITY_ROOT := $(BUILD)/sanity
-SANITY_COLL := $(SANITY_ROOT)/ansible_collections/ransomeye/ops
+# ansible-test needs a real copy of the collection, outside this git checkout: inside it,
+# .gitignore would hide the copy and ansible-test would skip every target.
+ANSIBLE_TEST_ROOT := $(or $(TMPDIR),/tmp)/ransomeye-ops-ansible-test-$(shell id -u)-$(shell echo $(CURDIR) | cksum | cut -d' ' -f1)
+SANITY_COLL := $(ANSIBLE_TEST_ROOT)/sanity/ansible_collections/ransomeye/ops
 DEMO_DIR ?= $(CURDIR)/.demo
 PYTEST_WORKERS ?= 2
 
@@ -72,7 +74,7 @@ units: setup
 
 integration: setup
 	$(BIN)/python -m pytest -q tests/integration -n $(PYTEST_WORKERS) --dist loadfile
-	@bash tools/ansible_test.sh integration $(BUILD)/ansible-test/ansible_collections/ransomeye/ops
+	@bash tools/ansible_test.sh integration $(ANSIBLE_TEST_ROOT)/integration/ansible_collections/ransomeye/ops
 
 bench: setup
 	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
@@ -84,4 +86,4 @@ offline-bundle: setup
 	@bash tools/offline_bundle.sh $(BUILD)/offline
 
 clean: demo-clean
-	rm -rf $(BUILD) .pytest_cache
+	rm -rf $(BUILD) .pytest_cache $(ANSIBLE_TEST_ROOT)

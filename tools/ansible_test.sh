@@ -6,6 +6,9 @@ set -euo pipefail
 command="$1"
 dest="$2"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
+case "$dest" in
+  "$repo"/*) echo "ansible_test.sh: $dest must lie outside the checkout (its .gitignore would hide the copy)" >&2; exit 2 ;;
+esac
 rm -rf "$dest"
 mkdir -p "$dest"
 cd "$repo"
@@ -28,7 +31,16 @@ PY
 fi
 cd "$dest"
 case "$command" in
-  sanity) ansible-test sanity --python 3.11 --color no "${@:3}" ;;
+  sanity)
+    out="$(mktemp)"
+    set +e
+    ansible-test sanity --python 3.11 --color no "${@:3}" 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    set -e
+    # A run that checked nothing must not pass as green.
+    if grep -q "All targets skipped" "$out"; then echo "ansible_test.sh: sanity checked no file" >&2; rc=1; fi
+    rm -f "$out"
+    exit "$rc" ;;
   integration) ansible-test integration --python 3.11 --local --color no "${@:3}" ;;
   *) echo "usage: $0 sanity|integration DEST [args]" >&2; exit 2 ;;
 esac
