@@ -90,7 +90,6 @@ KU_ALIASES = {"digitalSignature": "digital_signature", "nonRepudiation": "conten
               "decipherOnly": "decipher_only"}
 
 
-
 def _kill_point(step: str) -> None:
     if os.environ.get(TEST_HOOK_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -82,7 +82,6 @@ def _fail_point(step: str) -> None:
         raise InjectedFailure("injected failure after step %r (%s test hook)" % (step, TEST_HOOK_ENV))
 
 
-
 def new_password(length: int) -> str:
     if not MIN_PASSWORD_LENGTH <= length <= MAX_PASSWORD_LENGTH:
         raise RansomeyeError("password_length must be between %d and %d, not %d"

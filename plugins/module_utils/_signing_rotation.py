@@ -60,7 +60,6 @@ def _kill_point(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
