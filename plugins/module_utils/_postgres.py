@@ -52,6 +52,30 @@ def postgres_argument_spec() -> dict:
     )
 
 
+def ignored_connection_spec(exclude: t.Sequence[str] = ()) -> dict:
+    """The connection options, accepted and ignored by modules that never connect.
+
+    ``module_defaults: group/ransomeye.ops.all`` hands the connection options
+    to every module of the group; a module that rejected them would fail any
+    play that sets them once. No defaults and no aliases: an alias such as
+    ``port`` would collide with a module's own option. ``exclude`` drops names
+    the module uses for something else (``ca_cert`` of a CA that signs).
+    """
+    spec = dict(
+        login_host=dict(type="str"),
+        login_port=dict(type="int"),
+        login_user=dict(type="str"),
+        login_password=dict(type="str", no_log=True),
+        login_db=dict(type="str"),
+        ssl_mode=dict(type="str"),
+        ca_cert=dict(type="path"),
+        connect_timeout=dict(type="int"),
+    )
+    for name in exclude:
+        spec.pop(name)
+    return spec
+
+
 def require_psycopg2(module: t.Any) -> None:
     """Fail the module with Ansible's standard message when psycopg2 is missing."""
     if not HAS_PSYCOPG2:

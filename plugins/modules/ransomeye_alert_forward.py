@@ -29,6 +29,7 @@ description:
 author:
   - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
+  - ransomeye.ops.connection_ignored.without_ca_cert
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -247,6 +248,7 @@ receiver_error:
 '''
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ignored_connection_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
 from ansible_collections.ransomeye.ops.plugins.module_utils._spool import Spool, deliver
 from ansible_collections.ransomeye.ops.plugins.module_utils._syslog import (
@@ -345,6 +347,7 @@ def main():
             spool_max_bytes=dict(type="str", default="16MB"),
             flush=dict(type="bool", default=False),
         ),
+        shared_specs=[ignored_connection_spec(exclude=("ca_cert",))],
         supports_check_mode=True,
     )
     module.run(forward)

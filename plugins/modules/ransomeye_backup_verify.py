@@ -73,6 +73,7 @@ options:
     type: int
     default: 300
 extends_documentation_fragment:
+  - ransomeye.ops.connection_ignored
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -139,6 +140,7 @@ bytes_checked:
   type: int
 '''
 
+from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ignored_connection_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import run_verify_module
 
@@ -156,6 +158,7 @@ def main():
             fail_on_problems=dict(type="bool", default=True),
             lock_timeout=dict(type="int", default=300),
         ),
+        shared_specs=[ignored_connection_spec()],
         supports_check_mode=True,
         mutually_exclusive=[("private_key", "key_file")],
     )

@@ -26,6 +26,7 @@ description:
 author:
   - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
+  - ransomeye.ops.connection_ignored.without_ca_cert
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -209,6 +210,7 @@ previous_not_after:
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _certs
+from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ignored_connection_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
 
 OPTION_NAMES = ("subject", "subject_alt_names", "key_type", "key_size", "valid_days", "key_usage", "extended_key_usage")
@@ -252,6 +254,7 @@ def main():
             extended_key_usage=dict(type="list", elements="str", no_log=False),
         ),
         required_together=[["ca_cert", "ca_key"]],
+        shared_specs=[ignored_connection_spec(exclude=("ca_cert",))],
         supports_check_mode=True,
     )
     if not _certs.HAS_CRYPTOGRAPHY:

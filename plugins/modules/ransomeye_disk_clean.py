@@ -43,6 +43,7 @@ description:
 author:
   - ransomeye.ops maintainers (@ransomeye)
 extends_documentation_fragment:
+  - ransomeye.ops.connection_ignored
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -185,6 +186,7 @@ elapsed:
 '''
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._disk_clean import run
+from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ignored_connection_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
 
 
@@ -209,6 +211,7 @@ def main():
             use_atime=dict(type="bool", default=False),
             report_limit=dict(type="int", default=1000),
         ),
+        shared_specs=[ignored_connection_spec()],
         supports_check_mode=True,
     )
     module.run(_action)

@@ -36,6 +36,7 @@ description:
 author:
   - ransomeye.ops maintainers (@ransomeye)
 extends_documentation_fragment:
+  - ransomeye.ops.connection_ignored
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -185,6 +186,7 @@ bytes_after:
 '''
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._log_archive import run
+from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ignored_connection_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
 
 
@@ -198,6 +200,7 @@ def main():
             compression=dict(type="str", default="gzip", choices=["gzip", "zstd"]),
             compression_level=dict(type="int"),
         ),
+        shared_specs=[ignored_connection_spec()],
         supports_check_mode=True,
     )
     module.run(lambda m: run(m.params, m.check_mode))

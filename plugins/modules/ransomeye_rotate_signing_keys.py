@@ -28,6 +28,7 @@ description:
 author:
   - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
+  - ransomeye.ops.connection_ignored
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -128,6 +129,7 @@ from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _signing
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ignored_connection_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
 from ansible_collections.ransomeye.ops.plugins.module_utils._signing_rotation import Request, run
 from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration
@@ -152,6 +154,7 @@ def main():
             force=dict(type="bool", default=False),
             state=dict(type="str", default="rotated", choices=["rotated", "rolled_back"]),
         ),
+        shared_specs=[ignored_connection_spec()],
         supports_check_mode=True,
     )
     if not _signing.HAS_CRYPTOGRAPHY:

@@ -27,6 +27,7 @@ description:
 author:
   - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
+  - ransomeye.ops.connection_ignored
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -175,6 +176,7 @@ files:
 
 import typing as t
 
+from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ignored_connection_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils import _hardware, _units, _workers
@@ -282,7 +284,7 @@ def main() -> None:
         backup=dict(type="bool", default=False),
         cgroup_root=dict(type="path", default=_hardware.CGROUP_ROOT),
     )
-    module = RansomeyeModule(argument_spec, supports_check_mode=True)
+    module = RansomeyeModule(argument_spec, shared_specs=[ignored_connection_spec()], supports_check_mode=True)
     module.run(tune_workers)
 
 
