@@ -48,9 +48,12 @@ def fleet():
             host.up(root, scale=2, seed=seed, quiet=True)
             with open(os.path.join(root, "inventory", "hosts.yml")) as handle:
                 hosts[name] = yaml.safe_load(handle)["all"]["hosts"]["localhost"]
+        vault = {"ansible_connection": "local", "ansible_python_interpreter": hosts[HOSTS[0]]["ansible_python_interpreter"],
+                 "ransomeye_backup_repo": os.path.join(base, "vault")}
         inventory = os.path.join(base, "fleet.yml")
         with open(inventory, "w") as handle:
-            yaml.safe_dump({"all": {"children": {"ransomeye": {"hosts": hosts}}}}, handle)
+            yaml.safe_dump({"all": {"children": {"ransomeye": {"hosts": hosts},
+                                                 "ransomeye_vault": {"hosts": {"re-vault": vault}}}}}, handle)
         os.chmod(inventory, 0o600)
         yield inventory, hosts
     finally:
@@ -67,10 +70,10 @@ def test_quarterly_rotation_then_dr_drill_across_three_hosts(fleet, run_playbook
 
     rotation = run_playbook(os.path.join(REPO, "playbooks", "quarterly_rotation.yml"), inventory=inventory,
                             extra_vars={"key_rotation_signing_force": True, "key_rotation_db_force": True,
-                                        "key_rotation_cert_force": True},
+                                        "key_rotation_cert_force": True, "ransomeye_hosts": "ransomeye"},
                             args=["--forks", "3"])
     assert rotation.rc == 0, rotation.stdout[-4000:]
-    assert set(rotation.stats) == set(HOSTS)
+    assert set(rotation.stats) == set(HOSTS)  # the vault host is not a RansomEye host
     for name, host_vars in hosts.items():
         assert rotation.stats[name]["failures"] == 0 and rotation.stats[name]["changed"] > 0
         # Each host got its own new password and its own new signing key.
@@ -81,7 +84,8 @@ def test_quarterly_rotation_then_dr_drill_across_three_hosts(fleet, run_playbook
     passwords = {name: _env_file_text(v) for name, v in hosts.items()}
     assert len(set(passwords.values())) == len(HOSTS)
 
-    drill = run_playbook(os.path.join(REPO, "playbooks", "dr_drill.yml"), inventory=inventory, args=["--forks", "3"])
+    drill = run_playbook(os.path.join(REPO, "playbooks", "dr_drill.yml"), inventory=inventory,
+                         extra_vars={"ransomeye_hosts": "ransomeye"}, args=["--forks", "3"])
     assert drill.rc == 0, drill.stdout[-4000:]
     for name, host_vars in hosts.items():
         reports = sorted(glob.glob(os.path.join(host_vars["ransomeye_report_dir"], "dr-drill-*.json")))
@@ -92,3 +96,27 @@ def test_quarterly_rotation_then_dr_drill_across_three_hosts(fleet, run_playbook
         assert report["result"] == "passed", report
         assert report["rto_seconds"] and report["rto_seconds"] > 0
         assert _health(host_vars["ransomeye_health_url"]) == 200, name
+
+
+def test_backups_of_every_host_are_shipped_to_the_vault_and_verify_there(fleet, run_playbook):
+    inventory, hosts = fleet
+    run = run_playbook(os.path.join(REPO, "playbooks", "backup.yml"), inventory=inventory,
+                       extra_vars={"ransomeye_hosts": "ransomeye"}, args=["--forks", "3"])
+    assert run.rc == 0, run.stdout[-4000:]
+    vault_root = os.path.join(os.path.dirname(inventory), "vault")
+    for name, host_vars in hosts.items():
+        source = host_vars["ransomeye_backup_repo"]
+        mirror = os.path.join(vault_root, name)
+
+        def files(root, sub):
+            top = os.path.join(root, sub)
+            return {os.path.relpath(os.path.join(d, f), root) for d, _s, fs in os.walk(top) for f in fs}
+
+        assert files(mirror, "manifests") == files(source, "manifests") != set()
+        assert files(source, "objects") <= files(mirror, "objects")
+        verify = run.task("Verify the vault copy (ciphertext level, no secret needed)", host=name)["result"]
+        assert verify["problems"] == [] and len(verify["verified"]) == len(files(source, "manifests"))
+    # A second run ships only the new backup's new objects and still verifies.
+    again = run_playbook(os.path.join(REPO, "playbooks", "backup.yml"), inventory=inventory,
+                         extra_vars={"ransomeye_hosts": "ransomeye"}, args=["--forks", "3"])
+    assert again.rc == 0, again.stdout[-4000:]
