@@ -623,13 +623,26 @@ def run(req: Request, check_mode: bool) -> dict:
             return roll_back(layout, check_mode)
     result = _decide(req, layout, now)
     if result["reason"] == "valid" or check_mode:
-        return _strip(result)
+        return _with_diff(_strip(result), layout, describe(result["_current"]), None)
     with layout.locked():
         # Decide again under the lock: another run may have renewed meanwhile.
         result = _decide(req, layout, now)
         if result["reason"] == "valid":
             return _strip(result)
-        return _renew(req, layout, now, result)
+        before = describe(result["_current"])
+        renewed = _renew(req, layout, now, result)
+        return _with_diff(renewed, layout, before, {k: renewed[k] for k in before})
+
+
+def _with_diff(result: dict, layout: PairLayout, before: dict, after: t.Optional[dict]) -> dict:
+    """Add the diff of what renewal changes (or would change) about the certificate: never key material."""
+    if result.get("changed"):
+        if after is None:
+            after = dict(before, not_after="(renewed: valid %s days)" % result.get("valid_days"),
+                         serial="(new)", fingerprint="(new)")
+        result["diff"] = dict(before_header=layout.cert_path, after_header=layout.cert_path,
+                              before=before, after=after)
+    return result
 
 
 def _decide(req: Request, layout: PairLayout, now: datetime.datetime) -> dict:

@@ -34,7 +34,8 @@ attributes:
     support: full
     details: Reports whether and why the certificate would be renewed; writes nothing.
   diff_mode:
-    support: none
+    support: full
+    details: Subject, serial, SHA-256 fingerprint and expiry of the certificate before and after (never key material).
   platform:
     platforms: posix
 requirements:

@@ -287,3 +287,19 @@ def test_rollback_restores_the_previous_pair_atomically(tls, run_module_direct):
     assert again["changed"] is False
     pairs = os.path.join(tls["dir"], ".ransomeye-pairs", "server.crt")
     assert sorted(os.listdir(pairs)) == sorted(["current", os.readlink(os.path.join(pairs, "current"))])
+
+
+def test_diff_shows_old_and_new_certificate_and_no_key_material(tls, run_module):
+    args = _args(tls["server"], tls["ca"])
+    check = run_module("ransomeye_cert_renew", args, check=True, diff=True)
+    assert check["changed"] is True, check
+    assert check["diff"]["before"]["serial"] == check["serial"]
+    assert check["diff"]["after"]["serial"] == "(new)"
+    applied = run_module("ransomeye_cert_renew", args, diff=True)
+    assert applied["renewed"] is True, applied
+    assert applied["diff"]["before"]["serial"] == applied["previous_serial"]
+    assert applied["diff"]["after"]["serial"] == applied["serial"] != applied["previous_serial"]
+    assert applied["diff"]["after"]["fingerprint"] == applied["fingerprint"]
+    assert "PRIVATE KEY" not in applied["_stdout"]
+    again = run_module("ransomeye_cert_renew", args, diff=True)
+    assert again["changed"] is False and "diff" not in again
