@@ -208,6 +208,10 @@ def _result(changed: bool, reason: str, old: t.Optional[str], new: t.Optional[st
     out = dict(changed=changed, reason=reason, old_key_id=old, new_key_id=new, bundle=bundle, seq=seq,
                key_type=key_type)
     out.update(extra)
+    if changed:
+        # Key ids only: they are fingerprints of public keys, never key material.
+        out["diff"] = dict(before=dict(active_key_id=old),
+                           after=dict(active_key_id=new or "(a new %s key)" % (key_type or "signing")))
     return out
 
 

@@ -36,7 +36,8 @@ attributes:
     support: full
     details: Reports whether a rotation or rollback would happen and the bundle it would write.
   diff_mode:
-    support: none
+    support: full
+    details: The active key id before and after (key ids are public-key fingerprints).
   platform:
     platforms: posix
 requirements:

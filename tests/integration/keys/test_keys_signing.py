@@ -261,3 +261,18 @@ def test_existing_active_key_without_chain_is_adopted_as_genesis(tmp_path, run_m
     trusted = kc.trusted_keys_from([str(key_dir / "active.pub"), str(key_dir)])
     assert verify_trusted(trusted, data, signature) == key_id(legacy)
     assert _rotate(run_module_direct, str(key_dir))["changed"] is False
+
+
+def test_diff_names_the_active_key_before_and_after(tmp_path, run_module):
+    key_dir = str(tmp_path / "signing")
+    first = run_module("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519"), diff=True)
+    assert first["diff"]["before"]["active_key_id"] is None
+    assert first["diff"]["after"]["active_key_id"] == first["new_key_id"]
+    planned = run_module("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519", force=True),
+                         check=True, diff=True)
+    assert planned["diff"]["before"]["active_key_id"] == first["new_key_id"]
+    second = run_module("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519", force=True),
+                        diff=True)
+    assert second["diff"] == {"before": {"active_key_id": first["new_key_id"]},
+                              "after": {"active_key_id": second["new_key_id"]}}
+    assert "PRIVATE KEY" not in second["_stdout"]
