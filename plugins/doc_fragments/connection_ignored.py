@@ -9,7 +9,8 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
     # For modules in group/ransomeye.ops.all that never connect to PostgreSQL: module_defaults for the
-    # group hands them the connection options, which they accept and ignore.
+    # group hands them the connection options, which they accept and ignore. ca_cert is apart because
+    # cert_renew and alert_forward use that name for a CA of their own.
     DOCUMENTATION = r'''
 options:
   login_host:
@@ -42,11 +43,6 @@ options:
       - Ignored. This module does not connect to PostgreSQL; it accepts the option so that
         C(module_defaults) for C(group/ransomeye.ops.all) can set the connection once for a whole play.
     type: str
-  ca_cert:
-    description:
-      - Ignored. This module does not connect to PostgreSQL; it accepts the option so that
-        C(module_defaults) for C(group/ransomeye.ops.all) can set the connection once for a whole play.
-    type: path
   connect_timeout:
     description:
       - Ignored. This module does not connect to PostgreSQL; it accepts the option so that
@@ -54,42 +50,12 @@ options:
     type: int
 '''
 
-    # For modules whose own ca_cert means something else (the CA that signs, the receiver's CA).
-    WITHOUT_CA_CERT = r'''
+    # Adds the ignored ca_cert, for modules that have no ca_cert of their own.
+    CA_CERT = r'''
 options:
-  login_host:
+  ca_cert:
     description:
       - Ignored. This module does not connect to PostgreSQL; it accepts the option so that
         C(module_defaults) for C(group/ransomeye.ops.all) can set the connection once for a whole play.
-    type: str
-  login_port:
-    description:
-      - Ignored. This module does not connect to PostgreSQL; it accepts the option so that
-        C(module_defaults) for C(group/ransomeye.ops.all) can set the connection once for a whole play.
-    type: int
-  login_user:
-    description:
-      - Ignored. This module does not connect to PostgreSQL; it accepts the option so that
-        C(module_defaults) for C(group/ransomeye.ops.all) can set the connection once for a whole play.
-    type: str
-  login_password:
-    description:
-      - Ignored. This module does not connect to PostgreSQL; it accepts the option so that
-        C(module_defaults) for C(group/ransomeye.ops.all) can set the connection once for a whole play.
-    type: str
-  login_db:
-    description:
-      - Ignored. This module does not connect to PostgreSQL; it accepts the option so that
-        C(module_defaults) for C(group/ransomeye.ops.all) can set the connection once for a whole play.
-    type: str
-  ssl_mode:
-    description:
-      - Ignored. This module does not connect to PostgreSQL; it accepts the option so that
-        C(module_defaults) for C(group/ransomeye.ops.all) can set the connection once for a whole play.
-    type: str
-  connect_timeout:
-    description:
-      - Ignored. This module does not connect to PostgreSQL; it accepts the option so that
-        C(module_defaults) for C(group/ransomeye.ops.all) can set the connection once for a whole play.
-    type: int
+    type: path
 '''

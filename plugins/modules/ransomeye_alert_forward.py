@@ -29,7 +29,7 @@ description:
 author:
   - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
-  - ransomeye.ops.connection_ignored.without_ca_cert
+  - ransomeye.ops.connection_ignored
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:

@@ -74,6 +74,7 @@ options:
     default: 300
 extends_documentation_fragment:
   - ransomeye.ops.connection_ignored
+  - ransomeye.ops.connection_ignored.ca_cert
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:

@@ -37,6 +37,7 @@ author:
   - ransomeye.ops maintainers (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.connection_ignored
+  - ransomeye.ops.connection_ignored.ca_cert
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:
