@@ -119,7 +119,8 @@ def dump_database(repo: t.Any, enc: t.Any, info: pgu.ConnInfo, db: str, object_i
         pg_dump = pgu.find_pg_binary("pg_dump", major)
         pg_dump_version = subprocess.run([pg_dump, "--version"], capture_output=True, text=True,
                                          check=False).stdout.strip()
-        argv = [pg_dump, "--format=custom", "--no-password", "--snapshot=" + snapshot]
+        argv = [pg_dump, "--format=custom", "--no-password", "--snapshot=" + snapshot,
+                "--dbname=" + pgu.dbname_conninfo(db)]
         with pgu.client_env(dbinfo) as env:
             record = _stream_into_object(repo, enc, argv, env, object_id, info.password)
     finally:
@@ -172,8 +173,8 @@ def restore_database(info: pgu.ConnInfo, target_db: str, chunks: t.Iterator[byte
     directory that is removed afterwards, also on failure. Returns the dump size.
     """
     pg_restore = pgu.find_pg_binary("pg_restore", server_major)
-    argv = [pg_restore, "--no-password", "--exit-on-error", "--dbname=" + target_db]
     dbinfo = info.with_db(target_db)
+    argv = [pg_restore, "--no-password", "--exit-on-error", "--dbname=" + pgu.dbname_conninfo(target_db)]
     size = 0
     with pgu.client_env(dbinfo) as env:
         if jobs <= 1:

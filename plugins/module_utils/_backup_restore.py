@@ -137,6 +137,7 @@ def restore_database(params: dict, repo: brepo.Repo, item: brepo.LoadedManifest,
     db = params.get("db") or comp.get("db")
     if not isinstance(db, str) or not db:
         raise RansomeyeError("the backup records no database name; give db")
+    pgu.check_dbname(db, "database name" if params.get("db") else "database name recorded in the backup")
     seq = body["seq"]
     expected = comp.get("tables") or {}
     info = pgu.ConnInfo.from_params(params)
@@ -293,6 +294,8 @@ def _probe_key(repo: brepo.Repo, object_id: str, decrypt: dict) -> None:
 
 def run_restore_module(module: t.Any) -> dict:
     params = module.params
+    if params.get("db") is not None:
+        _pg().check_dbname(params["db"])
     if params["state"] == "rolled_back":
         from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
         require_psycopg2(module)

@@ -83,6 +83,32 @@ def require_psycopg2(module: t.Any) -> None:
         module.fail_json(msg=missing_required_lib("psycopg2 (or psycopg2-binary)"), exception=str(PSYCOPG2_IMPORT_ERROR))
 
 
+_CONNINFO_LIKE = re.compile(r"^\s*postgres(?:ql)?://", re.I)
+
+
+def check_dbname(name: t.Any, what: str = "database name") -> str:
+    """``name`` when it is a plain database name; refuse anything libpq could read as a connection string.
+
+    pg_restore, pg_dump and psql expand a ``--dbname`` containing ``=`` or
+    starting with ``postgresql://`` into connection parameters: a name taken
+    from a manifest or a template could then send the client (and its
+    password) to another host.
+    """
+    if not isinstance(name, str) or not name:
+        raise RansomeyeError("%s must be a non-empty string" % what)
+    if "=" in name or _CONNINFO_LIKE.match(name) or "\x00" in name:
+        raise RansomeyeError("refusing %s %r: it looks like a connection string (a database name may not contain "
+                             "'=', a NUL byte or start with postgresql://); give host and port as login_host and "
+                             "login_port" % (what, name))
+    return name
+
+
+def dbname_conninfo(name: str) -> str:
+    """``dbname='<name>'``, quoted as libpq's conninfo parser reads it, for a client tool's ``--dbname``."""
+    check_dbname(name)
+    return "dbname='%s'" % name.replace("\\", "\\\\").replace("'", "\\'")
+
+
 class ConnInfo(t.NamedTuple):
     """Connection parameters, parsed once from the module options."""
 
@@ -106,14 +132,14 @@ class ConnInfo(t.NamedTuple):
             port=int(port),
             user=params.get("login_user") or "postgres",
             password=params.get("login_password"),
-            dbname=dbname or params.get("login_db") or "postgres",
+            dbname=check_dbname(dbname or params.get("login_db") or "postgres"),
             sslmode=params.get("ssl_mode") or "prefer",
             sslrootcert=params.get("ca_cert"),
             connect_timeout=int(timeout if timeout is not None else 10),
         )
 
     def with_db(self, dbname: str) -> "ConnInfo":
-        return self._replace(dbname=dbname)
+        return self._replace(dbname=check_dbname(dbname))
 
     def with_login(self, user: str, password: t.Optional[str]) -> "ConnInfo":
         return self._replace(user=user, password=password)
@@ -300,7 +326,10 @@ def client_env(info: ConnInfo) -> t.Iterator[t.Dict[str, str]]:
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             if info.password is not None:
-                handle.write("*:*:*:*:%s\n" % _passfile_escape(info.password))
+                # Only the exact host, port and user: a line matching any host would hand the password to
+                # whatever server a client tool ends up connecting to.
+                handle.write("%s:%d:*:%s:%s\n" % (_passfile_escape(info.host), info.port,
+                                                  _passfile_escape(info.user), _passfile_escape(info.password)))
         env["PGPASSFILE"] = passfile
         yield env
     finally:
