@@ -155,6 +155,7 @@ def restore_database(params: dict, repo: brepo.Repo, item: brepo.LoadedManifest,
                            stats={"duration": round(time.monotonic() - started, 3), "bytes": 0,
                                   "tables": len(expected), "unchanged": True})
                 return out
+        out["space"] = _space_preflight(pgu, conn, db, exists, body["objects"].get(comp["object"]) or {})
         if check_mode:
             out.update(changed=True, stats={"duration": 0.0, "bytes": 0, "tables": len(expected), "unchanged": False})
             if exists:
@@ -205,6 +206,15 @@ def restore_database(params: dict, repo: brepo.Repo, item: brepo.LoadedManifest,
     return out
 
 
+def _space_preflight(pgu: t.Any, conn: t.Any, db: str, exists: bool, record: dict) -> dict:
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _restore_space as space
+    needed = int(record.get("plaintext_size") or 0)
+    if exists:
+        needed = max(needed, int(pgu.query_one(conn, "SELECT pg_database_size(%s)", [db]) or 0))
+    path = space.data_directory(pgu, conn)
+    return space.check_space(needed, space.free_bytes(path), path)
+
+
 def _load_dump(info: t.Any, target: str, repo: brepo.Repo, object_id: str, decrypt: dict, params: dict,
                major: int) -> int:
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import restore_database as pg_restore
@@ -227,6 +237,12 @@ def rollback_database(params: dict, check_mode: bool) -> dict:
         if marker is None or marker["state"] == "rolled-back":
             return {"changed": False, "backup_id": marker["backup_id"] if marker else "", "previous_db": None,
                     "msg": "database %s carries no pending restore; nothing to roll back" % db, "stats": {}}
+        only = params.get("backup")
+        if only and only != "latest" and marker["backup_id"] != only:
+            # A rescue undoing "its" restore must never undo an earlier, successful one.
+            return {"changed": False, "backup_id": marker["backup_id"], "previous_db": None, "stats": {},
+                    "msg": "database %s holds the restore of backup %s, not %s; nothing rolled back"
+                           % (db, marker["backup_id"], only)}
         previous = marker["previous"]
         if not previous:
             raise RansomeyeError("the restore of backup %s into %s replaced no database (it did not exist); "
@@ -334,6 +350,7 @@ def run_restore_module(module: t.Any) -> dict:
         if first_object:
             _probe_key(repo, first_object, decrypt)
         result: t.Dict[str, t.Any] = {"changed": False, "backup_id": item.backup_id, "seq": body["seq"],
+                                      "backup_time": (body.get("time") or {}).get("end"),
                                       "manifest": item.path, "previous_db": None, "stats": {}}
         if "database" in components:
             from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
@@ -347,8 +364,15 @@ def run_restore_module(module: t.Any) -> dict:
         for component in ("config", "artifacts"):
             if component not in components:
                 continue
-            restorer = restore_files(component, body["components"][component], repo, decrypt, params.get("dest"),
-                                     module.check_mode)
+            try:
+                restorer = restore_files(component, body["components"][component], repo, decrypt,
+                                         params.get("dest"), module.check_mode)
+            except RansomeyeError as exc:
+                # The database may already be swapped: say so, so the caller rolls back exactly this run's swap.
+                exc.details.update({k: result.get(k) for k in ("backup_id", "seq", "previous_db", "restored_db")})
+                swapped = result["changed"] and result.get("restored_db") and not module.check_mode
+                exc.details["database_swapped"] = bool(swapped)
+                raise
             files.update(restorer.files)
             links.update(restorer.links)
             result["stats"][component] = restorer.result_stats()

@@ -27,6 +27,8 @@ description:
     No entry may escape its target; C(..), absolute member names, symlinks pointing outside the restored tree, and
     existing symlinks in the target path are refused. Every file is written atomically and its plaintext SHA-256 is
     compared with the manifest before it replaces anything.
+  - Before anything changes it checks that the data directory has room for the restored copy next to the current
+    database (when the login may read C(data_directory) and it is on this host); see RV(space).
   - Idempotent, a file that already has the backed-up content, mode and type is left alone; a database that already
     carries this backup's restore marker and the manifest's row counts is left alone.
 author:
@@ -40,6 +42,7 @@ options:
   backup:
     description:
       - Backup id to restore, or V(latest).
+      - With O(state=rolled_back), a backup id here limits the rollback to the restore of that backup.
     type: str
     default: latest
   components:
@@ -78,6 +81,8 @@ options:
     description:
       - V(restored) restores the backup. V(rolled_back) undoes the last database restore of O(db) by renaming
         C(<db>_pre_restore_<seq>) back (files are not rolled back).
+      - With V(rolled_back) and O(backup) set to a backup id, the rollback happens only when the live database
+        holds the restore of that backup; a rescue that names its own backup can never undo an earlier restore.
     type: str
     choices: [restored, rolled_back]
     default: restored
@@ -157,6 +162,24 @@ seq:
   description: Sequence number of that backup.
   returned: when a backup was involved
   type: int
+backup_time:
+  description: When that backup was taken (end of the backup, UTC, ISO 8601; advisory, the order is RV(seq)).
+  returned: with O(state=restored)
+  type: str
+  version_added: "0.2.0"
+space:
+  description:
+    - The side-by-side space check of the database restore. C(needed_bytes) (the larger of the current database
+      and the dump, plus a margin), C(free_bytes) and C(data_directory) (null when the login may not read it or it
+      is not on this host, then C(checked) is false and nothing was refused).
+  returned: when the database component is restored (also in check mode)
+  type: dict
+  version_added: "0.2.0"
+database_swapped:
+  description: On a failure, true when this run had already swapped the restored database in (roll it back).
+  returned: on failure after the database step
+  type: bool
+  version_added: "0.2.0"
 previous_db:
   description: Name the database had before the restore was moved to (C(<db>_pre_restore_<seq>)), or null when O(db)
     did not exist (or with O(state=rolled_back), the database name restored back).

@@ -4,6 +4,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import threading
+import time
 
 from tests.harness.demo import content, database, services
 from tests.harness.paths import REPO
@@ -125,12 +127,36 @@ def test_demo_restore_playbook_restores_and_rolls_back_on_failure(demo_factory, 
     status, body = services.health(demo.health_url)
     assert status == 200 and body["counts"] == counts
 
+    # A restore that fails after the services stopped: once the preflight passed and the web service is down, a
+    # symlink planted in the artifacts' path makes the file step refuse after the database swap. This run's swap is
+    # rolled back, and the services start again.
     pids = services.program_pids(demo.layout)
-    run = run_playbook(RESTORE, inventory=demo.inventory, extra_vars={"restore_backup": "99999999-nope"})
+    demo.cluster().execute("DELETE FROM artifacts", dbname="ransomeye")
+    damaged = database.row_counts(demo.cluster())
+    sub = sorted(e.path for e in os.scandir(demo.layout.artifact_dir) if e.is_dir(follow_symlinks=False))[0]
+    planted = threading.Event()
+
+    def plant_when_stopped() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if services.program_pids(demo.layout)["ransomeye-web"] == 0:
+                os.rename(sub, sub + ".moved")
+                os.symlink(sub + ".moved", sub)
+                planted.set()
+                return
+            time.sleep(0.05)
+
+    planter = threading.Thread(target=plant_when_stopped, daemon=True)
+    planter.start()
+    run = run_playbook(RESTORE, inventory=demo.inventory,
+                       extra_vars={"restore_backup": backup_id, "restore_components": ["database", "artifacts"]})
+    planter.join(5)
+    assert planted.is_set()
     assert run.rc != 0
-    msg = _task(run, "The restore failed")["result"]["msg"]
-    assert "rolled_back" in msg
     assert "Traceback" not in run.stdout
+    msg = _task(run, "The restore failed")["result"]["msg"]
+    assert "rolled back" in msg and "live database ransomeye is again the one from before this run" in msg, msg
+    assert database.row_counts(demo.cluster()) == damaged
     # always: the services were started again (new processes, answering from the database).
     new_pids = services.program_pids(demo.layout)
     assert all(new_pids.values()) and set(new_pids.values()).isdisjoint(pids.values())
