@@ -4,11 +4,13 @@
 """Private to ransomeye.ops: restoring config and artifact entries safely.
 
 Every entry of the (signed) manifest is checked before anything is written:
-its original path must be absolute, normalised (no ``..``), inside one of the
-component's recorded roots; a symlink's target must stay inside those roots.
-While writing, no existing directory on the way below the target root may be
-a symlink (a planted link cannot redirect the restore), and files are written
-atomically after their plaintext SHA-256 matched the manifest.
+roots and paths must be absolute and canonical (no ``//``, ``.`` or ``..``),
+every entry inside one of the component's recorded roots and below no
+recorded symlink; a symlink must resolve, through the manifest's own links,
+inside those roots. While writing, every directory below the target root is
+opened with O_NOFOLLOW relative to its parent (a planted link cannot redirect
+the restore), and files are written atomically after their plaintext SHA-256
+matched the manifest.
 """
 
 from __future__ import absolute_import, division, print_function, annotations
@@ -23,19 +25,69 @@ import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import AtomicWriter, is_within
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import (
+    AtomicWriterAt, BeneathRefused, is_canonical_abs, is_within, lstat_at, open_dir_at, open_dir_beneath)
 
 READ_CHUNK = 1 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class EntryRefused(RansomeyeError):
     """An entry that would escape its target."""
 
 
-def _lexical_target(link_path: str, target: str) -> str:
-    if os.path.isabs(target):
-        return os.path.normpath(target)
-    return os.path.normpath(os.path.join(os.path.dirname(link_path), target))
+MAX_LINK_HOPS = 40  # as the kernel's own limit on nested symlinks
+
+
+def _within_any(roots: t.Sequence[str], path: str) -> bool:
+    return any(is_within(root, path) for root in roots)
+
+
+def _ancestor_of_any(roots: t.Sequence[str], path: str) -> bool:
+    return path == "/" or any(root.startswith(path + "/") for root in roots)
+
+
+def resolve_in_manifest(link: str, links: t.Dict[str, str], roots: t.Sequence[str]) -> str:
+    """Where the symlink ``link`` leads once restored: resolved through the manifest's own links.
+
+    Every intermediate path must lie inside a root, or be an ancestor of a
+    root (directories the restore itself creates or checks); a step anywhere
+    else would resolve through a directory the manifest does not describe,
+    and a planted link there could lead anywhere. Raises EntryRefused.
+    """
+    resolved = [p for p in os.path.dirname(link).split("/") if p]
+    todo = [p for p in links[link].split("/")]
+    if links[link].startswith("/"):
+        resolved = []
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+        else:
+            resolved.append(part)
+        current = "/" + "/".join(resolved)
+        if not (_within_any(roots, current) or _ancestor_of_any(roots, current)):
+            raise EntryRefused("refusing symlink %s -> %s pointing outside the restored tree (it resolves through %s)"
+                               % (link, links[link], current))
+        if part != ".." and current in links:
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise EntryRefused("refusing symlink %s -> %s: too many levels of links (a loop?)"
+                                   % (link, links[link]))
+            target = links[current]
+            resolved.pop()
+            if target.startswith("/"):
+                resolved = []
+            todo = target.split("/") + todo
+    final = "/" + "/".join(resolved)
+    if not _within_any(roots, final):
+        raise EntryRefused("refusing symlink %s -> %s pointing outside the restored tree (it resolves to %s)"
+                           % (link, links[link], final))
+    return final
 
 
 def check_entries(component: str, roots: t.List[str], files: t.Dict[str, dict]) -> None:
@@ -43,36 +95,54 @@ def check_entries(component: str, roots: t.List[str], files: t.Dict[str, dict]) 
     if not isinstance(roots, list) or not roots:
         raise EntryRefused("%s: the manifest records no roots" % component)
     for root in roots:
-        if not isinstance(root, str) or not os.path.isabs(root) or os.path.normpath(root) != root or root == "/":
-            raise EntryRefused("%s: refusing root %r (must be an absolute, normalised path other than /)"
-                               % (component, root))
+        if not is_canonical_abs(root):
+            raise EntryRefused("%s: refusing root %r (must be an absolute, canonical path other than /: "
+                               "no //, /./ or /../)" % (component, root))
+    links: t.Dict[str, str] = {}
     for path, record in files.items():
         if not isinstance(record, dict) or record.get("type") not in ("file", "dir", "symlink"):
             raise EntryRefused("%s: entry %r has an unknown type" % (component, path))
-        if not isinstance(path, str) or not os.path.isabs(path) or os.path.normpath(path) != path \
-                or "/../" in path + "/" or "\x00" in path:
-            raise EntryRefused("%s: refusing entry %r (not an absolute normalised path)" % (component, path))
-        if not any(is_within(root, path) for root in roots):
+        if not is_canonical_abs(path):
+            raise EntryRefused("%s: refusing entry %r (not an absolute normalised path: no //, . or ..)" % (component, path))
+        if not _within_any(roots, path):
             raise EntryRefused("%s: refusing entry %s outside the backed-up roots" % (component, path))
         if record["type"] == "symlink":
             target = record.get("target")
             if not isinstance(target, str) or not target or "\x00" in target:
                 raise EntryRefused("%s: symlink %s has no valid target" % (component, path))
-            resolved = _lexical_target(path, target)
-            if not any(is_within(root, resolved) for root in roots):
-                raise EntryRefused("%s: refusing symlink %s -> %s pointing outside the restored tree"
-                                   % (component, path, target))
+            links[path] = target
         mode = record.get("mode")
         if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
             raise EntryRefused("%s: entry %s has an invalid mode" % (component, path))
+    for path in files:
+        parent = os.path.dirname(path)
+        while _within_any(roots, parent) and parent != path:
+            if parent in links:
+                raise EntryRefused("%s: refusing entry %s below the symlink %s" % (component, path, parent))
+            parent = os.path.dirname(parent)
+    for link in links:
+        try:
+            resolve_in_manifest(link, links, roots)
+        except EntryRefused as exc:
+            raise EntryRefused("%s: %s" % (component, exc.msg))
 
 
 class Restorer:
-    """Writes entries under ``dest`` (or at their original paths when dest is None)."""
+    """Writes entries under ``dest`` (or at their original paths when dest is None).
+
+    Nothing is resolved by path below the target root: every directory is
+    opened relative to its parent's descriptor with O_NOFOLLOW (a planted
+    symlink or a link the restore itself created is never gone through), and
+    every file, link and mode change acts on a descriptor. With ``dest``, the
+    walk starts at ``dest`` itself; without, at the parent of each root (the
+    host's own directories above a root are taken as they are).
+    """
 
     def __init__(self, roots: t.List[str], dest: t.Optional[str], check_mode: bool) -> None:
         self.roots = roots
-        self.dest = os.path.abspath(dest) if dest else None
+        self.dest = os.path.normpath(os.path.abspath(dest)) if dest else None
+        if self.dest == "/" or (self.dest and self.dest.startswith("//")):
+            self.dest = None if self.dest == "/" else "/" + self.dest.lstrip("/")
         self.check_mode = check_mode
         self.is_root = os.geteuid() == 0
         self.stats = {"files_restored": 0, "files_unchanged": 0, "links_restored": 0, "dirs_created": 0,
@@ -91,154 +161,205 @@ class Restorer:
                 return root
         raise EntryRefused("entry %s outside the backed-up roots" % original)
 
-    def _prepare_parent(self, original: str) -> str:
-        """Make sure every directory from the target root down to the parent exists and is no symlink."""
-        root = self._root_of(original)
-        target_root = self.target(root)
-        parent = os.path.dirname(self.target(original))
-        if original == root:
-            parent_dir = os.path.dirname(target_root)
-            if not self.check_mode:
-                os.makedirs(parent_dir, exist_ok=True)
-            return parent_dir
-        rel = os.path.relpath(parent, target_root)
-        current = target_root
-        parts = [] if rel == "." else rel.split(os.sep)
-        for part in [None] + parts:
-            if part is not None:
-                current = os.path.join(current, part)
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                if self.check_mode:
-                    return parent
-                os.makedirs(current, 0o700)
-                self.stats["dirs_created"] += 1
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                raise EntryRefused("refusing to restore %s: %s is a symlink" % (self.target(original), current))
-            if not stat.S_ISDIR(st.st_mode):
-                raise EntryRefused("refusing to restore %s: %s is not a directory" % (self.target(original), current))
-        return parent
+    def _created(self, _path: str) -> None:
+        self.stats["dirs_created"] += 1
 
-    def _apply_owner_mode(self, path: str, record: dict, st: t.Optional[os.stat_result]) -> bool:
+    def _parent_fd(self, original: str) -> t.Tuple[t.Optional[int], str]:
+        """(descriptor of the entry's parent directory or None in check mode when it is missing, entry name)."""
+        if self.dest:
+            base, rel = self.dest, original
+        else:
+            base = os.path.dirname(self._root_of(original))
+            rel = original[len(base):]
+        self._root_of(original)
+        parts = [p for p in rel.split("/") if p]
+        try:
+            base_fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except FileNotFoundError:
+            if self.check_mode:
+                return None, parts[-1]
+            os.makedirs(base, 0o700, exist_ok=True)
+            base_fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            try:
+                fd = open_dir_beneath(base_fd, parts[:-1], create=not self.check_mode, created=self._created,
+                                      where=base)
+            except FileNotFoundError:
+                return None, parts[-1]  # check mode: the restore would create it
+            except BeneathRefused as exc:
+                raise EntryRefused("refusing to restore %s: %s" % (self.target(original), exc.msg))
+        finally:
+            os.close(base_fd)
+        return fd, parts[-1]
+
+    def _chmod_chown_fd(self, fd: int, record: dict, mode: int, st: t.Optional[os.stat_result]) -> bool:
         changed = False
-        if st is None or stat.S_IMODE(st.st_mode) != record["mode"]:
+        if st is None or stat.S_IMODE(st.st_mode) != mode:
             changed = True
             if not self.check_mode:
-                os.chmod(path, record["mode"])
-        if self.is_root and st is not None and (st.st_uid, st.st_gid) != (record.get("uid"), record.get("gid")):
+                os.fchmod(fd, mode)
+        if self.is_root and (st is None or (st.st_uid, st.st_gid) != (record.get("uid"), record.get("gid"))):
             changed = True
             if not self.check_mode:
-                os.lchown(path, int(record.get("uid", -1)), int(record.get("gid", -1)))
+                os.fchown(fd, int(record.get("uid", -1)), int(record.get("gid", -1)))
         return changed
 
     def restore_dir(self, original: str, record: dict) -> None:
-        self._prepare_parent(original)
         path = self.target(original)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            raise EntryRefused("refusing to restore directory %s over a symlink" % path)
-        if st is not None and not stat.S_ISDIR(st.st_mode):
-            raise EntryRefused("refusing to restore directory %s over a non-directory" % path)
-        # While restoring, a directory stays owner-writable; restore_tree_entries sets the exact mode last.
-        working = dict(record, mode=record["mode"] | 0o700)
-        if st is None:
+        parent, name = self._parent_fd(original)
+        if parent is None:
             self.changed_paths.append(path)
-            if self.check_mode:
-                return
-            os.mkdir(path, 0o700)
-            self.stats["dirs_created"] += 1
-            self._apply_owner_mode(path, working, None)
-            if self.is_root:
-                os.lchown(path, int(record.get("uid", -1)), int(record.get("gid", -1)))
             return
-        mode_differs = stat.S_IMODE(st.st_mode) != record["mode"]
-        owner_differs = self.is_root and (st.st_uid, st.st_gid) != (record.get("uid"), record.get("gid"))
-        if mode_differs or owner_differs:
-            self.stats["modes_fixed"] += 1
-            self.changed_paths.append(path)
-            if not self.check_mode:
-                self._apply_owner_mode(path, working, st)
+        try:
+            st = lstat_at(parent, name)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                raise EntryRefused("refusing to restore directory %s over a symlink" % path)
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                raise EntryRefused("refusing to restore directory %s over a non-directory" % path)
+            # While restoring, a directory stays owner-writable; restore_tree_entries sets the exact mode last.
+            working = record["mode"] | 0o700
+            if st is None:
+                self.changed_paths.append(path)
+                if self.check_mode:
+                    return
+                os.mkdir(name, 0o700, dir_fd=parent)
+                self.stats["dirs_created"] += 1
+                fd = open_dir_at(parent, name, path)
+                try:
+                    self._chmod_chown_fd(fd, record, working, None)
+                finally:
+                    os.close(fd)
+                return
+            mode_differs = stat.S_IMODE(st.st_mode) != record["mode"]
+            owner_differs = self.is_root and (st.st_uid, st.st_gid) != (record.get("uid"), record.get("gid"))
+            if mode_differs or owner_differs:
+                self.stats["modes_fixed"] += 1
+                self.changed_paths.append(path)
+                if not self.check_mode:
+                    fd = open_dir_at(parent, name, path)
+                    try:
+                        self._chmod_chown_fd(fd, record, working, st)
+                    finally:
+                        os.close(fd)
+        finally:
+            os.close(parent)
+
+    def set_dir_mode(self, original: str, mode: int) -> None:
+        parent, name = self._parent_fd(original)
+        if parent is None:
+            return
+        try:
+            fd = open_dir_at(parent, name, self.target(original))
+            try:
+                if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+                    os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(parent)
 
     def restore_symlink(self, original: str, record: dict) -> None:
-        self._prepare_parent(original)
         path = self.target(original)
         target = record["target"]
         if self.dest and os.path.isabs(target):
             target = self.dest + target  # keep absolute links inside the restored tree
         self.links[path] = target
+        parent, name = self._parent_fd(original)
+        if parent is None:
+            self.changed_paths.append(path)
+            self.stats["links_restored"] += 1
+            return
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None and stat.S_ISLNK(st.st_mode) and os.readlink(path) == target:
-            return
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            raise EntryRefused("refusing to replace directory %s with a symlink" % path)
-        self.changed_paths.append(path)
-        self.stats["links_restored"] += 1
-        if self.check_mode:
-            return
-        tmp = "%s.ransomeye-tmp-%d" % (path, os.getpid())
-        os.symlink(target, tmp)
-        if self.is_root:
-            os.lchown(tmp, int(record.get("uid", -1)), int(record.get("gid", -1)))
-        os.rename(tmp, path)
+            st = lstat_at(parent, name)
+            if st is not None and stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=parent) == target:
+                return
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                raise EntryRefused("refusing to replace directory %s with a symlink" % path)
+            self.changed_paths.append(path)
+            self.stats["links_restored"] += 1
+            if self.check_mode:
+                return
+            tmp = ".%s.ransomeye-tmp-%s" % (name[:200], os.urandom(6).hex())
+            os.symlink(target, tmp, dir_fd=parent)
+            try:
+                if self.is_root:
+                    os.chown(tmp, int(record.get("uid", -1)), int(record.get("gid", -1)), dir_fd=parent,
+                             follow_symlinks=False)
+                os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=parent)
+                except FileNotFoundError:
+                    pass
+                raise
+        finally:
+            os.close(parent)
 
-    def file_matches(self, path: str, record: dict) -> t.Tuple[bool, t.Optional[os.stat_result]]:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+    def _file_matches(self, parent: int, name: str, path: str,
+                      record: dict) -> t.Tuple[bool, t.Optional[os.stat_result]]:
+        st = lstat_at(parent, name)
+        if st is None:
             return False, None
         if stat.S_ISDIR(st.st_mode):
             raise EntryRefused("refusing to replace directory %s with a file" % path)
         if not stat.S_ISREG(st.st_mode) or st.st_size != record.get("size"):
             return False, st
         digest = hashlib.sha256()
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
         with os.fdopen(fd, "rb") as handle:
+            opened = os.fstat(handle.fileno())
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                return False, st
             for block in iter(lambda: handle.read(READ_CHUNK), b""):
                 digest.update(block)
         return digest.hexdigest() == record.get("sha256"), st
 
     def restore_file(self, original: str, record: dict, chunks: t.Callable[[], t.Iterable[bytes]]) -> None:
         """Restore one file; ``chunks()`` yields its authenticated plaintext (called only when needed)."""
-        self._prepare_parent(original)
         path = self.target(original)
         self.files[path] = str(record.get("sha256"))
-        same, st = self.file_matches(path, record)
-        if same:
-            if self._apply_owner_mode(path, record, st):
-                self.stats["modes_fixed"] += 1
-                self.changed_paths.append(path)
-            else:
-                self.stats["files_unchanged"] += 1
+        parent, name = self._parent_fd(original)
+        if parent is None:
+            self.changed_paths.append(path)
+            self.stats["files_restored"] += 1
             return
-        self.changed_paths.append(path)
-        self.stats["files_restored"] += 1
-        if self.check_mode:
-            return
-        writer = AtomicWriter(path, mode=record["mode"],
-                              uid=record.get("uid") if self.is_root else None,
-                              gid=record.get("gid") if self.is_root else None)
-        with writer as handle:
-            digest = hashlib.sha256()
-            size = 0
-            for chunk in chunks():
-                digest.update(chunk)
-                size += len(chunk)
-                handle.write(chunk)
-            if digest.hexdigest() != record.get("sha256") or size != record.get("size"):
-                raise RansomeyeError("restored content of %s does not match the manifest; the file was left as it was"
-                                     % original, path=original)
-        self.stats["bytes_written"] += size
-        mtime = record.get("mtime_ns")
-        if isinstance(mtime, int):
-            os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+        try:
+            same, st = self._file_matches(parent, name, path, record)
+            if same:
+                fd = os.open(name, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
+                try:
+                    changed = self._chmod_chown_fd(fd, record, record["mode"], st)
+                finally:
+                    os.close(fd)
+                if changed:
+                    self.stats["modes_fixed"] += 1
+                    self.changed_paths.append(path)
+                else:
+                    self.stats["files_unchanged"] += 1
+                return
+            self.changed_paths.append(path)
+            self.stats["files_restored"] += 1
+            if self.check_mode:
+                return
+            writer = AtomicWriterAt(parent, name, mode=record["mode"],
+                                    uid=record.get("uid") if self.is_root else None,
+                                    gid=record.get("gid") if self.is_root else None)
+            with writer as handle:
+                digest = hashlib.sha256()
+                size = 0
+                for chunk in chunks():
+                    digest.update(chunk)
+                    size += len(chunk)
+                    handle.write(chunk)
+                if digest.hexdigest() != record.get("sha256") or size != record.get("size"):
+                    raise RansomeyeError("restored content of %s does not match the manifest; the file was left "
+                                         "as it was" % original, path=original)
+            self.stats["bytes_written"] += size
+            mtime = record.get("mtime_ns")
+            if isinstance(mtime, int):
+                os.utime(name, ns=(mtime, mtime), dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
 
     def result_stats(self) -> dict:
         out = dict(self.stats)
@@ -268,9 +389,7 @@ def restore_tree_entries(restorer: Restorer, files: t.Dict[str, dict],
                                   lambda o=original, r=record: file_chunks(o, r))
     if not restorer.check_mode:
         for original, record in reversed(dirs):
-            path = restorer.target(original)
-            if stat.S_IMODE(os.lstat(path).st_mode) != record["mode"]:
-                os.chmod(path, record["mode"])
+            restorer.set_dir_mode(original, record["mode"])
 
 
 class TarContent:

@@ -329,3 +329,183 @@ def file_lock(path: str, what: str, timeout: float = 10.0, exclusive: bool = Tru
         yield
     finally:
         os.close(fd)
+
+
+# ----------------------------------------------------------------------------- writing beneath a root
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_BENEATH = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _O_CLOEXEC
+
+
+class BeneathRefused(RansomeyeError):
+    """A path below a root that would leave it (a symlink, a non-directory, ``..``)."""
+
+
+def is_canonical_abs(path: t.Any) -> bool:
+    """True for ``/a/b``: absolute, one leading slash, no empty, ``.`` or ``..`` component, no trailing slash.
+
+    ``os.path.normpath`` keeps a leading ``//`` (POSIX leaves it
+    implementation-defined), so ``//`` would pass a normpath comparison and
+    then contain every path under a prefix test.
+    """
+    if not isinstance(path, str) or not path.startswith("/") or path == "/" or "\x00" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path[1:].split("/"))
+
+
+def split_beneath(rel: str) -> t.List[str]:
+    """The components of a plain relative path (``a/b/c``); refuse anything that could leave a root."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\x00" in rel:
+        raise BeneathRefused("refusing path %r: not a plain relative path" % (rel,))
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise BeneathRefused("refusing path %r: empty, '.' or '..' component" % (rel,))
+    return parts
+
+
+def lstat_at(dir_fd: int, name: str) -> t.Optional[os.stat_result]:
+    """lstat of ``name`` in the directory ``dir_fd``, or None when it does not exist."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def open_dir_at(dir_fd: int, name: str, where: str = "") -> int:
+    """Open the directory ``name`` in ``dir_fd``; refuse (BeneathRefused) a symlink or a non-directory."""
+    try:
+        return os.open(name, _DIR_BENEATH, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            st = lstat_at(dir_fd, name)
+            kind = "a symlink" if st is not None and stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise BeneathRefused("refusing to go through %s: it is %s" % (where or name, kind))
+        raise
+
+
+def open_dir_beneath(base_fd: int, parts: t.Sequence[str], create: bool = False, mode: int = 0o700,
+                     created: t.Optional[t.Callable[[str], None]] = None, where: str = "") -> int:
+    """A new descriptor of ``base/parts...``, opened one component at a time, never through a symlink.
+
+    Missing directories are created (``mode``) when ``create``, and reported
+    to ``created``; otherwise FileNotFoundError. The caller closes the result.
+    """
+    fd = os.dup(base_fd)
+    walked = where.rstrip("/")
+    try:
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part:
+                raise BeneathRefused("refusing path component %r below %s" % (part, where or "the root"))
+            walked = walked + "/" + part
+            try:
+                child = open_dir_at(fd, part, walked)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, mode, dir_fd=fd)
+                    if created is not None:
+                        created(walked)
+                except FileExistsError:
+                    pass  # created meanwhile; the open below checks what it is
+                child = open_dir_at(fd, part, walked)
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class AtomicWriterAt:
+    """AtomicWriter for the entry ``name`` of the directory open as ``dir_fd`` (nothing resolved by path).
+
+    The temp file is created O_EXCL|O_NOFOLLOW next to the target, fsynced,
+    given its mode and owner through its descriptor, renamed over ``name``
+    (a symlink there is replaced, never written through), and the directory
+    is fsynced. On an exception the temp file is removed and ``name`` untouched.
+    """
+
+    def __init__(self, dir_fd: int, name: str, mode: int = 0o600, uid: t.Optional[int] = None,
+                 gid: t.Optional[int] = None) -> None:
+        if not name or "/" in name or name in (".", ".."):
+            raise BeneathRefused("refusing file name %r" % (name,))
+        self.dir_fd = dir_fd
+        self.name = name
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.tmp_name: t.Optional[str] = None
+        self.handle: t.Optional[t.BinaryIO] = None
+
+    def __enter__(self) -> t.BinaryIO:
+        for _attempt in range(100):
+            tmp = ".%s.%s.tmp" % (self.name[:200], os.urandom(6).hex())
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _O_CLOEXEC, 0o600,
+                             dir_fd=self.dir_fd)
+            except FileExistsError:
+                continue
+            self.tmp_name = tmp
+            self.handle = os.fdopen(fd, "wb")
+            return self.handle
+        raise RansomeyeError("could not create a temporary file next to %s" % self.name)
+
+    def __exit__(self, exc_type: t.Any, exc: t.Any, tb: t.Any) -> None:
+        if self.handle is None or self.tmp_name is None:
+            raise RuntimeError("AtomicWriterAt exited without being entered")
+        try:
+            if exc_type is None:
+                self.handle.flush()
+                os.fchmod(self.handle.fileno(), self.mode)
+                if self.uid is not None or self.gid is not None:
+                    try:
+                        os.fchown(self.handle.fileno(), -1 if self.uid is None else self.uid,
+                                  -1 if self.gid is None else self.gid)
+                    except PermissionError:
+                        pass  # an unprivileged run keeps its own ownership
+                os.fsync(self.handle.fileno())
+                self.handle.close()
+                os.rename(self.tmp_name, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+                os.fsync(self.dir_fd)
+                return
+        except BaseException:
+            self.handle.close()
+            _unlink_at_quietly(self.dir_fd, self.tmp_name)
+            raise
+        self.handle.close()
+        _unlink_at_quietly(self.dir_fd, self.tmp_name)
+
+
+def _unlink_at_quietly(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def write_beneath(root: str, rel: str, chunks: t.Iterable[bytes], mode: int = 0o600, dir_mode: int = 0o700,
+                  uid: t.Optional[int] = None, gid: t.Optional[int] = None) -> int:
+    """Atomically write ``chunks`` to ``root/rel`` without following a link at any component; return the size.
+
+    ``root`` itself is opened as given (the operator's choice, its last
+    component must not be a symlink); every component below it is opened with
+    O_NOFOLLOW relative to its parent's descriptor, missing directories are
+    created with ``dir_mode``. No byte can land outside ``root``.
+    """
+    parts = split_beneath(rel)
+    root_fd = os.open(root, _DIR_BENEATH)
+    try:
+        parent = open_dir_beneath(root_fd, parts[:-1], create=True, mode=dir_mode, where=root)
+    finally:
+        os.close(root_fd)
+    size = 0
+    try:
+        with AtomicWriterAt(parent, parts[-1], mode=mode, uid=uid, gid=gid) as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                size += len(chunk)
+    finally:
+        os.close(parent)
+    return size
