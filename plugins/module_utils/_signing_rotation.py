@@ -197,10 +197,34 @@ def finish_interrupted(key_dir: str) -> t.Optional[str]:
 
 class Request(t.NamedTuple):
     key_dir: str
-    key_type: str
+    key_type: t.Optional[str]   # None: keep the chain's current type (rsa4096 for a genesis key)
     max_age: float          # seconds
     force: bool
-    state: str              # rotated | rolled_back
+    state: str              # initialized | rotated | rolled_back
+
+
+GENESIS_KEY_TYPE = "rsa4096"
+
+
+def _has_no_key(key_dir: str) -> bool:
+    """No active key, no chain, no legacy key: a typo'd key_dir, or one never initialized."""
+    if not os.path.isdir(key_dir):
+        return True
+    st = status(key_dir)
+    return not st.initialized and not st.legacy and st.head is None
+
+
+def _refuse_missing_active_key(key_dir: str) -> None:
+    """A chain whose active.key is gone: say so, and never paper over it with a new genesis key."""
+    st = status(key_dir)
+    if st.head is None or st.legacy or os.path.exists(os.path.join(key_dir, kc.ACTIVE_KEY)):
+        return
+    if st.interrupted:
+        return  # finish_interrupted completes it from pending.key or the archive
+    raise RansomeyeError(
+        "%s is missing from %s, whose chain has bundle %d (key %s) as its head; restore that file from your key "
+        "backup (archive/ holds only retired keys). Nothing was changed; no new key was created."
+        % (kc.ACTIVE_KEY, key_dir, st.head_seq, st.head.get("key_id")))
 
 
 def _result(changed: bool, reason: str, old: t.Optional[str], new: t.Optional[str], bundle: t.Optional[str],
@@ -216,10 +240,16 @@ def _result(changed: bool, reason: str, old: t.Optional[str], new: t.Optional[st
 
 
 def run(req: Request, check_mode: bool) -> dict:
-    if req.key_type not in ("rsa4096", "ed25519"):
+    if req.key_type is not None and req.key_type not in ("rsa4096", "ed25519"):
         raise RansomeyeError("key_type must be rsa4096 or ed25519, not %r" % req.key_type)
     if os.path.exists(req.key_dir) and not os.path.isdir(req.key_dir):
         raise RansomeyeError("key_dir %s is not a directory" % req.key_dir)
+    if req.state != "initialized" and _has_no_key(req.key_dir):
+        # A mistyped key_dir must not quietly become a new root of trust.
+        raise RansomeyeError("key_dir %s holds no signing key (no active.key, no key chain); check key_dir, or create "
+                             "the first key on purpose with state=initialized. Nothing was changed." % req.key_dir)
+    if os.path.isdir(req.key_dir):
+        _refuse_missing_active_key(req.key_dir)
     if check_mode:
         return _run(req, check_mode)
     ensure_directory(req.key_dir, 0o755)
@@ -244,6 +274,10 @@ def _run(req: Request, check_mode: bool) -> dict:
         return result
     if req.state == "rolled_back":
         result = _roll_back(req, st, check_mode)
+    elif req.state == "initialized" and st.initialized:
+        result = _result(False, "key_dir already has its signing key; state=initialized never rotates",
+                         st.active_key_id, st.active_key_id, kc.bundle_path(req.key_dir, st.head_seq), st.head_seq,
+                         st.head.get("key_type") if st.head else None)
     else:
         result = _rotate(req, st, check_mode)
     if recovered:
@@ -258,16 +292,19 @@ def _run(req: Request, check_mode: bool) -> dict:
 def _rotate(req: Request, st: Status, check_mode: bool) -> dict:
     now = _now()
     if not st.initialized:
+        if req.state != "initialized":  # run() refuses this first; kept so no path can create a genesis key
+            raise RansomeyeError("key_dir %s holds no signing key; use state=initialized" % req.key_dir)
+        genesis_type = req.key_type or GENESIS_KEY_TYPE
         if check_mode:
             return _result(True, "key_dir has no signing key yet; the first key would be created", None, None,
-                           kc.bundle_path(req.key_dir, 1), 1, req.key_type)
+                           kc.bundle_path(req.key_dir, 1), 1, genesis_type)
         ensure_directory(req.key_dir, 0o755)
-        key = generate_signing_key(req.key_type)
+        key = generate_signing_key(genesis_type)
         _write_private(os.path.join(req.key_dir, PENDING_KEY), key)
         _write_public(req.key_dir, key)
         path = kc.write_bundle(req.key_dir, kc.make_bundle(key, 1))
         _activate(req.key_dir, key, 1)
-        return _result(True, "created the first signing key", None, key_id(key), path, 1, req.key_type)
+        return _result(True, "created the first signing key", None, key_id(key), path, 1, genesis_type)
 
     age = (now - st.active_since).total_seconds() if st.active_since else None
     if not req.force and age is not None and age < req.max_age:
@@ -277,13 +314,17 @@ def _rotate(req: Request, st: Status, check_mode: bool) -> dict:
     reason = "forced" if req.force else ("active key is %.1f days old" % (age / 86400.0) if age is not None
                                          else "the active key has no recorded age")
     seq = st.head_seq + 1
+    # Keep the chain's key type unless told otherwise: a default must not switch an Ed25519 chain to RSA.
+    new_type = req.key_type or (st.head.get("key_type") if st.head else None)
     if check_mode:
-        return _result(True, reason, st.active_key_id, None, kc.bundle_path(req.key_dir, seq), seq, req.key_type)
+        if new_type is None:
+            new_type = key_type_of(load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY)))
+        return _result(True, reason, st.active_key_id, None, kc.bundle_path(req.key_dir, seq), seq, new_type)
     old = load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY))
     if key_id(old) != st.head["key_id"]:
         raise RansomeyeError("active.key is key %s but the chain head (bundle %d) is key %s; the key directory is "
                              "inconsistent" % (key_id(old), st.head_seq, st.head["key_id"]))
-    new = generate_signing_key(req.key_type)
+    new = generate_signing_key(new_type or key_type_of(old))
     _write_private(os.path.join(req.key_dir, PENDING_KEY), new)
     _kill_point("pending")
     _archive(req.key_dir, old)

@@ -20,8 +20,10 @@ description:
   - Retired private keys are kept in C(archive/). O(state=rolled_back) makes the previous key active again through a new
     bundle that re-introduces it, signed by the key being rolled back and by the previous key, so everything the
     rolled-back key signed meanwhile still verifies.
-  - Rotates only when the active key is older than O(max_age), or with O(force). An empty or missing O(key_dir) gets its
-    first key (a self-signed genesis bundle).
+  - Rotates only when the active key is older than O(max_age), or with O(force).
+  - "The first key (a self-signed genesis bundle, a new root of trust) is created only with O(state=initialized).
+    O(state=rotated) and O(state=rolled_back) refuse a O(key_dir) that holds no key (a typo must not create one), and
+    a key chain whose C(active.key) is missing is reported as such; nothing is written."
   - A rotation interrupted by a crash after its bundle reached the chain is completed by the next run.
   - An existing O(key_dir) with an C(active.key) but no chain (made by an older tool) is adopted first; that key becomes
     the genesis key (bundle 1) and its age is taken from the file's modification time.
@@ -51,10 +53,10 @@ options:
     required: true
   key_type:
     description:
-      - Type of a new key.
+      - Type of a new key. Default is the type of the chain's current key (rotation keeps it), and V(rsa4096) for the
+        first key.
     type: str
     choices: [rsa4096, ed25519]
-    default: rsa4096
   max_age:
     description:
       - Rotate only when the active key is older than this (C(90d), C(12h), or a number of days).
@@ -69,8 +71,10 @@ options:
     description:
       - V(rotated) makes a new key active (when due). V(rolled_back) makes the key that preceded the active one active
         again; asking for the same rollback again changes nothing.
+      - V(initialized) creates the first key of an empty or missing O(key_dir); on a O(key_dir) that has its key it
+        changes nothing (it never rotates).
     type: str
-    choices: [rotated, rolled_back]
+    choices: [initialized, rotated, rolled_back]
     default: rotated
 notes:
   - Two runs on one O(key_dir) never interleave (flock on C(<key_dir>/.rotation.lock)).
@@ -82,6 +86,12 @@ seealso:
 '''
 
 EXAMPLES = r'''
+- name: Create the first signing key (a new root of trust, on purpose)
+  ransomeye.ops.ransomeye_rotate_signing_keys:
+    key_dir: /etc/ransomeye/keys/signing
+    key_type: ed25519
+    state: initialized
+
 - name: Rotate the signing key every quarter
   ransomeye.ops.ransomeye_rotate_signing_keys:
     key_dir: /etc/ransomeye/keys/signing
@@ -151,10 +161,10 @@ def main():
     module = RansomeyeModule(
         argument_spec=dict(
             key_dir=dict(type="path", required=True, no_log=False),
-            key_type=dict(type="str", default="rsa4096", choices=["rsa4096", "ed25519"], no_log=False),
+            key_type=dict(type="str", choices=["rsa4096", "ed25519"], no_log=False),
             max_age=dict(type="str", default="90d"),
             force=dict(type="bool", default=False),
-            state=dict(type="str", default="rotated", choices=["rotated", "rolled_back"]),
+            state=dict(type="str", default="rotated", choices=["initialized", "rotated", "rolled_back"]),
         ),
         shared_specs=[ignored_connection_spec()],
         supports_check_mode=True,

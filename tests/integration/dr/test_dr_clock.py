@@ -50,7 +50,8 @@ def test_clock_going_backwards_keeps_seq_order_retention_and_max_age(dr_site, ru
 def test_manifests_signed_by_a_rotated_key_verify_through_the_key_chain(dr_site, run_module_direct, tmp_path):
     site = dr_site
     key_dir = str(tmp_path / "signing")
-    made = run_module_direct("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519", force=True))
+    made = run_module_direct("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519",
+                                                                   state="initialized"))
     assert made["_rc"] == 0, made.get("msg")
     anchor = str(tmp_path / "anchor.pub")
     with open(os.path.join(key_dir, "active.pub"), "rb") as src, open(anchor, "wb") as dst:

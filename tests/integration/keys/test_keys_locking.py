@@ -31,7 +31,8 @@ def test_signing_rotation_and_cert_renewal_refuse_to_run_twice_at_once(tmp_path,
     key_dir.mkdir()
     fd = _hold(str(key_dir / ".rotation.lock"))
     try:
-        result = run_module_direct("ransomeye_rotate_signing_keys", dict(key_dir=str(key_dir), key_type="ed25519"))
+        result = run_module_direct("ransomeye_rotate_signing_keys", dict(key_dir=str(key_dir), key_type="ed25519",
+                                                                         state="initialized"))
     finally:
         os.close(fd)
     assert failed(result) and "another signing-key rotation" in result["msg"], result

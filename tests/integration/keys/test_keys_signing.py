@@ -15,6 +15,8 @@ from tests.integration.keys.conftest import failed
 
 def _rotate(run_module_direct, key_dir, **extra):
     args = dict(key_dir=key_dir, key_type="ed25519")
+    if not os.path.isdir(os.path.join(key_dir, "chain")) and not os.path.exists(os.path.join(key_dir, "active.key")):
+        args["state"] = "initialized"  # the genesis key is created only on purpose
     args.update(extra)
     result = run_module_direct("ransomeye_rotate_signing_keys", args)
     assert not failed(result), result
@@ -38,9 +40,9 @@ def _sign_manifest(key_dir, text):
 
 def test_signing_keys_four_step_idempotence_with_default_rsa4096(tmp_path, run_module):
     key_dir = str(tmp_path / "signing")
-    check = run_module("ransomeye_rotate_signing_keys", dict(key_dir=key_dir), check=True)
+    check = run_module("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, state="initialized"), check=True)
     assert check["changed"] is True and not os.path.exists(key_dir), check
-    applied = run_module("ransomeye_rotate_signing_keys", dict(key_dir=key_dir))
+    applied = run_module("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, state="initialized"))
     assert applied["changed"] is True and applied["key_type"] == "rsa4096", applied
     assert applied["old_key_id"] is None and applied["new_key_id"]
     pub = load_signing_public_key(os.path.join(key_dir, "active.pub"))
@@ -265,7 +267,8 @@ def test_existing_active_key_without_chain_is_adopted_as_genesis(tmp_path, run_m
 
 def test_diff_names_the_active_key_before_and_after(tmp_path, run_module):
     key_dir = str(tmp_path / "signing")
-    first = run_module("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519"), diff=True)
+    first = run_module("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519", state="initialized"),
+                       diff=True)
     assert first["diff"]["before"]["active_key_id"] is None
     assert first["diff"]["after"]["active_key_id"] == first["new_key_id"]
     planned = run_module("ransomeye_rotate_signing_keys", dict(key_dir=key_dir, key_type="ed25519", force=True),
