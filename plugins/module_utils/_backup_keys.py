@@ -174,6 +174,30 @@ def load_trusted(paths: t.List[str]) -> t.Dict[str, t.Any]:
     return trusted
 
 
+def load_trust(paths: t.List[str]) -> t.Any:
+    """Trusted keys plus their key-chain positions (``_backup_trust.Trust``), for the position rule."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_trust import Trust
+    keys = load_trusted(paths)
+    return Trust(keys, keychain.trusted_keys_report(list(paths)).positions)
+
+
+def writer_trust(signer: t.Any, signing_key_path: str, extra_paths: t.Optional[t.List[str]]) -> t.Any:
+    """What a backup run trusts: its own key, the chain of its key directory, and ``trusted_keys``."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_trust import Trust
+    keys = {signing.key_id(signer.public_key()): signer.public_key()}
+    positions: t.Dict[str, t.List[int]] = {}
+    paths = list(extra_paths or [])
+    if signing_key_path and os.path.isdir(signing_key_path):
+        paths.append(signing_key_path)
+    if paths:
+        for path in paths:
+            _readable(path, "trusted key")
+        report = keychain.trusted_keys_report(paths)
+        keys.update(report.trusted)
+        positions = report.positions
+    return Trust(keys, positions)
+
+
 def load_decryption(private_key: t.Optional[str], passphrase: t.Optional[str], key_file: t.Optional[str]) -> dict:
     """Keyword arguments for decrypt_stream/decrypt_chunks, or {} when no secret was given."""
     require_crypto()

@@ -315,19 +315,27 @@ def referenced_objects(body: dict) -> t.Dict[str, dict]:
     return {k: v for k, v in objects.items() if isinstance(v, dict)}
 
 
-def prune(repo: Repo, keep_last: t.Optional[int], check_mode: bool = False) -> dict:
-    """Retention by count of seq, then mark and sweep (call with the exclusive lock held).
+def prune(repo: Repo, keep_last: t.Optional[int], check_mode: bool = False,
+          remove_seqs: t.Optional[t.Sequence[int]] = None) -> dict:
+    """Remove the manifests of ``remove_seqs`` (decided by _backup_retention over authentic manifests only), or
+    the oldest beyond ``keep_last`` by file name, then mark and sweep (call with the exclusive lock held).
 
     Manifests that cannot be parsed are never deleted here (verify reports them)
     and their objects cannot be marked, so with any unreadable manifest present
     the sweep is skipped: better to keep garbage than to delete live data.
+    Parseable manifests that do not verify are not deleted either, and their
+    objects stay marked (a manifest signed by a key this run does not know may
+    still be a real backup).
     """
     result = {"manifests": [], "objects": 0, "bytes": 0, "sweep_skipped": False}
     files = repo.manifest_files()
     if keep_last is not None and keep_last < 1:
         raise RansomeyeError("keep_last must be at least 1, not %d" % keep_last)
     remove: t.List[t.Tuple[int, str]] = []
-    if keep_last is not None and len(files) > keep_last:
+    if remove_seqs is not None:
+        wanted = set(remove_seqs)
+        remove = [(seq, path) for seq, path in files if seq in wanted]
+    elif keep_last is not None and len(files) > keep_last:
         remove = files[:len(files) - keep_last]
     marked: t.Set[str] = set()
     for seq, path in files:

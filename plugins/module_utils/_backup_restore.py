@@ -22,10 +22,10 @@ import typing as t
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
-    container, load_decryption, load_trusted)
+    container, load_decryption, load_trust)
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import (
     ChunkReader, object_chunks, open_object)
-from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import verify_repo
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import anchor_param, verify_repo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_files as bfiles
 
 MARKER_RE = re.compile(r"^ransomeye\.ops (restored|rolled-back) backup=(\S+) seq=(\d+) previous=(\S+)(?: xid=(\d+))?$")
@@ -317,22 +317,33 @@ def run_restore_module(module: t.Any) -> dict:
         require_psycopg2(module)
         return rollback_database(params, module.check_mode)
     repo = brepo.Repo.open(params["repo"])
-    trusted = load_trusted(params.get("trusted_keys") or [])
+    trusted = load_trust(params.get("trusted_keys") or [])
+    anchor = anchor_param(params, repo)
     if not params.get("private_key") and not params.get("key_file"):
         raise RansomeyeError("restore decrypts the backup: give private_key (rsa mode) or key_file (aes mode)")
     decrypt = load_decryption(params.get("private_key"), params.get("private_key_passphrase"), params.get("key_file"))
     with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
         level = params.get("verify_level") or "ciphertext"
         checked = verify_repo(repo, trusted, params.get("backup") or "latest", level,
-                              decrypt if level == "full" else None, only_components=params.get("components"))
-        if checked.problems or not checked.selected:
+                              decrypt if level == "full" else None, only_components=params.get("components"),
+                              anchor=anchor)
+        # repo.json differing from its signed copy is reported, not blocking: the signed copy is what is used.
+        stopping = [p for p in checked.problems if p not in checked.view.repo_problems]
+        if stopping or not checked.selected:
             first = {"backup": params.get("backup"), "object": "-", "reason": "not verified"}
-            if checked.problems:
-                first = checked.problems[0]
+            if stopping:
+                first = stopping[0]
             raise RansomeyeError(
-                "backup %s failed verification; refusing to restore (%d problem(s); first: %s: %s)"
-                % (first["backup"], len(checked.problems), first["object"], first["reason"]),
+                "backup %s failed verification; refusing to restore (%d problem(s); first: %s: %s%s)"
+                % (first["backup"], len(stopping), first["object"], first["reason"],
+                   (" - %s" % first["detail"]) if first.get("detail") else ""),
                 problems=checked.problems)
+        for problem in checked.view.repo_problems:
+            module.warn("%s: %s" % (problem["object"], problem["reason"]))
+        newer = [e.name for e in checked.view.rejected() if e.seq > checked.selected[0].seq_in_name]
+        if newer:
+            module.warn("newer manifest files that do not verify were ignored (planted or damaged; run "
+                        "ransomeye_backup_verify): %s" % ", ".join(newer[:20]))
         item = checked.selected[0]
         body = item.body
         available = sorted(body["components"])

@@ -15,8 +15,12 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_anchor as banchor
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_retention as bretention
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_trust as btrust
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
-    load_encryption, load_signer, signing, require_crypto)
+    load_encryption, load_signer, signing, require_crypto, writer_trust)
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import content_reasons
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
 from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration
 
@@ -35,26 +39,7 @@ def _validate(params: dict) -> t.List[str]:
         raise RansomeyeError("config_paths is required when components contains config")
     if "artifacts" in components and not params.get("artifact_paths"):
         raise RansomeyeError("artifact_paths is required when components contains artifacts")
-    if params.get("keep_last") is not None and params["keep_last"] < 1:
-        raise RansomeyeError("keep_last must be at least 1, not %d" % params["keep_last"])
     return components
-
-
-def load_manifests(repo: brepo.Repo) -> t.Tuple[t.List[brepo.LoadedManifest], t.List[str], int]:
-    """(parseable manifests, unreadable file names, highest seq seen in names or bodies)."""
-    loaded: t.List[brepo.LoadedManifest] = []
-    broken: t.List[str] = []
-    highest = 0
-    for seq, path in repo.manifest_files():
-        highest = max(highest, seq)
-        try:
-            item = brepo.load_manifest(seq, path)
-        except (brepo.ManifestError, OSError):
-            broken.append(os.path.basename(path))
-            continue
-        highest = max(highest, item.body["seq"])
-        loaded.append(item)
-    return loaded, broken, highest
 
 
 def _fresh(latest: t.Optional[brepo.LoadedManifest], repo: brepo.Repo, signer_public: t.Any, max_age: float,
@@ -93,6 +78,7 @@ def run_backup(module: t.Any) -> dict:
     params = module.params
     components = _validate(params)
     max_age = parse_duration(params.get("max_age"), "max_age")
+    policy = bretention.policy_from(params)
     require_crypto()
     if "database" in components:
         from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
@@ -102,7 +88,9 @@ def run_backup(module: t.Any) -> dict:
     config_roots = normalize_roots(params.get("config_paths") or [], "config") if "config" in components else []
     artifact_roots = normalize_roots(params.get("artifact_paths") or [], "artifact") if "artifacts" in components else []
     signer, signer_id = load_signer(params["signing_key"], params.get("signing_key_passphrase"))
+    trust = writer_trust(signer, params["signing_key"], params.get("trusted_keys"))
     repo_path = params["repo"]
+    anchor_path = banchor.check_location(params["anchor"], repo_path) if params.get("anchor") else None
     if module.check_mode:
         if not os.path.exists(os.path.join(repo_path, "repo.json")):
             enc_probe = load_encryption(params, "", create_id_key=False)
@@ -116,8 +104,24 @@ def run_backup(module: t.Any) -> dict:
         repo.ensure_layout()
     enc = load_encryption(params, repo.keys_dir, create_id_key=not module.check_mode)
     with repo.lock(exclusive=True, timeout=params.get("lock_timeout") or 0):
-        manifests, broken, highest = load_manifests(repo)
-        latest = manifests[-1] if manifests and manifests[-1].body["seq"] == highest else None
+        # Only authentic manifests count: for the next seq, the previous hash, reuse, freshness and retention.
+        view = btrust.scan(repo, trust, content_check=content_reasons)
+        anchor_state = None
+        if anchor_path:
+            anchor_state = banchor.read_anchor(anchor_path, view.repo_config.get("repo_id"), required=False)
+            behind = banchor.check(view, anchor_state, anchor_path)
+            if behind:
+                raise RansomeyeError("repository %s is rolled back: %s; refusing to back up over it (investigate; "
+                                     "to accept this state on purpose, move the anchor file away)"
+                                     % (repo.path, behind[0]["detail"]), problems=behind)
+        for problem in view.repo_problems:
+            module.warn("%s: %s" % (problem["object"], problem["reason"]))
+        rejected = btrust.describe_rejected(view)
+        if rejected:
+            module.warn("manifests that do not verify with this run's keys were left in place and not counted "
+                        "(planted, foreign or damaged; run ransomeye_backup_verify): %s" % ", ".join(rejected)[:2000])
+        manifests = view.authentic
+        latest = view.newest
         now = time.time()
         if max_age is not None:
             fresh, why = _fresh(latest, repo, signer.public_key(), max_age, now)
@@ -128,27 +132,41 @@ def run_backup(module: t.Any) -> dict:
             reason = why
         else:
             reason = "no max_age given"
-        seq = highest + 1
+        seq = view.next_seq(repo)
+        backup_id = brepo.backup_id_for(seq, now)
+        retention = _retention(view, policy, seq, backup_id, now)
         if module.check_mode:
+            pruned = brepo.prune(repo, None, check_mode=True, remove_seqs=retention["remove_seqs"])
             return {"changed": True, "up_to_date": False, "reason": reason + "; a backup would be taken",
-                    "backup_id": brepo.backup_id_for(seq, now), "seq": seq, "manifest": repo.manifest_path(seq),
-                    "stats": {}, "pruned": {"manifests": [], "objects": 0, "bytes": 0}}
+                    "backup_id": backup_id, "seq": seq, "manifest": repo.manifest_path(seq),
+                    "stats": {}, "pruned": pruned, "retention": retention["report"]}
         return _take_backup(module, repo, enc, signer, signer_id, components, config_roots, artifact_roots,
-                            manifests, broken, highest, seq, now, reason)
+                            view, seq, now, reason, retention, anchor_path)
+
+
+def _retention(view: t.Any, policy: t.Any, seq: int, backup_id: str, now: float) -> dict:
+    """Decide retention before anything is written: the new manifest records what it keeps (``retained``)."""
+    candidates = [bretention.Candidate(m.body["seq"], m.backup_id, brepo.parse_iso_time(
+        (m.body.get("time") or {}).get("end") or (m.body.get("time") or {}).get("start"))) for m in view.authentic]
+    candidates.append(bretention.Candidate(seq, backup_id, now))
+    kept, removed, notes = bretention.plan(candidates, policy)
+    ids = {c.seq: c.backup_id for c in candidates}
+    report = {"policy": policy.describe() if policy else {},
+              "kept": [{"backup_id": ids[s], "seq": s, "reasons": kept[s]} for s in sorted(kept)],
+              "removed": [{"backup_id": c.backup_id, "seq": c.seq} for c in removed], "notes": notes}
+    return {"kept": sorted(kept), "remove_seqs": [c.seq for c in removed], "report": report}
 
 
 def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, signer_id: str,
                  components: t.List[str], config_roots: t.List[str], artifact_roots: t.List[str],
-                 manifests: t.List[brepo.LoadedManifest], broken: t.List[str], highest: int, seq: int,
-                 now: float, reason: str) -> dict:
+                 view: t.Any, seq: int, now: float, reason: str, retention: dict,
+                 anchor_path: t.Optional[str]) -> dict:
     params = module.params
     started_mono = time.monotonic()
     repo.clean_tmp()
-    files_by_seq = dict(repo.manifest_files())
-    prev_path = files_by_seq.get(highest)
-    prev_sha = None
-    if prev_path:
-        prev_sha = brepo.load_manifest_digest(prev_path)
+    manifests = view.authentic
+    previous = view.newest
+    prev_sha = previous.sha256 if previous is not None else None
     previous_times = [brepo.parse_iso_time((m.body.get("time") or {}).get("start")) for m in manifests]
     previous_start = max([x for x in previous_times if x is not None] or [0.0])
     clock_backwards = bool(previous_start and now < previous_start)
@@ -160,6 +178,9 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
         "seq": seq,
         "backup_id": backup_id,
         "prev_manifest_sha256": prev_sha,
+        "prev_seq": previous.body["seq"] if previous is not None else None,
+        "retained": btrust.seq_ranges(retention["kept"]),
+        "repository": view.repo_config,
         "signer": signer_id,
         "encryption": enc.describe(),
         "tool": {"name": TOOL_NAME, "version": TOOL_VERSION, "python": platform.python_version(),
@@ -210,9 +231,13 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     repo.sync()
     manifest_path = repo.write_manifest(seq, data)
     hook("after_manifest")
+    manifest_sha = brepo.load_manifest_digest(manifest_path)
+    if anchor_path:
+        banchor.write_anchor(anchor_path, view.repo_config.get("repo_id") or repo.repo_id, seq, manifest_sha,
+                             backup_id)
     if cache is not None:
         cache.save(now)
-    pruned = brepo.prune(repo, params.get("keep_last"))
+    pruned = brepo.prune(repo, None, remove_seqs=retention["remove_seqs"])
     total = _empty_stats()
     for values in stats.values():
         for key in total:
@@ -221,11 +246,10 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     stats["total"] = total
     result.update({
         "changed": True, "up_to_date": False, "reason": reason, "backup_id": backup_id, "seq": seq,
-        "manifest": manifest_path, "manifest_sha256": brepo.load_manifest_digest(manifest_path),
+        "manifest": manifest_path, "manifest_sha256": manifest_sha,
         "stats": stats, "pruned": pruned, "clock_went_backwards": clock_backwards,
+        "retention": retention["report"],
     })
-    if broken:
-        module.warn("unreadable manifests left in place (run ransomeye_backup_verify): %s" % ", ".join(broken))
     return result
 
 

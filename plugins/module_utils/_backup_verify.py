@@ -20,8 +20,10 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_anchor as banchor
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_trust as btrust
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
-    container, load_decryption, load_trusted, signing)
+    container, load_decryption, load_trust)
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import open_object
 
 LEVELS = ("quick", "ciphertext", "full")
@@ -35,6 +37,8 @@ class VerifyResult(t.NamedTuple):
     objects_checked: int
     bytes_checked: int
     selected: t.List[brepo.LoadedManifest]
+    blocking: t.List[dict] = []          # problems of the repository as a whole that must stop a restore
+    view: t.Any = None                   # the _backup_trust.RepoView the verdicts came from
 
 
 def _problem(backup: t.Any, obj: str, reason: str) -> dict:
@@ -57,33 +61,9 @@ def _component_object_refs(body: dict) -> t.List[t.Tuple[str, str]]:
     return refs
 
 
-def check_manifest(item: brepo.LoadedManifest, repo: brepo.Repo, trusted: t.Dict[str, t.Any]) -> t.List[str]:
-    """Reasons why a parsed manifest is not a genuine manifest of this repository (empty when fine)."""
+def content_reasons(body: dict) -> t.List[str]:
+    """Format-specific reasons why a manifest body is not well formed (v1: component objects must be listed)."""
     reasons: t.List[str] = []
-    body = item.body
-    if body["seq"] != item.seq_in_name:
-        reasons.append("manifest file %08d.json holds seq %d (replayed or moved manifest)"
-                       % (item.seq_in_name, body["seq"]))
-    if brepo.seq_of_backup_id(body["backup_id"]) != body["seq"]:
-        reasons.append("backup id %s does not match seq %d" % (body["backup_id"], body["seq"]))
-    if body["repo_id"] != repo.repo_id:
-        reasons.append("manifest belongs to repository %s, not %s" % (body["repo_id"], repo.repo_id))
-    signatures = item.document.get("signatures") or []
-    data = signing.canonical_json(body)
-    if signing.canonical_json(item.document) != item.raw:
-        reasons.append("manifest file is not in canonical form (modified after signing)")
-    good = None
-    errors = []
-    for sig in signatures:
-        try:
-            good = signing.verify_trusted(trusted, data, sig)
-            break
-        except RansomeyeError as exc:
-            errors.append(exc.msg)
-    if good is None:
-        reasons.append("no valid signature by a trusted key: %s" % ("; ".join(errors) or "no signature"))
-    elif body.get("signer") != good:
-        reasons.append("signed by %s but the manifest names signer %s" % (good, body.get("signer")))
     for object_id, what in _component_object_refs(body):
         if object_id not in body["objects"]:
             reasons.append("%s refers to object %s that the manifest does not list" % (what, object_id))
@@ -176,85 +156,67 @@ class _ObjectChecker:
         return None
 
 
-def _select(manifests: t.List[brepo.LoadedManifest], names: t.List[t.Tuple[int, str]], backup: str,
-            require_components: t.Optional[t.Sequence[str]] = None) -> t.List[int]:
+def _select(view: btrust.RepoView, backup: str, require_components: t.Optional[t.Sequence[str]] = None) -> t.List[int]:
     """Seqs (file-name seqs) of the manifests to verify.
 
-    ``latest`` is the newest manifest; with ``require_components``, the newest
-    one that holds all of them (a restore of the database after a config-only
-    backup wants the newest backup that has a database).
+    ``latest`` is the newest authentic manifest (a planted file with a higher
+    seq is not a backup); with ``require_components``, the newest one that
+    holds all of them (a restore of the database after a config-only backup
+    wants the newest backup that has a database).
     """
-    seqs = [seq for seq, _path in names]
+    seqs = sorted(view.entries)
     if not seqs:
         return []
     if backup in (None, "", "latest"):
-        if require_components:
-            having = [m.seq_in_name for m in manifests
-                      if all(c in (m.body.get("components") or {}) for c in require_components)]
-            if having:
-                return [max(having)]
+        having = [m.seq_in_name for m in view.authentic
+                  if not require_components or all(c in (m.body.get("components") or {}) for c in require_components)]
+        if having:
+            return [max(having)]
         return [seqs[-1]]
     if backup == "all":
         return seqs
-    wanted = [m.seq_in_name for m in manifests if m.backup_id == backup]
+    wanted = [s for s in seqs if view.entries[s].item is not None and view.entries[s].item.backup_id == backup]
     if not wanted:
         seq = brepo.seq_of_backup_id(backup)
         if seq is not None and seq in seqs and backup == "%08d" % seq:
             wanted = [seq]
+    if len(wanted) > 1:  # R copied a manifest under other names: the authentic one is the backup
+        wanted = [s for s in wanted if view.entries[s].authentic][:1] or wanted[:1]
     if not wanted:
         raise RansomeyeError("backup %s not found in the repository; available: %s"
-                             % (backup, ", ".join(m.backup_id for m in manifests) or "none"))
+                             % (backup, ", ".join(m.backup_id for m in view.authentic) or "none"))
     return wanted
 
 
-def verify_repo(repo: brepo.Repo, trusted: t.Dict[str, t.Any], backup: str = "latest", level: str = "quick",
+def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level: str = "quick",
                 decrypt_kwargs: t.Optional[dict] = None,
-                only_components: t.Optional[t.Sequence[str]] = None) -> VerifyResult:
+                only_components: t.Optional[t.Sequence[str]] = None,
+                anchor: t.Optional[t.Tuple[str, t.Optional[dict]]] = None) -> VerifyResult:
     """Verify with the lock already held.
 
+    ``trusted`` is a ``Trust`` (keys and chain positions) or a plain key dict.
     ``only_components`` limits the object checks to the objects of those
     components (a restore of the database need not hash every artifact); the
-    manifest itself is always checked in full.
+    manifest itself is always checked in full. ``anchor`` is (path, state)
+    of a rollback anchor. Problems about the repository as a whole (repo.json,
+    the anchor) come first; ``blocking`` says which of them must stop a restore.
     """
     if level not in LEVELS:
         raise RansomeyeError("level must be one of %s" % ", ".join(LEVELS))
     decrypt_kwargs = decrypt_kwargs or {}
     if level == "full" and not decrypt_kwargs:
         raise RansomeyeError("level full decrypts every object: give private_key (rsa mode) or key_file (aes mode)")
-    names = repo.manifest_files()
-    problems: t.List[dict] = []
-    loaded: t.Dict[int, brepo.LoadedManifest] = {}
-    bad: t.Dict[int, str] = {}
-    for seq, path in names:
-        try:
-            item = brepo.load_manifest(seq, path)
-        except (brepo.ManifestError, OSError) as exc:
-            bad[seq] = getattr(exc, "msg", str(exc))
-            continue
-        reasons = check_manifest(item, repo, trusted)
-        if reasons:
-            bad[seq] = "; ".join(reasons)
-        loaded[seq] = item
-    selected = _select(list(loaded.values()), names, backup, only_components)
-    if not names:
+    trust = trusted if isinstance(trusted, btrust.Trust) else btrust.Trust(dict(trusted), {})
+    view = btrust.scan(repo, trust, content_check=content_reasons)
+    entries = view.entries
+    problems: t.List[dict] = list(view.repo_problems)
+    blocking: t.List[dict] = []
+    if anchor is not None:
+        blocking = banchor.check(view, anchor[1], anchor[0])
+        problems = blocking + problems
+    selected = _select(view, backup, only_components)
+    if not entries:
         problems.append(_problem(None, "manifests", "the repository holds no backup"))
-    # hash chain over every manifest present
-    chain_bad: t.Dict[int, str] = {}
-    # A damaged manifest is reported by itself; the link from its successor is
-    # only judged between two individually genuine manifests (a real splice).
-    previous: t.Optional[t.Tuple[int, str, bool]] = None
-    for seq, path in names:
-        item = loaded.get(seq)
-        genuine = item is not None and seq not in bad
-        if genuine and item is not None:
-            prev_sha = item.body.get("prev_manifest_sha256")
-            if previous is not None and previous[0] != seq - 1:
-                chain_bad[seq] = "manifests %08d..%08d are missing (deleted backups)" % (previous[0] + 1, seq - 1)
-            elif previous is not None and previous[2] and prev_sha != previous[1]:
-                chain_bad[seq] = "prev_manifest_sha256 does not match manifest %08d.json (chain broken)" % (seq - 1)
-            elif previous is None and seq == 1 and prev_sha is not None:
-                chain_bad[seq] = "first backup names a previous manifest"
-        previous = (seq, brepo.load_manifest_digest(path), genuine)
     checker = _ObjectChecker(repo, level, decrypt_kwargs)
 
     def needed_objects(item: brepo.LoadedManifest) -> t.List[t.Tuple[str, dict]]:
@@ -267,46 +229,55 @@ def verify_repo(repo: brepo.Repo, trusted: t.Dict[str, t.Any], backup: str = "la
 
     prefetch: t.List[t.Tuple[str, dict]] = []
     for seq in selected:
-        if seq in loaded and seq not in bad:
-            prefetch.extend(needed_objects(loaded[seq]))
+        if entries[seq].authentic:
+            prefetch.extend(needed_objects(entries[seq].item))  # type: ignore[arg-type]
     checker.prefetch(prefetch)
     verified: t.List[str] = []
     backups: t.List[dict] = []
     for seq in selected:
-        path = dict(names)[seq]
-        item = loaded.get(seq)
-        label = item.backup_id if item is not None else os.path.basename(path)
-        manifest_obj = "manifest:%s" % os.path.basename(path)
+        entry = entries[seq]
+        item = entry.item
+        manifest_obj = "manifest:%s" % entry.name
         ok = True
-        if seq in bad:
-            problems.append(_problem(label, manifest_obj, bad[seq]))
+        if entry.reasons:
+            problems.append(_problem(entry.label, manifest_obj, "; ".join(entry.reasons)))
             ok = False
-        if seq in chain_bad:
-            problems.append(_problem(label, manifest_obj, chain_bad[seq]))
+        if seq in view.chain:
+            problems.append(_problem(entry.label, manifest_obj, view.chain[seq]))
             ok = False
         if item is not None:
             body = item.body
             backups.append({"backup_id": item.backup_id, "seq": body["seq"],
                             "created": (body.get("time") or {}).get("end"), "signer": body.get("signer"),
-                            "components": sorted(body.get("components") or {})})
-        if item is None or seq in bad:
+                            "components": sorted(body.get("components") or {}), "authentic": entry.authentic})
+        if item is None or not entry.authentic:
             continue  # objects of an unauthenticated manifest prove nothing
         for object_id, record in needed_objects(item):
             reason = checker.check(object_id, record)
             if reason:
-                problems.append(_problem(label, object_id, reason))
+                problems.append(_problem(item.backup_id, object_id, reason))
                 ok = False
-        if ok:
+        if ok and not blocking:
             verified.append(item.backup_id)
     objects_checked = len({key[0] for key in checker.cache})
+    chosen = [entries[s].item for s in selected if entries[s].authentic and s not in view.chain]
     return VerifyResult(verified, problems, backups, objects_checked, checker.bytes_checked,
-                        [loaded[s] for s in selected if s in loaded and s not in bad and s not in chain_bad])
+                        chosen, blocking, view)  # type: ignore[arg-type]
+
+
+def anchor_param(params: dict, repo: brepo.Repo) -> t.Optional[t.Tuple[str, t.Optional[dict]]]:
+    """(path, state) of the ``anchor`` option for verify and restore (it must exist), or None."""
+    if not params.get("anchor"):
+        return None
+    path = banchor.check_location(params["anchor"], repo.path)
+    return path, banchor.read_anchor(path, None, required=True)
 
 
 def run_verify_module(module: t.Any) -> dict:
     params = module.params
     repo = brepo.Repo.open(params["repo"])
-    trusted = load_trusted(params["trusted_keys"])
+    trusted = load_trust(params["trusted_keys"])
+    anchor = anchor_param(params, repo)
     decrypt_kwargs: dict = {}
     if params["level"] == "full":
         if not params.get("private_key") and not params.get("key_file"):
@@ -314,13 +285,15 @@ def run_verify_module(module: t.Any) -> dict:
         decrypt_kwargs = load_decryption(params.get("private_key"), params.get("private_key_passphrase"),
                                          params.get("key_file"))
     with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
-        result = verify_repo(repo, trusted, params.get("backup") or "latest", params["level"], decrypt_kwargs)
+        result = verify_repo(repo, trusted, params.get("backup") or "latest", params["level"], decrypt_kwargs,
+                             anchor=anchor)
     out = {"changed": False, "verified": result.verified, "problems": result.problems, "backups": result.backups,
            "level": params["level"], "objects_checked": result.objects_checked, "bytes_checked": result.bytes_checked}
     if result.problems and params["fail_on_problems"]:
         first = result.problems[0]
         out.pop("changed")
         raise RansomeyeError(
-            "backup verification found %d problem(s); first: backup %s, %s: %s"
-            % (len(result.problems), first["backup"], first["object"], first["reason"]), **out)
+            "backup verification found %d problem(s); first: backup %s, %s: %s%s"
+            % (len(result.problems), first["backup"], first["object"], first["reason"],
+               (" (%s)" % first["detail"]) if first.get("detail") else ""), **out)
     return out

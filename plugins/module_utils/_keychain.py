@@ -84,11 +84,12 @@ class ChainResult(t.NamedTuple):
 
 
 class TrustReport(t.NamedTuple):
-    """What trusted_keys_report found: the keys, and every rejected bundle or skipped file."""
+    """What trusted_keys_report found: the keys, every rejected bundle or skipped file, and chain positions."""
 
     trusted: t.Dict[str, t.Any]
     rejected: t.List[dict]
     problems: t.List[str]
+    positions: t.Dict[str, t.List[int]] = {}  # key id -> chain seqs that introduced it (keys of walked chains)
 
 
 def _utc_now() -> str:
@@ -459,6 +460,7 @@ def trusted_keys_report(paths: t.Sequence[str]) -> TrustReport:
             raise KeychainError("trusted key path %s does not exist" % path, path=path)
     trusted = dict(anchors)
     rejected: t.List[dict] = []
+    positions: t.Dict[str, t.List[int]] = {}
     for path in key_dirs:
         kd = load_key_dir(path)
         problems.extend(kd.problems)
@@ -472,13 +474,15 @@ def trusted_keys_report(paths: t.Sequence[str]) -> TrustReport:
                     start[key_id(pub)] = pub
         result = walk_chain_report(start, kd.bundles)
         trusted.update(result.trusted)
+        for kid, seqs in result.positions.items():
+            positions[kid] = sorted(set(positions.get(kid, [])) | set(seqs))
         for item in result.rejected:
             item = dict(item)
             item["key_dir"] = path
             rejected.append(item)
     if not trusted:
         raise KeychainError("no trusted key found in %s" % ", ".join(os.fsdecode(p) for p in paths))
-    return TrustReport(trusted, rejected, problems)
+    return TrustReport(trusted, rejected, problems, positions)
 
 
 def trusted_keys_from(paths: t.Sequence[str]) -> t.Dict[str, t.Any]:

@@ -229,6 +229,10 @@ def verify(public_key: t.Any, data: bytes, signature: t.Any) -> None:
     alg, kid, sig = signature.get("alg"), signature.get("key_id"), signature.get("sig")
     if not isinstance(alg, str) or not isinstance(kid, str) or not isinstance(sig, str):
         raise SignatureError("signature must have string fields alg, key_id and sig")
+    if set(signature) != {"alg", "key_id", "sig"}:
+        # Extra fields would change the signed file's bytes (and so the hash chain) without touching the signature.
+        raise SignatureError("signature has fields other than alg, key_id and sig: %s"
+                             % ", ".join(sorted(str(k) for k in set(signature) - {"alg", "key_id", "sig"})))
     expected = key_id(pub)
     if kid != expected:
         raise SignatureError("signature was made by key %s, not by key %s" % (kid, expected), key_id=kid)
@@ -236,14 +240,20 @@ def verify(public_key: t.Any, data: bytes, signature: t.Any) -> None:
         raw = base64.b64decode(sig.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         raise SignatureError("signature by key %s is not valid base64" % kid, key_id=kid)
+    if base64.b64encode(raw).decode("ascii") != sig:
+        # One signature, one text: non-zero padding bits or other spellings are refused (section 2.2).
+        raise SignatureError("signature by key %s is not canonical base64" % kid, key_id=kid)
+    ed = isinstance(pub, ed25519.Ed25519PublicKey)
+    if alg != (ALG_ED25519 if ed else ALG_RSA_PSS):
+        raise SignatureError("key %s is %s but the signature says %r" % (kid, "Ed25519" if ed else "RSA", alg),
+                             key_id=kid)
+    expected_len = 64 if ed else (pub.key_size + 7) // 8
+    if len(raw) != expected_len:
+        raise SignatureError("signature by key %s is %d bytes, not %d" % (kid, len(raw), expected_len), key_id=kid)
     try:
-        if isinstance(pub, ed25519.Ed25519PublicKey):
-            if alg != ALG_ED25519:
-                raise SignatureError("key %s is Ed25519 but the signature says %r" % (kid, alg), key_id=kid)
+        if ed:
             pub.verify(raw, bytes(data))
         else:
-            if alg != ALG_RSA_PSS:
-                raise SignatureError("key %s is RSA but the signature says %r" % (kid, alg), key_id=kid)
             pub.verify(raw, bytes(data), _pss(), hashes.SHA256())
     except InvalidSignature:
         raise SignatureError("bad signature by key %s: the data or the signature was modified" % kid, key_id=kid)

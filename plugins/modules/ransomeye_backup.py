@@ -28,8 +28,11 @@ description:
   - One manifest per backup is written last and atomically, signed with O(signing_key). It carries a monotonic C(seq),
     the SHA-256 of the previous manifest, the signer key id, advisory wall-clock times, tool and PostgreSQL versions,
     the plaintext and ciphertext SHA-256 and size of every object, per-file hashes and per-table row counts.
-  - A repository lock serialises concurrent runs. O(keep_last) retention and a crash-safe mark-and-sweep prune run
-    after the new manifest is durable.
+  - A repository lock serialises concurrent runs. Retention (O(keep_last), O(keep_within), O(keep_daily),
+    O(keep_weekly), O(keep_monthly)) and a crash-safe mark-and-sweep prune run after the new manifest is durable.
+  - Only manifests that verify count - for the next C(seq) (the highest verified seq plus one, stepping over files
+    that do not verify), for the previous-manifest hash, for reuse of stored artifacts and for retention.
+    The manifest also records which seqs retention keeps and a signed copy of C(repo.json).
   - "Test hook: when the environment variable C(RANSOMEYE_BACKUP_TEST_HOOK) is set to C(<point>:kill) the module sends
     itself SIGKILL at that point (C(during_dump), C(during_artifacts), C(before_manifest), C(after_manifest));
     C(dump_started:kill_pg_dump) or C(during_dump:kill_pg_dump) kills the C(pg_dump) child instead. Used by the
@@ -94,9 +97,56 @@ options:
     type: str
   keep_last:
     description:
-      - Keep only the newest N backups (by C(seq), never by wall-clock time), then remove every object that no kept
-        manifest references. Unset keeps everything.
+      - Retention, like restic's C(forget) policies - a backup is removed only when no C(keep_*) rule keeps it; with no
+        C(keep_*) option everything is kept. After the new manifest is durable, the manifests of removed backups are
+        deleted, then every object that no remaining manifest references.
+      - Only manifests that verify (signed by O(signing_key), its key chain or O(trusted_keys)) are counted and ever
+        removed. Planted, foreign or damaged manifest files are reported in a warning and left in place.
+      - O(keep_last) keeps the newest N backups by C(seq), never by wall-clock time.
+      - The new backup is always kept. RV(retention) reports what each rule kept, and in check mode what would be
+        removed.
     type: int
+  keep_within:
+    description:
+      - Keep every backup whose advisory time is within this duration (V(30d), V(12h), ...) of the newest backup.
+      - Time rules are decided in seq order and never trust a clock that can lie - a backup whose time is later than
+        that of a backup with a higher seq (the clock went backwards, or it is dated in the future) cannot be judged
+        by time and is kept.
+    type: str
+    version_added: "0.2.0"
+  keep_daily:
+    description:
+      - Keep the newest backup of each of the last N UTC days that have backups (see O(keep_within) for the clock).
+    type: int
+    version_added: "0.2.0"
+  keep_weekly:
+    description:
+      - Keep the newest backup of each of the last N ISO weeks that have backups.
+    type: int
+    version_added: "0.2.0"
+  keep_monthly:
+    description:
+      - Keep the newest backup of each of the last N months that have backups.
+    type: int
+    version_added: "0.2.0"
+  trusted_keys:
+    description:
+      - More public keys (PEM files, directories of C(.pub) files or signing key directories) whose manifests count
+        as this repository's backups, besides O(signing_key) and, when O(signing_key) is a key directory, its key
+        chain. Use it after replacing a bare PEM signing key, so that older backups keep counting for retention.
+    type: list
+    elements: path
+    version_added: "0.2.0"
+  anchor:
+    description:
+      - Path of the rollback anchor, a small state file kept outside the repository (on the controller or the vault)
+        recording the highest seq and its manifest SHA-256. Created on first use, raised atomically after each
+        backup.
+      - A repository behind it (newest manifests deleted, or an older copy put in place) makes the backup fail with
+        C(rolled back) instead of writing over the evidence; move the anchor away to accept such a state on purpose.
+      - Give the same path to M(ransomeye.ops.ransomeye_backup_verify) and M(ransomeye.ops.ransomeye_restore).
+    type: path
+    version_added: "0.2.0"
   max_age:
     description:
       - Skip the backup (C(changed=false)) when the newest complete backup, whose signature verifies with
@@ -146,7 +196,10 @@ EXAMPLES = r'''
     mode: rsa
     recipients: [/etc/ransomeye/backup/recipient.pub]
     signing_key: /etc/ransomeye/keys/signing
-    keep_last: 14
+    keep_last: 3
+    keep_daily: 14
+    keep_monthly: 6
+    anchor: /var/lib/ransomeye/backup-anchor.json
     max_age: 20h
 
 - name: Config only, with a symmetric key file
@@ -205,10 +258,20 @@ stats:
                 files_changed: 0, files_unchanged: 300, files_rehashed: 6, objects_new: 1, objects_reused: 301,
                 duration: 0.41}
 pruned:
-  description: What retention removed, C(manifests) (backup ids), C(objects) and C(bytes).
+  description:
+    - What retention removed (in check mode, would remove), C(manifests) (backup ids), C(objects) and C(bytes).
   returned: always
   type: dict
   sample: {manifests: ["00000001-20261120T010000Z"], objects: 12, bytes: 48213}
+retention:
+  description:
+    - The retention decision, C(policy) (the C(keep_*) options given), C(kept) (each kept backup with C(backup_id),
+      C(seq) and the C(reasons) that kept it), C(removed) (C(backup_id), C(seq)) and C(notes) (for example backups
+      whose time cannot be judged).
+  returned: when a backup was taken or would be taken
+  type: dict
+  sample: {policy: {keep_daily: 7}, kept: [{backup_id: "00000009-20261203T010000Z", seq: 9, reasons: ["newest",
+           "daily 2026-12-03"]}], removed: [{backup_id: "00000001-20261120T010000Z", seq: 1}], notes: []}
 clock_went_backwards:
   description: True when the wall clock is earlier than the previous backup's advisory time (ordering uses C(seq)).
   returned: when a backup was taken
@@ -235,6 +298,12 @@ def main():
             signing_key=dict(type="path", required=True, no_log=False),
             signing_key_passphrase=dict(type="str", no_log=True),
             keep_last=dict(type="int"),
+            keep_within=dict(type="str"),
+            keep_daily=dict(type="int"),
+            keep_weekly=dict(type="int"),
+            keep_monthly=dict(type="int"),
+            trusted_keys=dict(type="list", elements="path", no_log=False),
+            anchor=dict(type="path"),
             max_age=dict(type="str"),
             lock_timeout=dict(type="int", default=300),
             rehash_percent=dict(type="float", default=2.0),

@@ -23,6 +23,10 @@ description:
     plaintext SHA-256 and size with the manifest (a modified ciphertext cannot authenticate, so its hash is not
     recomputed). It needs O(private_key) (rsa mode) or O(key_file) (aes mode).
   - Objects shared by several backups are read once per run.
+  - Manifests that do not verify (planted, foreign, unparseable, with an out-of-range seq) are reported as problems,
+    and never stop the other backups from verifying. With O(anchor), a repository behind the rollback anchor is
+    reported with C(reason=rolled back), and nothing counts as verified.
+  - C(repo.json) is compared with the copy signed in the newest manifest that holds one; a difference is a problem.
 author:
   - ransomeye.ops contributors (@ransomeye)
 options:
@@ -47,21 +51,12 @@ options:
     description:
       - Public keys trusted to sign manifests. Each item is a PEM public key file, a directory of C(.pub) files, or a
         signing key directory (its key-update chain is walked from the keys it holds as trust anchors).
+      - With a key directory, the key-chain position rule applies (C(docs/BACKUP_FORMAT.md) section 2.5) - a manifest
+        signed by a retired key after a newer key of the chain signed an earlier backup is refused.
+      - O(level=full) also needs O(private_key) (rsa mode) or O(key_file) (aes mode).
     type: list
     elements: path
     required: true
-  private_key:
-    description:
-      - PEM private key of a recipient, for O(level=full) on rsa-mode backups.
-    type: path
-  private_key_passphrase:
-    description:
-      - Passphrase of O(private_key), when it is encrypted.
-    type: str
-  key_file:
-    description:
-      - The 256-bit key file, for O(level=full) on aes-mode backups.
-    type: path
   fail_on_problems:
     description:
       - Fail the task when any problem is found. With V(false) the problems are only returned.
@@ -73,6 +68,8 @@ options:
     type: int
     default: 300
 extends_documentation_fragment:
+  - ransomeye.ops.backup_keys
+  - ransomeye.ops.backup_keys.decryption
   - ransomeye.ops.connection_ignored
   - ransomeye.ops.connection_ignored.ca_cert
   - ransomeye.ops.attributes
@@ -121,9 +118,13 @@ problems:
   returned: always
   type: list
   elements: dict
-  sample: [{backup: "00000003-20261127T010000Z", object: "9f2c...e1", reason: "ciphertext SHA-256 mismatch"}]
+  sample: [{backup: "00000003-20261127T010000Z", object: "9f2c...e1", reason: "ciphertext SHA-256 mismatch"},
+           {backup: "00000007-20261130T010000Z", object: "anchor:/srv/anchors/ransomeye.json", reason: "rolled back",
+            detail: "the anchor records backup seq 7 but the newest manifest that verifies is seq 5: ..."}]
 backups:
-  description: The backups looked at, with C(backup_id), C(seq), C(created) (advisory), C(signer) and C(components).
+  description:
+    - The backups looked at, with C(backup_id), C(seq), C(created) (advisory), C(signer), C(components) and
+      C(authentic) (the manifest itself verified).
   returned: always
   type: list
   elements: dict
@@ -153,6 +154,7 @@ def main():
             backup=dict(type="str", default="latest"),
             level=dict(type="str", choices=["quick", "ciphertext", "full"], default="quick"),
             trusted_keys=dict(type="list", elements="path", required=True, no_log=False),
+            anchor=dict(type="path"),
             private_key=dict(type="path", no_log=False),
             private_key_passphrase=dict(type="str", no_log=True),
             key_file=dict(type="path", no_log=False),

@@ -51,22 +51,12 @@ options:
     type: list
     elements: str
     choices: [database, config, artifacts]
-  private_key:
-    description:
-      - PEM private key of a recipient (rsa-mode backups).
-    type: path
-  private_key_passphrase:
-    description:
-      - Passphrase of O(private_key), when it is encrypted.
-    type: str
-  key_file:
-    description:
-      - The 256-bit key file (aes-mode backups).
-    type: path
   trusted_keys:
     description:
       - Public keys trusted to sign manifests (PEM files, directories of C(.pub) files, or signing key directories
-        whose key-update chain is walked). Required with O(state=restored).
+        whose key-update chain is walked, with the key-chain position rule). Required with O(state=restored).
+      - V(latest) is the newest backup whose manifest verifies; newer files that do not verify are ignored with a
+        warning.
     type: list
     elements: path
   db:
@@ -107,6 +97,8 @@ options:
     type: int
     default: 300
 extends_documentation_fragment:
+  - ransomeye.ops.backup_keys
+  - ransomeye.ops.backup_keys.decryption
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
@@ -237,6 +229,7 @@ def main():
             private_key_passphrase=dict(type="str", no_log=True),
             key_file=dict(type="path", no_log=False),
             trusted_keys=dict(type="list", elements="path", no_log=False),
+            anchor=dict(type="path"),
             db=dict(type="str"),
             dest=dict(type="path"),
             state=dict(type="str", choices=["restored", "rolled_back"], default="restored"),

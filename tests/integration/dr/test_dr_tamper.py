@@ -230,8 +230,14 @@ def test_replayed_old_manifest_is_caught(tamper_site, run_module_direct):
     assert "replayed" in problems[0]["reason"]
     refused = run_module_direct("ransomeye_restore", dict(
         repo=site["repo"], trusted_keys=[site["keys"]["signing_pub"]], private_key=site["keys"]["recipient_key"],
-        components=["config"], dest=os.path.join(site["tmp"], "dest")))
+        components=["config"], dest=os.path.join(site["tmp"], "dest"), backup="00000002"))
     assert refused["_rc"] != 0 and "refusing to restore" in refused["msg"]
+    # `latest` is the newest backup that verifies: the replayed copy is no backup, and it is named in a warning
+    latest = run_module_direct("ransomeye_restore", dict(
+        repo=site["repo"], trusted_keys=[site["keys"]["signing_pub"]], private_key=site["keys"]["recipient_key"],
+        components=["config"], dest=os.path.join(site["tmp"], "dest")))
+    assert latest["_rc"] == 0 and latest["seq"] == 1, latest.get("msg")
+    assert any("00000002.json" in str(w) for w in latest.get("warnings", [])), latest.get("warnings")
 
 
 def test_manifest_resigned_with_untrusted_key_is_caught_and_refused_for_the_database(tamper_site, run_module_direct):
@@ -252,7 +258,7 @@ def test_manifest_resigned_with_untrusted_key_is_caught_and_refused_for_the_data
     before = site["pg"].execute("SELECT count(*) FROM t", dbname=site["db"])
     site["pg"].execute("DELETE FROM t WHERE id > 10", dbname=site["db"])
     refused = run_module_direct("ransomeye_restore", dict(
-        site["pg"].conn_params(), repo=site["repo"], db=site["db"], components=["database"],
+        site["pg"].conn_params(), repo=site["repo"], db=site["db"], components=["database"], backup=site["ids"][1],
         trusted_keys=[site["keys"]["signing_pub"]], private_key=site["keys"]["recipient_key"]))
     assert refused["_rc"] != 0 and "refusing to restore" in refused["msg"]
     assert refused["problems"][0]["object"] == "manifest:00000002.json"
