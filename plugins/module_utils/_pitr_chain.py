@@ -1,0 +1,232 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to ransomeye.ops: checking the WAL hash chain and what a base backup can replay from it.
+
+``check_chain`` reads every chain entry, checks shape, links, signatures and
+the stored files; an entry is authentic when a valid signature by a trusted
+key covers it through unbroken links. ``coverage`` walks the segments a base
+backup needs from its start LSN onward and names the first missing one.
+"""
+
+from __future__ import absolute_import, division, print_function, annotations
+
+__metaclass__ = type
+
+import hashlib
+import os
+import typing as t
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import container, signing
+
+READ_CHUNK = 1 << 20
+
+
+class ChainReport(t.NamedTuple):
+    good: t.Dict[str, wf.ChainEntry]          # authentic entries whose stored file checked out, by WAL name
+    problems: t.List[dict]                     # {backup, object, reason}
+    unsigned_tail: t.List[str]                 # names after the last valid signature (not trusted)
+    entries: int
+    segment_size: int
+    repo_id: str
+
+
+def _problem(obj: str, reason: str) -> dict:
+    return {"backup": None, "object": obj, "reason": reason}
+
+
+def _check_stored(layout: wf.WalLayout, entry: wf.ChainEntry, level: str, decrypt: dict) -> t.Optional[str]:
+    path = layout.stored_path(entry.name)
+    try:
+        size = os.lstat(path).st_size
+    except FileNotFoundError:
+        return "segment file is missing from the archive"
+    if size != entry.entry["ciphertext_size"]:
+        return "stored size %d differs from the chain's %d (truncated or replaced)" % (
+            size, entry.entry["ciphertext_size"])
+    if level == "quick":
+        return None
+    with open(path, "rb") as src:
+        if level == "ciphertext":
+            digest = hashlib.sha256()
+            for block in iter(lambda: src.read(READ_CHUNK), b""):
+                digest.update(block)
+            if digest.hexdigest() != entry.entry["ciphertext_sha256"]:
+                return "ciphertext SHA-256 differs from the chain entry (file modified or swapped)"
+            return None
+        digest = hashlib.sha256()
+        plain = 0
+        try:
+            for chunk in container.decrypt_chunks(src, expected_object_id="wal/" + entry.name, **decrypt):
+                digest.update(chunk)
+                plain += len(chunk)
+        except RansomeyeError as exc:
+            return "decryption failed: %s" % exc.msg
+    if digest.hexdigest() != entry.entry["plaintext_sha256"] or plain != entry.entry["plaintext_size"]:
+        return "plaintext SHA-256 or size differs from the chain entry"
+    return None
+
+
+def check_chain(repo_path: str, trusted: t.Dict[str, t.Any], level: str = "quick",
+                decrypt: t.Optional[dict] = None) -> ChainReport:
+    """Verify the whole chain once; stored files are checked at ``level`` (quick, ciphertext, full)."""
+    layout = wf.WalLayout(repo_path)
+    config = wf.read_config(layout)
+    repo_id = str(config.get("repo_id") or "")
+    segment_size = int(config.get("segment_size") or wf.DEFAULT_SEGMENT_SIZE)
+    problems: t.List[dict] = []
+    loaded: t.List[t.Optional[wf.ChainEntry]] = []
+    files = layout.chain_files()
+    for n, name, path in files:
+        try:
+            item = wf.load_entry(n, name, path)
+        except (wf.WalError, OSError) as exc:
+            problems.append(_problem("wal-chain:%s" % os.path.basename(path), getattr(exc, "msg", str(exc))))
+            loaded.append(None)
+            continue
+        if item.entry["repo_id"] != repo_id:
+            problems.append(_problem("wal:%s" % name, "chain entry belongs to repository %s" % item.entry["repo_id"]))
+            loaded.append(None)
+            continue
+        loaded.append(item)
+    # broken[i]: the link from entry i-1 to entry i cannot be trusted
+    broken = [False] * len(files)
+    for i, (n, name, path) in enumerate(files):
+        item = loaded[i]
+        if item is None:
+            broken[i] = True
+            if i + 1 < len(files):
+                broken[i + 1] = True
+            continue
+        if i == 0:
+            if n == 1 and item.entry.get("prev") is not None:
+                problems.append(_problem("wal:%s" % name, "first chain entry names a previous entry"))
+                broken[i] = True
+            continue
+        prev_n = files[i - 1][0]
+        if prev_n != n - 1:
+            problems.append(_problem("wal:%s" % name, "chain entries %d..%d are missing (deleted WAL records)"
+                                     % (prev_n + 1, n - 1)))
+            broken[i] = True
+        elif loaded[i - 1] is not None and item.entry.get("prev") != loaded[i - 1].digest:
+            problems.append(_problem("wal:%s" % name, "chain link to entry %d is broken (entries replaced or "
+                                     "reordered)" % prev_n))
+            broken[i] = True
+    signed_ok = [False] * len(files)
+    for i, item in enumerate(loaded):
+        if item is None or not item.signatures:
+            continue
+        data = signing.canonical_json(item.entry)
+        errors = []
+        for sig in item.signatures:
+            try:
+                kid = signing.verify_trusted(trusted, data, sig)
+                if item.entry.get("signer") == kid:
+                    signed_ok[i] = True
+                    break
+                errors.append("signed by %s but names signer %s" % (kid, item.entry.get("signer")))
+            except RansomeyeError as exc:
+                errors.append(exc.msg)
+        if not signed_ok[i]:
+            problems.append(_problem("wal:%s" % item.name, "no valid signature by a trusted key: %s" % "; ".join(errors)))
+    authentic = [False] * len(files)
+    covered = False
+    for i in range(len(files) - 1, -1, -1):
+        if loaded[i] is None:
+            covered = False
+            continue
+        if signed_ok[i]:
+            covered = True
+        authentic[i] = covered
+        if broken[i]:
+            covered = False
+    last_signed = max([i for i in range(len(files)) if signed_ok[i]] or [-1])
+    tail = [files[i][1] for i in range(last_signed + 1, len(files)) if loaded[i] is not None]
+    good: t.Dict[str, wf.ChainEntry] = {}
+    seen: t.Set[str] = set()
+    for i, item in enumerate(loaded):
+        if item is None:
+            continue
+        if item.name in seen:
+            problems.append(_problem("wal:%s" % item.name, "archived twice in the chain (entry %d)" % item.n))
+            continue
+        seen.add(item.name)
+        if not authentic[i]:
+            continue
+        reason = _check_stored(layout, item, level, decrypt or {})
+        if reason:
+            problems.append(_problem("wal:%s" % item.name, reason))
+            continue
+        good[item.name] = item
+    return ChainReport(good, problems, tail, len(files), segment_size, repo_id)
+
+
+# ----------------------------------------------------------------------------- what a base backup can reach
+
+
+class Coverage(t.NamedTuple):
+    ok: bool                        # every segment from the start to the backup's end is present
+    last_segment: t.Optional[str]   # the last segment of the unbroken run from the start
+    end_lsn: int                    # end of that run (replay cannot go past it)
+    first_missing: t.Optional[str]  # the first segment needed and missing, when WAL beyond it exists or is needed
+    timeline_path: t.List[int]
+    names: t.List[str]              # every file restore may hand to the server (segments and history files)
+
+
+def coverage(report: ChainReport, timeline: int, start_lsn: int, end_lsn: int,
+             switches: t.Optional[t.List[t.Tuple[int, int, int]]] = None) -> Coverage:
+    """Walk segments from ``start_lsn`` on ``timeline`` while they are in the good chain.
+
+    ``switches`` is [(parent timeline, child timeline, switch LSN)] to follow
+    (from history files); without it the walk stays on ``timeline``.
+    ``first_missing`` is set when the backup's own WAL is incomplete or when a
+    gap hides later archived WAL; running off the end of the archive is not a gap.
+    """
+    size = report.segment_size
+    segno = start_lsn // size
+    tli = timeline
+    path = [tli]
+    names: t.List[str] = []
+    last = None
+    while True:
+        for parent, child, lsn in sorted(switches or [], key=lambda s: s[2]):
+            if parent == tli and segno >= lsn // size:
+                tli = child
+                path.append(tli)
+                if "%08X.history" % tli in report.good:
+                    names.append("%08X.history" % tli)
+        name = wf.segment_name(tli, segno, size)
+        if name not in report.good:
+            break
+        names.append(name)
+        last = name
+        segno += 1
+    reached = segno * size if last else start_lsn
+    later = [n for n in report.good if wf.wal_kind(n) == "segment" and int(n[:8], 16) in path
+             and wf.segment_number(n, size) > segno]
+    ok = last is not None and reached >= end_lsn
+    first_missing = name if (not ok or later) else None
+    return Coverage(ok, last, reached, first_missing, path, names)
+
+
+def history_switches(report: ChainReport, repo_path: str, decrypt: t.Optional[dict]) -> t.List[t.Tuple[int, int, int]]:
+    """(parent, child, switch LSN) from the authentic history files (decrypting them needs the secret)."""
+    out: t.List[t.Tuple[int, int, int]] = []
+    if not decrypt:
+        return out
+    layout = wf.WalLayout(repo_path)
+    for name, item in report.good.items():
+        if wf.wal_kind(name) != "history":
+            continue
+        child = int(name[:8], 16)
+        data = b""
+        with open(layout.stored_path(name), "rb") as src:
+            for chunk in container.decrypt_chunks(src, expected_object_id="wal/" + name, **decrypt):
+                data += chunk
+        lines = wf.parse_history(data)
+        if lines:
+            parent, lsn = lines[-1]
+            out.append((parent, child, lsn))
+    return out

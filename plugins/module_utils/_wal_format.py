@@ -1,0 +1,237 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to ransomeye.ops: the WAL archive layout, WAL file names and LSNs, and the signed hash chain.
+
+Layout under ``<repo>/wal/`` (docs/BACKUP_FORMAT.md, section 4)::
+
+    wal.json                               {"format", "version", "repo_id", "system_identifier"}
+    lock                                   flock(2): exclusive while a file is archived or WAL is pruned
+    tmp/                                   containers being written
+    segments/<name[:16]>/<name>            one encrypted container per WAL file (history files: segments/history/)
+    chain/<n:012d>.<name>.json             chain entry n: canonical JSON {"entry": E, "signatures": [...]}
+
+Entry n records the file's name, hashes and sizes and ``prev`` = SHA-256 of
+canonical_json(entry n-1); a signature over entry n therefore covers every
+entry before it. Only this file and _wal_program are needed by the archive
+program PostgreSQL runs (plus _crypto_container, _signing, _files, _errors).
+"""
+
+from __future__ import absolute_import, division, print_function, annotations
+
+__metaclass__ = type
+
+import hashlib
+import json
+import os
+import re
+import typing as t
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._signing import canonical_json as canonical
+
+WAL_FORMAT = "ransomeye-wal-archive"
+CHAIN_FORMAT = "ransomeye-wal-chain"
+FORMAT_VERSION = 1
+DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
+
+SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
+BACKUP_RE = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.backup$")
+PARTIAL_RE = re.compile(r"^([0-9A-F]{24})\.partial$")
+CHAIN_RE = re.compile(r"^(\d{12})\.([0-9A-Za-z.]+)\.json$")
+LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
+
+# XLogLongPageHeaderData (src/include/access/xlog_internal.h): magic u16, info u16, tli u32, pageaddr u64,
+# rem_len u32, 4 bytes padding, sysid u64, seg_size u32, xlog_blcksz u32; in the server's byte order.
+LONG_HEADER_SIZE = 40
+XLP_LONG_HEADER = 0x0002
+
+
+class WalError(RansomeyeError):
+    """A WAL file name, segment or chain entry that is malformed or inconsistent."""
+
+
+def wal_kind(name: str) -> str:
+    """``segment``, ``history``, ``backup`` or ``partial``; WalError for anything else (never a path)."""
+    if SEGMENT_RE.match(name or ""):
+        return "segment"
+    if HISTORY_RE.match(name or ""):
+        return "history"
+    if BACKUP_RE.match(name or ""):
+        return "backup"
+    if PARTIAL_RE.match(name or ""):
+        return "partial"
+    raise WalError("%r is not a WAL file name PostgreSQL archives" % (name,))
+
+
+def timeline_of(name: str) -> int:
+    kind = wal_kind(name)
+    if kind == "history":
+        return int(name[:8], 16)
+    return int(name[:8], 16)
+
+
+def segments_per_xlogid(segment_size: int) -> int:
+    return 0x100000000 // segment_size
+
+
+def segment_number(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
+    """The segment number (LSN // segment_size) of a segment (or .partial/.backup) name."""
+    match = SEGMENT_RE.match(name[:24])
+    if not match:
+        raise WalError("%r is not a WAL segment name" % (name,))
+    return int(match.group(2), 16) * segments_per_xlogid(segment_size) + int(match.group(3), 16)
+
+
+def segment_name(timeline: int, segno: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
+    per = segments_per_xlogid(segment_size)
+    return "%08X%08X%08X" % (timeline, segno // per, segno % per)
+
+
+def parse_lsn(text: t.Any) -> int:
+    match = LSN_RE.match(str(text or "").strip())
+    if not match:
+        raise WalError("%r is not an LSN (expected the form 0/16B3748)" % (text,))
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
+
+
+def format_lsn(value: int) -> str:
+    return "%X/%X" % (value >> 32, value & 0xFFFFFFFF)
+
+
+def segment_of_lsn(timeline: int, lsn: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
+    return segment_name(timeline, lsn // segment_size, segment_size)
+
+
+def storage_dir(name: str) -> str:
+    """Sub-directory of segments/ for a WAL file (``history`` for history files, else the first 16 hex digits)."""
+    return "history" if wal_kind(name) == "history" else name[:16]
+
+
+def parse_long_header(data: bytes) -> t.Optional[dict]:
+    """The long page header at the start of a WAL segment: timeline, page address, system id, segment size."""
+    if len(data) < LONG_HEADER_SIZE:
+        return None
+    import struct
+    for order in ("<", ">"):
+        magic, info, tli, pageaddr, _rem, sysid, seg_size, blcksz = struct.unpack(order + "HHIQI4xQII",
+                                                                                   data[:LONG_HEADER_SIZE])
+        if info & XLP_LONG_HEADER and seg_size and seg_size & (seg_size - 1) == 0 and blcksz in (
+                1024, 2048, 4096, 8192, 16384, 32768, 65536):
+            return {"magic": magic, "timeline": tli, "pageaddr": pageaddr, "system_identifier": str(sysid),
+                    "segment_size": seg_size}
+    return None
+
+
+def parse_history(data: bytes) -> t.List[t.Tuple[int, int]]:
+    """(parent timeline, switch LSN) lines of a timeline history file, oldest first."""
+    out: t.List[t.Tuple[int, int]] = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        try:
+            out.append((int(parts[0]), parse_lsn(parts[1])))
+        except (ValueError, WalError):
+            continue
+    return out
+
+
+# ----------------------------------------------------------------------------- the chain
+
+def entry_digest(entry: dict) -> str:
+    return hashlib.sha256(canonical(entry)).hexdigest()
+
+
+class WalLayout:
+    """Paths of the WAL area of a repository (no I/O beyond listing)."""
+
+    def __init__(self, repo_path: str) -> None:
+        self.repo = os.path.abspath(repo_path)
+        self.root = os.path.join(self.repo, "wal")
+        self.config = os.path.join(self.root, "wal.json")
+        self.lock = os.path.join(self.root, "lock")
+        self.tmp = os.path.join(self.root, "tmp")
+        self.segments = os.path.join(self.root, "segments")
+        self.chain = os.path.join(self.root, "chain")
+
+    def stored_path(self, name: str) -> str:
+        return os.path.join(self.segments, storage_dir(name), name)
+
+    def chain_path(self, n: int, name: str) -> str:
+        return os.path.join(self.chain, "%012d.%s.json" % (n, name))
+
+    def chain_files(self) -> t.List[t.Tuple[int, str, str]]:
+        """(n, WAL name, path) of every chain entry file, in order of n."""
+        try:
+            names = os.listdir(self.chain)
+        except FileNotFoundError:
+            return []
+        out = []
+        for fname in names:
+            match = CHAIN_RE.match(fname)
+            if match:
+                out.append((int(match.group(1)), match.group(2), os.path.join(self.chain, fname)))
+        return sorted(out)
+
+
+class ChainEntry(t.NamedTuple):
+    n: int
+    name: str
+    path: str
+    raw: bytes
+    entry: dict
+    signatures: list
+
+    @property
+    def digest(self) -> str:
+        return entry_digest(self.entry)
+
+
+ENTRY_FIELDS = (("format", str), ("version", int), ("repo_id", str), ("n", int), ("name", str), ("kind", str),
+                ("plaintext_sha256", str), ("plaintext_size", int), ("ciphertext_sha256", str),
+                ("ciphertext_size", int), ("time", str))
+
+
+def load_entry(n: int, name: str, path: str) -> ChainEntry:
+    """Parse one chain file and check it is shaped like an entry and matches its file name."""
+    with open(path, "rb") as handle:
+        raw = handle.read(1 << 20)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WalError("chain entry %s is not valid JSON: %s" % (os.path.basename(path), exc))
+    if not isinstance(doc, dict) or not isinstance(doc.get("entry"), dict) or not isinstance(doc.get("signatures"), list):
+        raise WalError("chain entry %s does not have the entry/signatures shape" % os.path.basename(path))
+    entry = doc["entry"]
+    for key, kind in ENTRY_FIELDS:
+        value = entry.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise WalError("chain entry %s: field %s is missing or malformed" % (os.path.basename(path), key))
+    if entry["format"] != CHAIN_FORMAT or entry["version"] != FORMAT_VERSION:
+        raise WalError("chain entry %s has an unknown format or version" % os.path.basename(path))
+    if entry["n"] != n or entry["name"] != name:
+        raise WalError("chain entry file %s holds entry %d for %s (moved or replayed entry)"
+                       % (os.path.basename(path), entry["n"], entry["name"]))
+    if canonical(doc) != raw:
+        raise WalError("chain entry %s is not in canonical form (modified after writing)" % os.path.basename(path))
+    wal_kind(name)
+    return ChainEntry(n, name, path, raw, entry, doc["signatures"])
+
+
+def read_config(layout: WalLayout) -> dict:
+    try:
+        with open(layout.config, "rb") as handle:
+            data = json.loads(handle.read(65536).decode("utf-8"))
+    except FileNotFoundError:
+        raise WalError("%s holds no WAL archive (no wal/wal.json); enable ransomeye_wal_archive first"
+                       % layout.repo)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WalError("%s is not valid JSON: %s" % (layout.config, exc))
+    if not isinstance(data, dict) or data.get("format") != WAL_FORMAT or data.get("version") != FORMAT_VERSION:
+        raise WalError("%s is not a ransomeye.ops WAL archive config" % layout.config)
+    return data

@@ -1,0 +1,209 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: ransomeye_wal_archive
+short_description: Continuous, encrypted, signed WAL archiving into the backup repository
+version_added: "0.2.0"
+description:
+  - Enables (or disables) PostgreSQL WAL archiving into the C(wal/) area of a backup repository written by
+    M(ransomeye.ops.ransomeye_backup), for point-in-time recovery (docs/BACKUP_FORMAT.md, section 4).
+  - Installs the collection's WAL program in O(program_dir). The program is the collection's own module_utils code
+    (the encrypted container and signing code the modules use) installed beside a small launcher, not a copy of it.
+  - Sets C(archive_mode), C(archive_command) and C(archive_timeout) through C(ALTER SYSTEM) and reloads; a changed
+    C(archive_mode) needs a server restart, reported as RV(restart_required). C(wal_level=minimal) is raised to
+    C(replica).
+  - Before C(archive_command) is changed, the installed program runs its own check as O(os_user) (it must read its
+    config and keys and write into the repository); when it cannot, the module fails and the server is untouched.
+  - The archive command encrypts every WAL segment and timeline history file, fsyncs the file and its directory,
+    appends an entry to a hash chain (signed every O(sign_every) entries) and only then exits 0. It exits 0 for a
+    segment already archived with identical content and fails loudly for different content. It gives up after
+    O(command_timeout) seconds with one C(ransomeye-wal:) line in the server log; PostgreSQL keeps the WAL and
+    retries.
+  - No secret is ever on a command line; the program's config file names key files only.
+author:
+  - ransomeye.ops contributors (@ransomeye)
+options:
+  state:
+    description:
+      - V(enabled) installs the program and turns archiving on.
+      - V(disabled) sets C(archive_mode=off) (effective after a restart; until then archiving continues, so no WAL
+        is lost). The program and the archive are left in place.
+    type: str
+    choices: [enabled, disabled]
+    default: enabled
+  repo:
+    description:
+      - Directory of the backup repository (created when missing). The WAL goes to C(<repo>/wal/), owned by
+        O(os_user); the repository root gets group O(os_user) and C(g+x) so that the server can reach it.
+      - Every directory above it must be traversable by O(os_user).
+    type: path
+    required: true
+  mode:
+    description:
+      - V(rsa) encrypts to O(recipients) (the host cannot read its own archive); V(aes) uses O(key_file).
+    type: str
+    choices: [rsa, aes]
+    default: rsa
+  recipients:
+    description:
+      - PEM public keys able to decrypt the archive. Required with O(mode=rsa) and O(state=enabled). Must be readable by O(os_user).
+    type: list
+    elements: path
+  key_file:
+    description:
+      - 256-bit key file. Required with O(mode=aes) and O(state=enabled). Must be readable by O(os_user).
+    type: path
+  signing_key:
+    description:
+      - Unencrypted PEM private key that signs the WAL hash chain. Must be readable by O(os_user); a key dedicated
+        to WAL signing is recommended (verifiers trust it like any other key in C(trusted_keys)).
+      - Required with O(state=enabled).
+    type: path
+  archive_timeout:
+    description:
+      - Seconds after which the server switches to a new WAL segment when there was activity, bounding the
+        recovery point objective. V(0) disables it.
+    type: int
+    default: 60
+  sign_every:
+    description:
+      - Sign every Nth chain entry (history and backup-label files are always signed). V(1) signs every segment,
+        so restore to the newest segment needs no trust in unsigned entries; higher values cut the signing cost
+        with slow (RSA) keys, and the unsigned tail after the last signature is reported by verify and refused
+        by restore.
+    type: int
+    default: 1
+  command_timeout:
+    description:
+      - Seconds one run of the archive command may take before it gives up (exit 1, WAL kept by the server).
+    type: int
+    default: 60
+  program_dir:
+    description:
+      - Where the program, the module_utils it runs and its C(archive.json) config are installed.
+    type: path
+    default: /usr/local/lib/ransomeye-ops/wal
+  python:
+    description:
+      - Interpreter for the program (needs the C(cryptography) library). Default is the interpreter running this
+        module.
+    type: path
+  os_user:
+    description:
+      - OS user the PostgreSQL server runs as.
+    type: str
+    default: postgres
+extends_documentation_fragment:
+  - ransomeye.ops.postgres
+  - ransomeye.ops.attributes
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports the files and settings that would change; writes nothing and changes no setting.
+  diff_mode:
+    support: full
+    details: The settings before and after.
+  platform:
+    platforms: posix
+notes:
+  - The server must be restarted once after the first enable (C(archive_mode) is a start-up setting).
+seealso:
+  - module: ransomeye.ops.ransomeye_backup
+  - module: ransomeye.ops.ransomeye_restore
+'''
+
+EXAMPLES = r'''
+- name: Archive WAL continuously, encrypted to the DR team's key
+  ransomeye.ops.ransomeye_wal_archive:
+    repo: /srv/backup/ransomeye
+    mode: rsa
+    recipients: [/etc/ransomeye/backup/recipient.pub]
+    signing_key: /etc/ransomeye/keys/wal-signing.key
+    login_host: 127.0.0.1
+    login_password: "{{ ransomeye_db_admin_password }}"
+  register: wal
+  notify: restart postgresql
+
+- name: Turn archiving off (after the next restart)
+  ransomeye.ops.ransomeye_wal_archive:
+    state: disabled
+    repo: /srv/backup/ransomeye
+    login_host: 127.0.0.1
+'''
+
+RETURN = r'''
+settings:
+  description: Settings changed (or that would change), name to C(before) and C(after) (pending configuration).
+  returned: always
+  type: dict
+  sample: {"archive_mode": {"before": "off", "after": "on"}}
+restart_required:
+  description: True when a changed start-up setting (C(archive_mode), C(wal_level)) is not running yet.
+  returned: always
+  type: bool
+reload_required:
+  description: True when a reloadable setting changed (the module reloads the server itself).
+  returned: always
+  type: bool
+archive_mode_running:
+  description: The C(archive_mode) the server runs with now.
+  returned: always
+  type: str
+program:
+  description: Path of the installed program.
+  returned: when O(state=enabled)
+  type: str
+config:
+  description: Path of the program's config file (names the repository and key files; no secret).
+  returned: when O(state=enabled)
+  type: str
+installed:
+  description: Files of the program (relative to O(program_dir)) written or that would be written.
+  returned: when O(state=enabled)
+  type: list
+  elements: str
+system_identifier:
+  description: The database system identifier this repository's WAL archive is bound to.
+  returned: when O(state=enabled)
+  type: str
+'''
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
+from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import postgres_argument_spec
+from ansible_collections.ransomeye.ops.plugins.module_utils._wal_archive import run_wal_archive
+
+
+def main():
+    module = RansomeyeModule(
+        argument_spec=dict(
+            state=dict(type="str", choices=["enabled", "disabled"], default="enabled"),
+            repo=dict(type="path", required=True),
+            mode=dict(type="str", choices=["rsa", "aes"], default="rsa"),
+            recipients=dict(type="list", elements="path"),
+            key_file=dict(type="path", no_log=False),
+            signing_key=dict(type="path", no_log=False),
+            archive_timeout=dict(type="int", default=60),
+            sign_every=dict(type="int", default=1),
+            command_timeout=dict(type="int", default=60),
+            program_dir=dict(type="path", default="/usr/local/lib/ransomeye-ops/wal"),
+            python=dict(type="path"),
+            os_user=dict(type="str", default="postgres"),
+        ),
+        shared_specs=[postgres_argument_spec()],
+        supports_check_mode=True,
+        required_if=[("state", "enabled", ["signing_key"])],
+    )
+    module.run(run_wal_archive)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""ransomeye_wal_archive and the archive command against a real cluster: install, idempotency, durability rules."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+
+import pytest
+
+from tests.harness.ansible_runner import run_module_direct
+
+from tests.harness.pitrsite import Site
+
+SEG = 16 * 1024 * 1024
+
+
+def synthetic_segment(path: str, name: str, sysid: str, seed: bytes = b"") -> str:
+    """A 16 MiB file with a valid long page header for ``name`` (the program checks it), random body."""
+    tli, log, seg = int(name[:8], 16), int(name[8:16], 16), int(name[16:], 16)
+    header = struct.pack("<HHIQI4xQII", 0xD110, 0x0002, tli, (log * 256 + seg) * SEG, 0, int(sysid), SEG, 8192)
+    body = (seed or os.urandom(32)) * ((SEG - len(header)) // 32 + 1)
+    with open(path, "wb") as handle:
+        handle.write(header + body[:SEG - len(header)])
+    os.chmod(path, 0o644)
+    return path
+
+
+def test_enable_check_mode_idempotent_and_archiving(pitr_site):
+    site = pitr_site
+    check = run_module_direct("ransomeye_wal_archive", site.wal_args, check=True, diff=True)
+    assert check["_rc"] == 0 and check["changed"] is True, check
+    assert not os.path.exists(os.path.join(site.program_dir, "ransomeye-wal"))
+    assert site.pg.execute("SHOW archive_mode")[0][0] == "off"
+    assert "archive_mode = on" in check["diff"]["after"]
+
+    first = site.enable()
+    assert first["changed"] is True and first["restart_required"] is True
+    assert first["settings"]["archive_mode"] == {"before": "off", "after": "on"}
+    command = site.pg.execute("SHOW archive_command")[0][0]
+    assert command.startswith(os.path.join(site.program_dir, "ransomeye-wal") + " push --config ")
+    with open(os.path.join(site.keys["dir"], "wal-signing.key"), "rb") as handle:
+        assert handle.read()[40:80].decode(errors="replace") not in command  # no key material on argv
+
+    second = run_module_direct("ransomeye_wal_archive", site.wal_args)
+    assert second["_rc"] == 0 and second["changed"] is False, second
+    assert second["installed"] == [] and second["settings"] == {}
+
+    site.pg.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 50000) g")
+    name = site.switch_and_wait()
+    assert name in site.chain_names()
+    stored = os.path.join(site.repo, "wal", "segments", name[:16], name)
+    with open(stored, "rb") as handle:
+        assert handle.read(8) == b"RYECNTR\n"  # encrypted, never plaintext WAL
+    entry = json.load(open(os.path.join(site.repo, "wal", "chain", sorted(os.listdir(
+        os.path.join(site.repo, "wal", "chain")))[-1])))
+    assert entry["signatures"] and entry["entry"]["name"] == name
+
+
+def test_unusable_program_never_reaches_the_server(pitr_site, tmp_path):
+    site = pitr_site
+    hidden = str(tmp_path / "signing.key")  # under pytest's 0700 tmp dir: postgres cannot read it
+    with open(site.keys["signing_key"], "rb") as src, open(hidden, "wb") as dst:
+        dst.write(src.read())
+    result = run_module_direct("ransomeye_wal_archive", dict(site.wal_args, signing_key=hidden))
+    assert result["_rc"] != 0 and "cannot work as OS user postgres" in result["msg"], result
+    assert "archive_command was not changed" in result["msg"]
+    assert site.pg.execute("SHOW archive_command")[0][0] in ("", "(disabled)")
+    assert "BEGIN" not in result["msg"]
+
+
+@pytest.fixture(scope="module")
+def enabled(pitr_keys):
+    """One archiving cluster shared by the tests below (each uses its own WAL file names)."""
+    site = Site(pitr_keys)
+    try:
+        site.enable()
+        conf = json.load(open(os.path.join(site.program_dir, "archive.json")))
+        site.sysid = conf["system_identifier"]
+        site.config = os.path.join(site.program_dir, "archive.json")
+        yield site
+    finally:
+        site.destroy()
+
+
+def test_duplicate_same_content_ok_different_content_refused(enabled):
+    site = enabled
+    src = synthetic_segment(os.path.join(site.base, "seg"), "0000000100000000000000F0", site.sysid, b"a" * 32)
+    first = site.program(["push", "--config", site.config, src, "0000000100000000000000F0"])
+    assert first.returncode == 0, first.stderr
+    chain = list(site.chain_names())
+    again = site.program(["push", "--config", site.config, src, "0000000100000000000000F0"])
+    assert again.returncode == 0, again.stderr
+    assert site.chain_names() == chain
+    other = synthetic_segment(os.path.join(site.base, "seg2"), "0000000100000000000000F0", site.sysid, b"b" * 32)
+    refused = site.program(["push", "--config", site.config, other, "0000000100000000000000F0"])
+    assert refused.returncode == 1
+    assert "already archived with different content" in refused.stderr
+    assert refused.stderr.startswith("ransomeye-wal: ERROR:")
+    assert site.chain_names() == chain
+    foreign = synthetic_segment(os.path.join(site.base, "seg3"), "0000000100000000000000F1", "12345", b"c" * 32)
+    mixed = site.program(["push", "--config", site.config, foreign, "0000000100000000000000F1"])
+    assert mixed.returncode == 1 and "refusing to mix clusters" in mixed.stderr
+    bad_name = site.program(["push", "--config", site.config, src, "../../etc/passwd"])
+    assert bad_name.returncode == 1 and "not a WAL file name" in bad_name.stderr
+
+
+@pytest.mark.parametrize("point", ["during_encrypt", "before_rename", "after_rename", "after_chain"])
+def test_killed_at_each_step_never_acknowledges_early(enabled, point):
+    site = enabled
+    name = "0000000100000000000000%02X" % (0xE0 + ["during_encrypt", "before_rename", "after_rename",
+                                                 "after_chain"].index(point))
+    src = synthetic_segment(os.path.join(site.base, "seg-" + point), name, site.sysid)
+    killed = site.program(["push", "--config", site.config, src, name], env={"RANSOMEYE_WAL_TEST_HOOK": point + ":kill"})
+    assert killed.returncode != 0  # PostgreSQL would retry: the segment was not acknowledged
+    if point == "after_chain":
+        assert name in site.chain_names()  # durable before the (lost) exit 0
+    else:
+        assert name not in site.chain_names()
+    retry = site.program(["push", "--config", site.config, src, name])
+    assert retry.returncode == 0, retry.stderr
+    assert site.chain_names().count(name) == 1
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain as chain
+    report = chain.check_chain(site.repo, _trusted(site), level="full", decrypt=site.decrypt_kwargs())
+    assert report.problems == [], report.problems
+    assert name in report.good
+    assert [f for f in os.listdir(os.path.join(site.repo, "wal", "tmp")) if f.endswith(".tmp")] == []
+
+
+def _trusted(site):
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import load_trusted
+    return load_trusted(site.trusted)
+
+
+def test_timeout_is_bounded_and_logged(enabled):
+    site = enabled
+    conf = json.load(open(site.config))
+    conf["timeout"] = 2
+    short = os.path.join(site.base, "short.json")
+    with open(short, "w") as handle:
+        json.dump(conf, handle)
+    os.chmod(short, 0o644)
+    name = "0000000100000000000000D0"
+    src = synthetic_segment(os.path.join(site.base, "seg-t"), name, site.sysid)
+    started = time.monotonic()
+    hung = site.program(["push", "--config", short, src, name], env={"RANSOMEYE_WAL_TEST_HOOK": "during_encrypt:sleep"})
+    assert time.monotonic() - started < 20
+    assert hung.returncode == 1 and "gave up after the configured timeout" in hung.stderr
+    assert name not in site.chain_names()
+
+
+def test_unreachable_repository_keeps_wal_and_catches_up(enabled):
+    site = enabled
+    segments = os.path.join(site.repo, "wal", "tmp")
+    site.switch_and_wait()
+    os.chmod(segments, 0o500)  # permission denied for the server's user: nothing can be written
+    try:
+        site.pg.execute("CREATE TABLE lost_if_dropped AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+        expected = site.pg.execute("SELECT md5(string_agg(md5, ',' ORDER BY g)) FROM lost_if_dropped")[0][0]
+        failed_name = site.pg.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            failed = site.pg.execute("SELECT failed_count, last_failed_wal FROM pg_stat_archiver")[0]
+            if failed[0] >= 2:
+                break
+            time.sleep(0.2)
+        assert failed[0] >= 2 and failed[1] == failed_name
+        assert os.path.exists(os.path.join(site.pg.data, "pg_wal", "archive_status", failed_name + ".ready"))
+        assert "ransomeye-wal: ERROR: push %s failed" % failed_name in site.pg.log_text()
+        assert failed_name not in site.chain_names()
+    finally:
+        os.chmod(segments, 0o700)
+    site.wait_archived(failed_name, timeout=90)
+    assert failed_name in site.chain_names()
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain as chain
+    report = chain.check_chain(site.repo, _trusted(site), level="ciphertext")
+    assert report.problems == []
+    assert site.pg.execute("SELECT md5(string_agg(md5, ',' ORDER BY g)) FROM lost_if_dropped")[0][0] == expected
