@@ -80,7 +80,7 @@ def run_backup(module: t.Any) -> dict:
     max_age = parse_duration(params.get("max_age"), "max_age")
     policy = bretention.policy_from(params)
     require_crypto()
-    if "database" in components:
+    if "database" in components or "physical" in components:
         from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
         require_psycopg2(module)
     # Fail on bad paths before touching the repository.
@@ -222,6 +222,11 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
                                  bytes_stored=dump.record["ciphertext_size"], objects_new=1,
                                  duration=round(dump.duration, 3))
         result["tables"] = dump.tables
+    if "physical" in components:
+        from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_base import backup_physical
+        phys_id = brepo.new_object_id()
+        body["components"]["physical"], objects[phys_id], pstats = backup_physical(params, repo, enc, phys_id)
+        stats["physical"] = dict(_empty_stats(), **pstats)
     body["objects"] = objects
     ended = time.time()
     body["time"] = {"start": brepo.iso_time(now), "end": brepo.iso_time(ended), "advisory": True,
@@ -238,6 +243,9 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     if cache is not None:
         cache.save(now)
     pruned = brepo.prune(repo, None, remove_seqs=retention["remove_seqs"])
+    if os.path.isdir(os.path.join(repo.path, "wal")):
+        from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_base import prune_wal
+        pruned["wal"] = prune_wal(repo)
     total = _empty_stats()
     for values in stats.values():
         for key in total:

@@ -64,8 +64,8 @@ def _wal_area(params: dict, user: inst.OsUser, system_identifier: str, segment_s
     if os.path.exists(layout.config):
         current = wf.read_config(layout)
         if current.get("repo_id") != repo.repo_id:
-            raise RansomeyeError("%s belongs to repository %s, not %s" % (layout.config, current.get("repo_id"),
-                                                                         repo.repo_id))
+            raise RansomeyeError("%s belongs to repository %s, not %s"
+                                 % (layout.config, current.get("repo_id"), repo.repo_id))
         if str(current.get("system_identifier")) != system_identifier:
             raise RansomeyeError(
                 "repository %s archives WAL of database system %s, but this server is system %s; use another "

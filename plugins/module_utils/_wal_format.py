@@ -115,8 +115,8 @@ def parse_long_header(data: bytes) -> t.Optional[dict]:
         return None
     import struct
     for order in ("<", ">"):
-        magic, info, tli, pageaddr, _rem, sysid, seg_size, blcksz = struct.unpack(order + "HHIQI4xQII",
-                                                                                   data[:LONG_HEADER_SIZE])
+        fields = struct.unpack(order + "HHIQI4xQII", data[:LONG_HEADER_SIZE])
+        magic, info, tli, pageaddr, _rem, sysid, seg_size, blcksz = fields
         if info & XLP_LONG_HEADER and seg_size and seg_size & (seg_size - 1) == 0 and blcksz in (
                 1024, 2048, 4096, 8192, 16384, 32768, 65536):
             return {"magic": magic, "timeline": tli, "pageaddr": pageaddr, "system_identifier": str(sysid),

@@ -360,8 +360,8 @@ def main(argv: t.Optional[t.List[str]] = None) -> int:
     except RansomeyeError as exc:
         sys.stderr.write("ransomeye-wal: ERROR: %s failed: %s\n" % (what, exc.msg))
     except OSError as exc:
-        sys.stderr.write("ransomeye-wal: ERROR: %s failed: %s: %s\n" % (what, exc.strerror or type(exc).__name__,
-                                                                         exc.filename or ""))
+        reason = exc.strerror or type(exc).__name__
+        sys.stderr.write("ransomeye-wal: ERROR: %s failed: %s: %s\n" % (what, reason, exc.filename or ""))
     except (ValueError, TypeError, KeyError) as exc:
         sys.stderr.write("ransomeye-wal: ERROR: %s failed: %s: %s\n" % (what, type(exc).__name__, exc))
     sys.stderr.flush()

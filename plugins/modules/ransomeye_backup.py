@@ -48,9 +48,11 @@ options:
   components:
     description:
       - Which components to back up.
+      - V(physical) is a base backup of the whole cluster for point-in-time recovery (C(pg_basebackup) streamed
+        into an encrypted container; needs M(ransomeye.ops.ransomeye_wal_archive) into the same repository).
     type: list
     elements: str
-    choices: [database, config, artifacts]
+    choices: [database, config, artifacts, physical]
     default: [database, config, artifacts]
   db:
     description:
@@ -163,6 +165,13 @@ options:
       - Percentage of the artifacts skipped by the stat cache that are re-read and re-hashed anyway each run.
     type: float
     default: 2.0
+  wal_wait_timeout:
+    description:
+      - Seconds the V(physical) component waits for the WAL segment holding the base backup's end to reach the
+        archive; the backup is recorded only then.
+    type: int
+    default: 120
+    version_added: "0.2.0"
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
@@ -260,6 +269,8 @@ stats:
 pruned:
   description:
     - What retention removed (in check mode, would remove), C(manifests) (backup ids), C(objects) and C(bytes).
+    - C(wal) (C(segments), C(bytes)) when the repository has a WAL archive; WAL that the oldest retained base
+      backup needs is never removed.
   returned: always
   type: dict
   sample: {manifests: ["00000001-20261120T010000Z"], objects: 12, bytes: 48213}
@@ -287,7 +298,7 @@ def main():
     module = RansomeyeModule(
         argument_spec=dict(
             repo=dict(type="path", required=True),
-            components=dict(type="list", elements="str", choices=["database", "config", "artifacts"],
+            components=dict(type="list", elements="str", choices=["database", "config", "artifacts", "physical"],
                             default=["database", "config", "artifacts"]),
             db=dict(type="str"),
             config_paths=dict(type="list", elements="path", default=[]),
@@ -307,6 +318,7 @@ def main():
             max_age=dict(type="str"),
             lock_timeout=dict(type="int", default=300),
             rehash_percent=dict(type="float", default=2.0),
+            wal_wait_timeout=dict(type="int", default=120),
         ),
         shared_specs=[postgres_argument_spec()],
         supports_check_mode=True,

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from tests.harness.pitrsite import Site, table_hashes  # noqa: F401  (re-exported for the tests)
+from tests.harness.pitrsite import Site
 from tests.harness.pgpython import pg_python
 
 PEM = serialization.Encoding.PEM

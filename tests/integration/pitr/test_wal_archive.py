@@ -108,8 +108,8 @@ def test_duplicate_same_content_ok_different_content_refused(enabled):
 @pytest.mark.parametrize("point", ["during_encrypt", "before_rename", "after_rename", "after_chain"])
 def test_killed_at_each_step_never_acknowledges_early(enabled, point):
     site = enabled
-    name = "0000000100000000000000%02X" % (0xE0 + ["during_encrypt", "before_rename", "after_rename",
-                                                 "after_chain"].index(point))
+    points = ["during_encrypt", "before_rename", "after_rename", "after_chain"]
+    name = "0000000100000000000000%02X" % (0xE0 + points.index(point))
     src = synthetic_segment(os.path.join(site.base, "seg-" + point), name, site.sysid)
     killed = site.program(["push", "--config", site.config, src, name], env={"RANSOMEYE_WAL_TEST_HOOK": point + ":kill"})
     assert killed.returncode != 0  # PostgreSQL would retry: the segment was not acknowledged
