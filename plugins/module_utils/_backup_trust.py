@@ -238,6 +238,13 @@ def scan(repo: brepo.Repo, trust: Trust, content_check: t.Optional[t.Callable[[d
 
 
 def _judge_chain(entries: t.Dict[int, Entry], authentic: t.List[t.Any]) -> t.Dict[int, str]:
+    """Hash-chain problems by authentic seq: a broken link, or missing manifests below it (deleted backups).
+
+    A missing seq is legitimate when retention removed it: below the lowest
+    manifest for manifests without a record, or left out of the ``retained``
+    ranges of the newest manifest that records them. A missing seq is charged
+    to the next authentic manifest above it.
+    """
     chain: t.Dict[int, str] = {}
     if not authentic:
         return chain
@@ -249,6 +256,7 @@ def _judge_chain(entries: t.Dict[int, Entry], authentic: t.List[t.Any]) -> t.Dic
         if kept is not None:
             newest_with_record = item.body["seq"]
             break
+    missing: t.Set[int] = set()
     for item in authentic:
         body = item.body
         seq = body["seq"]
@@ -264,20 +272,21 @@ def _judge_chain(entries: t.Dict[int, Entry], authentic: t.List[t.Any]) -> t.Dic
                 chain[seq] = "prev_manifest_sha256 does not match manifest %08d.json (chain broken)" % prev
             continue  # a damaged predecessor is reported by itself
         if kept is not None and prev <= newest_with_record:
-            if prev not in kept:
-                continue  # the newest signed retention record says it was removed on purpose
-        elif prev < lowest:
-            continue  # older manifests without a retention record: retention removes the oldest first
-        earlier = [s for s in entries if s < seq]
-        first_missing = max(earlier) + 1 if earlier else prev
-        chain[seq] = "manifests %08d..%08d are missing (deleted backups)" % (min(first_missing, prev), seq - 1)
+            if prev in kept:
+                missing.add(prev)
+        elif prev >= lowest:
+            missing.update(s for s in range(prev, seq) if s not in entries)
     if kept is not None:
-        for seq in sorted(kept):
-            if seq in entries:
-                continue
-            successor = next((i.body["seq"] for i in authentic if i.body["seq"] > seq), None)
-            if successor is not None and successor not in chain:
-                chain[successor] = "manifest %08d.json is missing (deleted backup)" % seq
+        missing.update(s for s in kept if s not in entries)
+    by_successor: t.Dict[int, t.List[int]] = {}
+    for seq in missing:
+        successor = next((i.body["seq"] for i in authentic if i.body["seq"] > seq), None)
+        if successor is not None:
+            by_successor.setdefault(successor, []).append(seq)
+    for successor, seqs in by_successor.items():
+        text = ", ".join("%08d" % lo if lo == hi else "%08d..%08d" % (lo, hi) for lo, hi in seq_ranges(seqs))
+        reason = "manifests %s are missing (deleted backups)" % text
+        chain[successor] = "%s; %s" % (chain[successor], reason) if successor in chain else reason
     return chain
 
 
