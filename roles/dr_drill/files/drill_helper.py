@@ -5,7 +5,9 @@
 Subcommands (JSON in on stdin, JSON out on stdout; secrets only ever on stdin):
   snapshot  {"roots": [...]}                       -> {"files": {path: {sha256, mode, size}}, "links": {path: target}}
   dropdb    {"host", "port", "user", "password", "sslmode", "dbname"} -> {"dropped": bool}
-  damage    (same request)                         -> {"emptied": [tables]}  (TRUNCATE ... CASCADE)
+  damage    (same request, "keep_copy": bool)      -> {"emptied": [tables], "pristine": copy or null}  (TRUNCATE ... CASCADE)
+  counts    (same request)                         -> {"tables": {"public.<table>": rows}}
+  return_pristine (same request)                   -> the pre-drill copy renamed back to dbname (damaged one dropped)
   tamper    {"path": ...}                          -> {"tampered": path}   (test hook only)
   prove     {"pre", "post", "restore_files", "restore_links", "backup_tables", "restore_tables",
              "manifest_tables", "health", "health_before"}          -> {"ok": bool, "checks": [...], "problems": [...]}
@@ -72,10 +74,43 @@ def dropdb(req: dict) -> dict:
     return {"dropped": exists}
 
 
+def _admin(req: dict, dbname: str = "postgres") -> t.Any:
+    import psycopg2  # pylint: disable=import-outside-toplevel
+    conn = psycopg2.connect(host=req["host"], port=req["port"], user=req["user"], password=req["password"],
+                            dbname=dbname, sslmode=req.get("sslmode") or "prefer", connect_timeout=10)
+    conn.autocommit = True
+    return conn
+
+
+def pristine_name(dbname: str) -> str:
+    return dbname[:40] + "_drill_pristine"
+
+
 def damage(req: dict) -> dict:
-    """Ransomware-like damage: every table of schema public emptied (the database itself stays)."""
+    """Ransomware-like damage: every table of schema public emptied (the database itself stays).
+
+    With ``keep_copy`` the pre-drill database is first copied (CREATE DATABASE ... TEMPLATE, the services are
+    stopped), so the drill's rollback can return to exactly the state before the drill.
+    """
     import psycopg2  # pylint: disable=import-outside-toplevel
     from psycopg2 import sql  # pylint: disable=import-outside-toplevel
+    pristine = None
+    if req.get("keep_copy"):
+        pristine = pristine_name(req["dbname"])
+        admin = _admin(req)
+        try:
+            with admin.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (pristine,))
+                if cur.fetchone() is not None:
+                    # Left by an earlier drill that failed: it may be the only good copy; never drop it here.
+                    raise RuntimeError("%s exists (left by an earlier drill that failed); check it and drop it by "
+                                       "hand before the next drill" % pristine)
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                            (req["dbname"],))
+                cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(pristine),
+                                                                             sql.Identifier(req["dbname"])))
+        finally:
+            admin.close()
     conn = psycopg2.connect(host=req["host"], port=req["port"], user=req["user"], password=req["password"],
                             dbname=req["dbname"], sslmode=req.get("sslmode") or "prefer", connect_timeout=10)
     try:
@@ -88,7 +123,41 @@ def damage(req: dict) -> dict:
         conn.commit()
     finally:
         conn.close()
-    return {"emptied": tables}
+    return {"emptied": tables, "pristine": pristine}
+
+
+def counts(req: dict) -> dict:
+    """Row count of every table of schema public of ``dbname`` (``public.<table>`` keys, as manifests have)."""
+    from psycopg2 import sql  # pylint: disable=import-outside-toplevel
+    conn = _admin(req, req["dbname"])
+    out: t.Dict[str, int] = {}
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            for (name,) in cur.fetchall():
+                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("public", name)))
+                out["public." + name] = int(cur.fetchone()[0])
+    finally:
+        conn.close()
+    return {"tables": out}
+
+
+def return_pristine(req: dict) -> dict:
+    """Put the pre-drill copy back as ``dbname`` (the drill's own damaged database is dropped)."""
+    from psycopg2 import sql  # pylint: disable=import-outside-toplevel
+    pristine = pristine_name(req["dbname"])
+    conn = _admin(req)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (pristine,))
+            if cur.fetchone() is None:
+                raise RuntimeError("the pre-drill copy %s does not exist" % pristine)
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(req["dbname"])))
+            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(pristine),
+                                                                         sql.Identifier(req["dbname"])))
+    finally:
+        conn.close()
+    return {"returned": pristine}
 
 
 def tamper(req: dict) -> dict:
@@ -166,9 +235,11 @@ def prove(req: dict) -> dict:
 
 def main() -> int:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
-    handlers = {"snapshot": snapshot, "dropdb": dropdb, "damage": damage, "tamper": tamper, "prove": prove}
+    handlers = {"snapshot": snapshot, "dropdb": dropdb, "damage": damage, "tamper": tamper, "prove": prove,
+                "counts": counts, "return_pristine": return_pristine}
     if command not in handlers:
-        print(json.dumps({"failed": True, "msg": "usage: drill_helper.py snapshot|dropdb|damage|tamper|prove < request.json"}))
+        print(json.dumps({"failed": True, "msg": "usage: drill_helper.py snapshot|dropdb|damage|tamper|prove|counts|"
+                                                 "return_pristine < request.json"}))
         return 2
     try:
         result = handlers[command](json.load(sys.stdin))

@@ -87,17 +87,23 @@ def test_demo_dr_drill_fails_when_a_restored_artifact_is_tampered(demo_factory, 
     _no_secret(demo, run)
 
 
-def test_demo_dr_drill_damage_then_rollback_returns_the_damaged_database(demo_factory, run_playbook):
+def test_demo_dr_drill_damage_then_rollback_returns_the_pre_drill_state(demo_factory, run_playbook):
     demo = demo_factory(scale=1, seed=23)
+    counts = database.row_counts(demo.cluster())
     run = run_playbook(DRILL, inventory=demo.inventory,
                        extra_vars={"dr_drill_disaster": "damage", "dr_drill_rollback": True})
     assert run.rc == 0, run.stdout[-3000:] + run.stderr[-2000:]
     report = json.load(open(_reports(demo)[-1]))
     assert report["result"] == "passed"
     assert report["restore"]["previous_db"] and report["rollback"]["done"] is True
-    # Rolled back: the emptied database is live again, and the app answers from it.
+    # Rolled back to the state before the drill: the same rows as before, the app answers from them, and no copy
+    # the drill made is left behind.
+    assert report["rollback"]["row_counts_match_pre_drill"] is True
+    assert database.row_counts(demo.cluster()) == counts
     status, body = services.health(demo.health_url)
-    assert status == 200 and set(body["counts"].values()) == {0}
+    assert status == 200 and body["counts"] == counts
+    names = {row[0] for row in demo.cluster().execute("SELECT datname FROM pg_database")}
+    assert not [n for n in names if "drill" in n], names
 
 
 def test_demo_dr_drill_refuses_a_host_that_is_not_a_demo_host(demo_host, run_playbook):
@@ -109,6 +115,27 @@ def test_demo_dr_drill_refuses_a_host_that_is_not_a_demo_host(demo_host, run_pla
     run = run_playbook(DRILL, inventory=demo_host.inventory, check=True)
     assert run.rc != 0 and "check mode" in run.failed()[0]["result"]["msg"]
     assert database.row_counts(demo_host.cluster())["hosts"] > 0
+
+
+def test_demo_dr_drill_failed_at_the_backup_reports_only_the_steps_that_ran(demo_host, run_playbook):
+    counts = database.row_counts(demo_host.cluster())
+    before = set(_reports(demo_host))
+    run = run_playbook(DRILL, inventory=demo_host.inventory,
+                       extra_vars={"dr_drill_recipients": [os.path.join(demo_host.root, "no-such-recipient.pub")]})
+    assert run.rc != 0
+    [path] = sorted(set(_reports(demo_host)) - before)
+    report = json.load(open(path))
+    assert report["result"] == "failed" and report["failed_step"] == "backup"
+    steps = {s["step"]: s["status"] for s in report["steps"]}
+    assert steps["snapshot"] == "done" and steps["backup"] == "failed"
+    assert all(steps[name] == "not run" for name in ("verify", "disaster", "restore", "proof", "rollback")), steps
+    assert report["disaster"]["happened"] is False
+    summary = "\n".join(_task(run, "Drill summary")["result"]["msg"])
+    assert "drop database" not in summary and "deleted" not in summary
+    assert "(seq )" not in summary and "RTO  s" not in summary and "RTO        None" not in summary
+    assert "not run" in summary
+    assert database.row_counts(demo_host.cluster()) == counts
+    assert services.health(demo_host.health_url)[0] == 200
 
 
 def test_demo_restore_playbook_restores_and_rolls_back_on_failure(demo_factory, run_playbook):
