@@ -120,8 +120,8 @@ def backup_physical(params: dict, repo: t.Any, enc: t.Any, object_id: str) -> t.
         if mode not in ("on", "always"):
             raise RansomeyeError("archive_mode is %s: a base backup is only useful with WAL archiving; run "
                                  "ransomeye_wal_archive (and restart the server) first" % mode)
-        spaces = pgu.query_one(conn, "SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN "
-                                     "('pg_default', 'pg_global')")
+        spaces = int(pgu.query_one(conn, "SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN "
+                                         "('pg_default', 'pg_global')") or 0)
         if spaces:
             raise RansomeyeError("the cluster has %d tablespace(s) outside the data directory; the physical "
                                  "component backs up clusters without extra tablespaces only" % spaces)

@@ -29,7 +29,7 @@ def test_base_backup_recorded_and_verified(pitr_site):
     # WAL older than the only base backup is useless and was pruned; everything from its start stays
     assert old < phys["start_wal"] and old not in site.chain_names()
     assert phys["start_wal"] in site.chain_names()
-    verify = run_module_direct("ransomeye_backup_verify", dict(repo=site.repo, trusted_keys=site.trusted,
-                                                                level="full", **site.decrypt))
+    verify_args = dict(repo=site.repo, trusted_keys=site.trusted, level="full", **site.decrypt)
+    verify = run_module_direct("ransomeye_backup_verify", verify_args)
     assert verify["_rc"] == 0, verify.get("msg")
     assert verify["verified"] == [result["backup_id"]]
