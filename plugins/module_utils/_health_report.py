@@ -52,6 +52,12 @@ DEFAULT_THRESHOLDS: t.Dict[str, Threshold] = {
     "service_running": Threshold(None, None, False, ""),
     "process_count": Threshold(None, None, False, ""),
     "cert_days_left": Threshold(30, 7, True, "d"),
+    "app_http_status": Threshold(None, None, False, ""),
+    "app_db_login": Threshold(None, None, False, ""),
+    "backup_age_hours": Threshold(26, 50, False, "h"),
+    "drill_age_days": Threshold(8, None, False, "d"),
+    # The spool holds at most 10,000 alerts (_spool.DEFAULT_MAX_MESSAGES).
+    "siem_spool_backlog": Threshold(500, 9000, False, ""),
 }
 
 

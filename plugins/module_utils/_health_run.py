@@ -20,6 +20,7 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write
+from ansible_collections.ransomeye.ops.plugins.module_utils._health_app import app_checks, backup_checks, spool_checks
 from ansible_collections.ransomeye.ops.plugins.module_utils._health_certs import certificate_checks
 from ansible_collections.ransomeye.ops.plugins.module_utils._health_postgres import postgres_checks
 from ansible_collections.ransomeye.ops.plugins.module_utils._health_report import (
@@ -32,7 +33,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._health_system impor
 from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ConnInfo
 
 SYSTEM = ("disk", "inodes", "io", "load", "memory", "swap")
-CHECK_NAMES = SYSTEM + ("postgres", "services", "processes", "certificates")
+CHECK_NAMES = SYSTEM + ("postgres", "services", "processes", "certificates", "app", "backups", "spool")
 GROUPS = {"system": SYSTEM, "all": CHECK_NAMES}
 
 
@@ -79,6 +80,12 @@ def run_health(params: t.Mapping[str, t.Any]) -> dict:
         checks += process_checks(params.get("processes") or [], thresholds)
     if "certificates" in selected:
         checks += certificate_checks(params.get("certificates") or [], thresholds)
+    if "app" in selected:
+        checks += app_checks(params, thresholds)
+    if "backups" in selected:
+        checks += backup_checks(params, thresholds)
+    if "spool" in selected:
+        checks += spool_checks(params, thresholds)
     if before is not None:
         remaining = sample_seconds - (time.monotonic() - started)
         if remaining > 0:

@@ -25,6 +25,12 @@ description:
     O(connect_timeout) seconds: libpq's C(connect_timeout) bounds the connection, C(statement_timeout) bounds each query
     (O(query_timeout)), and a watchdog bounds the whole PostgreSQL battery."
   - Whether the given services (systemd or supervisord) and processes run, and the days left on given certificates.
+  - "The application (V(app)): its health URL O(app_health_url) must answer 200 (503, another code or no answer is
+    V(critical)), and a database login with the credentials each of O(app_env_files) holds (C(DB_USER)/C(DB_PASSWORD)
+    or C(DATABASE_URL)) must work, against the server of the connection options."
+  - "Backups (V(backups)): hours since the newest backup of O(backup_repo) completed (its newest manifest; nothing
+    decrypted) and days since the last passing DR drill report in O(drill_report_dir). Spool (V(spool)): the alerts
+    waiting in O(spool_dir) for a SIEM."
   - An info module. It changes nothing on the host; the only file it writes is the report, when O(report_path) is set.
 author:
   - ransomeye.ops contributors (@ransomeye)
@@ -44,7 +50,8 @@ options:
   checks:
     description:
       - Checks to run. V(system) means V(disk), V(inodes), V(io), V(load), V(memory) and V(swap); V(all) means every
-        check. V(services), V(processes) and V(certificates) do nothing when their lists are empty.
+        check. V(services), V(processes) and V(certificates) do nothing when their lists are empty, V(app),
+        V(backups) and V(spool) when their options are unset.
     type: list
     elements: str
     default: [all]
@@ -58,7 +65,8 @@ options:
         10/5, C(swap_used_percent) 50/80, C(pg_connect_ms) 500/2000, C(pg_query_ms) 100/1000, C(pg_backends_percent)
         90/95, C(pg_idle_in_transaction) 5/20, C(pg_longest_query_seconds) 300/1800, C(pg_wraparound_age)
         1300000000/1400000000, C(pg_replication_lag_bytes) 16MiB/256MiB, C(pg_replication_lag_seconds) 60/300,
-        C(cert_days_left) 30/7."
+        C(cert_days_left) 30/7, C(backup_age_hours) 26/50, C(drill_age_days) 8/none (no passing drill at all is a
+        warning), C(siem_spool_backlog) 500/9000."
     type: dict
     default: {}
   paths:
@@ -102,6 +110,34 @@ options:
     type: list
     elements: path
     default: []
+  app_health_url:
+    description:
+      - Health URL of the RansomEye web app (check V(app)).
+    type: str
+    version_added: "0.2.0"
+  app_env_files:
+    description:
+      - The app's C(.env) files; each one's database credentials must log in (check V(app)). The password is never
+        returned.
+    type: list
+    elements: path
+    default: []
+    version_added: "0.2.0"
+  backup_repo:
+    description:
+      - Backup repository whose newest backup's age is checked (check V(backups)).
+    type: path
+    version_added: "0.2.0"
+  drill_report_dir:
+    description:
+      - Directory of the C(dr-drill-*.json) reports; the age of the newest passing one is checked (check V(backups)).
+    type: path
+    version_added: "0.2.0"
+  spool_dir:
+    description:
+      - Alert spool of M(ransomeye.ops.ransomeye_alert_forward); its backlog is checked (check V(spool)).
+    type: path
+    version_added: "0.2.0"
   pg_samples:
     description:
       - Number of connections and probe queries timed for the PostgreSQL latency checks.
@@ -252,7 +288,7 @@ def health(module):
     if not HAS_PSUTIL and (set(selected) & set(SYSTEM + ("processes",))):
         from ansible.module_utils.basic import missing_required_lib
         module.fail_json(msg=missing_required_lib("psutil"))
-    if "postgres" in selected:
+    if "postgres" in selected or ("app" in selected and params["app_env_files"]):
         require_psycopg2(module)
     if params["pg_samples"] < 1 or params["pg_samples"] > 100:
         raise RansomeyeError("pg_samples must be between 1 and 100, not %d" % params["pg_samples"])
@@ -283,6 +319,11 @@ def main():
             supervisor_conf=dict(type="path"),
             processes=dict(type="list", elements="str", default=[]),
             certificates=dict(type="list", elements="path", default=[]),
+            app_health_url=dict(type="str"),
+            app_env_files=dict(type="list", elements="path", default=[]),
+            backup_repo=dict(type="path"),
+            drill_report_dir=dict(type="path"),
+            spool_dir=dict(type="path"),
             pg_samples=dict(type="int", default=5),
             query_timeout=dict(type="float", default=5),
             fail_on=dict(type="str", default="critical", choices=["critical", "warning", "unknown", "never"]),

@@ -16,7 +16,9 @@ def test_health_check_on_the_demo_host(mon_demo, rsyslog, run_playbook):
     layout, _state = mon_demo
     extra = {"monitoring_thresholds": CALM, "monitoring_sample_seconds": 0.2,
              "ransomeye_syslog_server": "127.0.0.1", "ransomeye_syslog_port": rsyslog.ports["tcp"],
-             "ransomeye_syslog_protocol": "tcp"}
+             "ransomeye_syslog_protocol": "tcp",
+             # This host was never backed up nor drilled (tests/integration/demo/test_demo_health_badday.py checks those).
+             "monitoring_backup_repo": "", "monitoring_drill_report_dir": ""}
     run = run_playbook(PLAYBOOK, inventory=layout.inventory, extra_vars=extra)
     assert run.rc == 0, run.stdout + run.stderr
     report = json.loads(open(os.path.join(layout.report_dir, "health-localhost.json")).read())
