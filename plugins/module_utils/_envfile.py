@@ -19,6 +19,7 @@ import typing as t
 from urllib.parse import quote, unquote
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import read_regular
 
 _ASSIGN_RE = re.compile(r"^(?P<lead>\s*(?:export\s+)?)(?P<key>[A-Za-z_][A-Za-z0-9_.]*)(?P<eq>\s*=[ \t]*)(?P<rest>.*)$")
 _URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#]*)(?P<tail>.*)$", re.DOTALL)
@@ -104,8 +105,7 @@ class EnvFile:
     @classmethod
     def read(cls, path: str) -> "EnvFile":
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            data = read_regular(path, "env file")
         except OSError as exc:
             raise RansomeyeError("cannot read env file %s: %s" % (path, exc.strerror or exc))
         try:

@@ -175,13 +175,50 @@ def atomic_write(
     return writer.backup_file
 
 
+def read_regular(path: str, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path`` (small files only); refuse a FIFO, device or directory.
+
+    Opened non-blocking, so a FIFO planted where a file is expected cannot
+    hang the run waiting for a writer, then checked with fstat.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RansomeyeError("%s %s is not a regular file (a FIFO, device, socket or directory); refusing to "
+                                 "read it" % (what, path), path=path)
+        return handle.read()
+
+
 def read_if_exists(path: str) -> t.Optional[bytes]:
-    """The file's bytes, or None when it does not exist (small files only: config, keys)."""
+    """The file's bytes, or None when it does not exist (small regular files only: config, keys)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        return read_regular(path)
     except FileNotFoundError:
         return None
+
+
+def canonical_path(path: str) -> str:
+    """``path`` without ``//``, ``.``, ``..`` or a trailing slash; ``..`` keeps the meaning the kernel gives it.
+
+    ``os.path.normpath`` alone keeps a leading ``//`` (so ``//`` would slip
+    past a refusal of ``/``) and drops ``x/..`` lexically, which names
+    another directory when ``x`` is a symlink. The part up to the last
+    ``..`` is therefore resolved as the kernel would (when it exists).
+    """
+    if not isinstance(path, str) or not path:
+        return path
+    parts = path.split("/")
+    if ".." in parts:
+        last = len(parts) - 1 - parts[::-1].index("..")
+        head = "/".join(parts[:last + 1]) or "/"
+        if os.path.exists(head):
+            rest = "/".join(parts[last + 1:])
+            path = os.path.join(os.path.realpath(head), rest) if rest else os.path.realpath(head)
+    out = os.path.normpath(path)
+    if out.startswith("//"):
+        out = "/" + out.lstrip("/")
+    return out
 
 
 def _umask() -> int:
@@ -382,6 +419,22 @@ def open_dir_at(dir_fd: int, name: str, where: str = "") -> int:
             kind = "a symlink" if st is not None and stat.S_ISLNK(st.st_mode) else "not a directory"
             raise BeneathRefused("refusing to go through %s: it is %s" % (where or name, kind))
         raise
+
+
+def open_parent_nofollow(path: str) -> t.Tuple[int, str]:
+    """(descriptor of the directory holding ``path``, base name), every component opened with O_NOFOLLOW.
+
+    Refuses (BeneathRefused) a path that passes through a symlink anywhere,
+    also one swapped in after an earlier check. The caller closes the result.
+    """
+    if not is_canonical_abs(path):
+        raise BeneathRefused("refusing path %r: not an absolute canonical path" % (path,))
+    parts = path[1:].split("/")
+    root_fd = os.open("/", _DIR_BENEATH)
+    try:
+        return open_dir_beneath(root_fd, parts[:-1], where=""), parts[-1]
+    finally:
+        os.close(root_fd)
 
 
 def open_dir_beneath(base_fd: int, parts: t.Sequence[str], create: bool = False, mode: int = 0o700,

@@ -43,7 +43,8 @@ import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import fsync_dir, sha256_file
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import (
+    BeneathRefused, fsync_dir, lstat_at, open_parent_nofollow, sha256_file)
 from ansible_collections.ransomeye.ops.plugins.module_utils._open_files import OpenFiles
 from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration
 
@@ -163,6 +164,9 @@ def find_candidates(opts: Options, now: float) -> t.Tuple[t.List[Candidate], t.L
                 continue
             if stat.S_ISDIR(st.st_mode):
                 continue
+            if _through_symlink(path):
+                skipped.append(dict(path=path, reason="path passes through a symlink (never followed)"))
+                continue
             if not stat.S_ISREG(st.st_mode):
                 skipped.append(dict(path=path, reason="not a regular file"))
                 continue
@@ -265,10 +269,44 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
+def _through_symlink(path: str) -> bool:
+    """True when a directory on the way to ``path`` is a symlink (a glob expanded through ``<log>/evil -> /x``)."""
+    parent = os.path.dirname(path)
+    return os.path.realpath(parent) != parent
+
+
+def _open_original(path: str) -> int:
+    """Open a candidate for reading, every component with O_NOFOLLOW; _Skip when it moved, vanished or changed type.
+
+    A file rotated away or swapped (for a symlink, a FIFO...) between the scan
+    and this open skips that one file; the run goes on with the others.
+    """
+    try:
+        parent, name = open_parent_nofollow(path)
+    except BeneathRefused:
+        raise _Skip("path passes through a symlink (never followed)")
+    except FileNotFoundError:
+        raise _Skip("vanished before it was read")
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), dir_fd=parent)
+    except FileNotFoundError:
+        raise _Skip("vanished before it was read")
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
+            raise _Skip("replaced by a symlink or a special file before it was read (never followed)")
+        raise
+    finally:
+        os.close(parent)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _Skip("replaced by a special file before it was read")
+    return fd
+
+
 def _hash_original(path: str, st: os.stat_result) -> t.Tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    fd = _open_original(path)
     with os.fdopen(fd, "rb") as handle:
         if not _same_file(os.fstat(fd), st):
             raise _Skip("changed while being examined")
@@ -302,7 +340,7 @@ def archive_one(opts: Options, cand: Candidate, busy: OpenFiles, delete: bool = 
     if why:
         raise _Skip("%s by a process" % why)
     adir = archive_dir_for(opts, cand.path)
-    fd = os.open(cand.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    fd = _open_original(cand.path)
     with os.fdopen(fd, "rb") as src:
         if not _same_file(os.fstat(fd), cand.stat):
             raise _Skip("changed while being examined")
@@ -352,15 +390,24 @@ def archive_one(opts: Options, cand: Candidate, busy: OpenFiles, delete: bool = 
 def delete_original(cand: Candidate, item: dict, busy: OpenFiles, refresh: bool = False) -> None:
     """Remove the archived original, only if it is still the very file archived and nobody has it open."""
     try:
-        now_st = os.lstat(cand.path)
+        parent, name = open_parent_nofollow(cand.path)
+    except BeneathRefused:
+        raise _Skip("a directory on its path was swapped for a symlink; original kept, archive %s kept"
+                    % item["archive"])
     except FileNotFoundError:
         raise _Skip("vanished before deletion (the archive is kept)")
-    if not _same_file(now_st, cand.stat):
-        raise _Skip("changed after archiving; original kept, archive %s kept" % item["archive"])
-    why = busy.why_busy(now_st, refresh=refresh)
-    if why:
-        raise _Skip("%s by a process just before deletion; original kept" % why)
-    os.unlink(cand.path)
+    try:
+        now_st = lstat_at(parent, name)
+        if now_st is None:
+            raise _Skip("vanished before deletion (the archive is kept)")
+        if not _same_file(now_st, cand.stat):
+            raise _Skip("changed after archiving; original kept, archive %s kept" % item["archive"])
+        why = busy.why_busy(now_st, refresh=refresh)
+        if why:
+            raise _Skip("%s by a process just before deletion; original kept" % why)
+        os.unlink(name, dir_fd=parent)
+    finally:
+        os.close(parent)
     _hook("deleted")
     fsync_dir(os.path.dirname(cand.path))
     item["original_removed"] = True

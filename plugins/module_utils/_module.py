@@ -17,6 +17,7 @@ import typing as t
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import canonical_path
 
 
 class RansomeyeModule(AnsibleModule):
@@ -33,6 +34,22 @@ class RansomeyeModule(AnsibleModule):
             spec.update(shared)
         spec.update(argument_spec)
         super().__init__(argument_spec=spec, **kwargs)
+        self._canonical_paths(spec)
+
+    def _canonical_paths(self, spec: dict) -> None:
+        """Every path option, canonical before any check reads it: ``//`` is ``/``, ``/x/..`` is what it names.
+
+        A templated path can render to ``//`` or ``/srv/x/../``; a check
+        that refuses ``/`` must see the same path the kernel will.
+        """
+        for name, option in spec.items():
+            value = self.params.get(name)
+            if value is None:
+                continue
+            if option.get("type") == "path" and isinstance(value, str):
+                self.params[name] = canonical_path(value)
+            elif option.get("type") == "list" and option.get("elements") == "path" and isinstance(value, list):
+                self.params[name] = [canonical_path(v) if isinstance(v, str) else v for v in value]
 
     def run(self, action: t.Callable[["RansomeyeModule"], dict]) -> None:
         """Call ``action(self)``, which returns the result dict, and exit with it."""
