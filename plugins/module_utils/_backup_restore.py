@@ -310,6 +310,9 @@ def _probe_key(repo: brepo.Repo, object_id: str, decrypt: dict) -> None:
 
 def run_restore_module(module: t.Any) -> dict:
     params = module.params
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_restore
+    if _pitr_restore.wants_pitr(params):
+        return _pitr_restore.run_pitr(module)
     if params.get("db") is not None:
         _pg().check_dbname(params["db"])
     if params["state"] == "rolled_back":

@@ -49,7 +49,7 @@ def _component_object_refs(body: dict) -> t.List[t.Tuple[str, str]]:
     """(object id, what refers to it) for every object a component needs."""
     refs: t.List[t.Tuple[str, str]] = []
     components = body.get("components") or {}
-    for name in ("database", "config"):
+    for name in ("database", "config", "physical"):
         comp = components.get(name)
         if isinstance(comp, dict):
             refs.append((str(comp.get("object")), name))
@@ -287,8 +287,13 @@ def run_verify_module(module: t.Any) -> dict:
     with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
         result = verify_repo(repo, trusted, params.get("backup") or "latest", params["level"], decrypt_kwargs,
                              anchor=anchor)
+        if os.path.isdir(os.path.join(repo.path, "wal")):
+            from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_chain import verify_hook
+            result = verify_hook(repo.path, result, trusted, params["level"], decrypt_kwargs)
     out = {"changed": False, "verified": result.verified, "problems": result.problems, "backups": result.backups,
            "level": params["level"], "objects_checked": result.objects_checked, "bytes_checked": result.bytes_checked}
+    if getattr(result, "wal", None) is not None:
+        out["wal"] = result.wal
     if result.problems and params["fail_on_problems"]:
         first = result.problems[0]
         out.pop("changed")

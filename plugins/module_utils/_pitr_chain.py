@@ -72,6 +72,8 @@ def _check_stored(layout: wf.WalLayout, entry: wf.ChainEntry, level: str, decryp
 def check_chain(repo_path: str, trusted: t.Dict[str, t.Any], level: str = "quick",
                 decrypt: t.Optional[dict] = None) -> ChainReport:
     """Verify the whole chain once; stored files are checked at ``level`` (quick, ciphertext, full)."""
+    if isinstance(trusted, tuple) and hasattr(trusted, "keys"):
+        trusted = trusted.keys  # a _backup_trust.Trust: the chain uses its keys
     layout = wf.WalLayout(repo_path)
     config = wf.read_config(layout)
     repo_id = str(config.get("repo_id") or "")
@@ -230,3 +232,71 @@ def history_switches(report: ChainReport, repo_path: str, decrypt: t.Optional[di
             parent, lsn = lines[-1]
             out.append((parent, child, lsn))
     return out
+
+
+# ----------------------------------------------------------------------------- verify: every base backup's WAL
+
+
+def backup_wal_problems(repo_path: str, manifests: t.List[t.Any], trusted: t.Any, level: str,
+                        decrypt: t.Optional[dict]) -> t.Tuple[t.List[dict], dict]:
+    """Problems of the WAL chain and of each base backup's WAL from its start LSN onward, and a summary.
+
+    Chain problems name the entry or segment; a base backup whose WAL has a gap
+    names the first missing (or unauthentic) segment.
+    """
+    bases = [m for m in manifests if isinstance((m.body.get("components") or {}).get("physical"), dict)]
+    if not bases and not os.path.isdir(wf.WalLayout(repo_path).chain):
+        return [], {}
+    report = check_chain(repo_path, trusted, "full" if level == "full" else level, decrypt)
+    problems = list(report.problems)
+    switches = history_switches(report, repo_path, decrypt) if decrypt else []
+    reach: t.Dict[str, dict] = {}
+    size = report.segment_size
+    timelines = sorted({int(n[:8], 16) for n in report.good if wf.wal_kind(n) == "segment"})
+    for tli in timelines:
+        if tli > 1 and "%08X.history" % tli not in report.good:
+            first = min(n for n in report.good if wf.wal_kind(n) == "segment" and int(n[:8], 16) == tli)
+            problems.append(_problem("wal:%08X.history" % tli, "timeline %d has WAL (from %s) but its history file "
+                                     "is missing or not authentic" % (tli, first)))
+    for item in bases:
+        comp = item.body["components"]["physical"]
+        try:
+            start, end, tli = wf.parse_lsn(comp["start_lsn"]), wf.parse_lsn(comp["end_lsn"]), int(comp["timeline"])
+        except (KeyError, TypeError, ValueError, wf.WalError):
+            problems.append({"backup": item.backup_id, "object": "manifest", "reason": "physical component has no "
+                             "usable start/end LSN"})
+            continue
+        cov = coverage(report, tli, start, end, switches)
+        reach[item.backup_id] = {"start_lsn": comp["start_lsn"], "consistent": cov.ok,
+                                 "replay_to_lsn": wf.format_lsn(cov.end_lsn), "last_segment": cov.last_segment,
+                                 "timelines": cov.timeline_path}
+        if not cov.ok:
+            problems.append({"backup": item.backup_id, "object": "wal:%s" % cov.first_missing,
+                             "reason": "WAL segment %s, needed to make this base backup consistent (up to LSN %s), "
+                                       "is missing or failed verification" % (cov.first_missing, comp["end_lsn"])})
+        elif cov.first_missing:
+            problems.append({"backup": item.backup_id, "object": "wal:%s" % cov.first_missing,
+                             "reason": "WAL segment %s is missing or failed verification: replay from this backup "
+                                       "stops at LSN %s although later WAL is archived"
+                                       % (cov.first_missing, wf.format_lsn(cov.end_lsn))})
+    summary = {"entries": report.entries, "authentic": len(report.good), "unsigned_tail": report.unsigned_tail,
+               "base_backups": reach}
+    return problems, summary
+
+
+class _WithWal(t.NamedTuple):
+    verified: t.List[str]
+    problems: t.List[dict]
+    backups: t.List[dict]
+    objects_checked: int
+    bytes_checked: int
+    wal: dict
+
+
+def verify_hook(repo_path: str, result: t.Any, trusted: t.Any, level: str, decrypt: t.Optional[dict]) -> _WithWal:
+    """ransomeye_backup_verify's result with the WAL checks of the selected base backups added."""
+    problems, summary = backup_wal_problems(repo_path, list(result.selected), trusted, level, decrypt)
+    failed = {p.get("backup") for p in problems}
+    verified = [b for b in result.verified if b not in failed and None not in failed]
+    return _WithWal(verified, list(result.problems) + problems, result.backups, result.objects_checked,
+                    result.bytes_checked, summary)

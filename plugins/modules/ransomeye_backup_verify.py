@@ -140,6 +140,14 @@ bytes_checked:
   description: Ciphertext bytes read (levels V(ciphertext) and V(full)).
   returned: always
   type: int
+wal:
+  description:
+    - The WAL archive (docs/BACKUP_FORMAT.md section 4), checked at the same O(level) as the objects. C(entries)
+      and C(authentic) count chain entries; C(unsigned_tail) lists segments after the last signature;
+      C(base_backups) gives, per selected base backup, C(consistent), C(replay_to_lsn) and C(last_segment)
+      (how far replay from it can go). Problems name the first missing or bad segment as C(wal:<name>).
+  returned: when the repository has a WAL archive
+  type: dict
 '''
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ignored_connection_spec

@@ -100,6 +100,7 @@ extends_documentation_fragment:
   - ransomeye.ops.backup_keys
   - ransomeye.ops.backup_keys.decryption
   - ransomeye.ops.postgres
+  - ransomeye.ops.pitr_restore
   - ransomeye.ops.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -210,13 +211,59 @@ stats:
   description:
     - Per component. C(database) has C(duration), C(bytes) (dump size), C(tables); C(config) and C(artifacts) have
       C(files_restored), C(files_unchanged), C(links_restored), C(dirs_created), C(bytes_written), C(duration).
+    - A point-in-time restore has C(base_backup_bytes), C(extract_seconds), C(recovery_seconds), C(duration).
   returned: always
   type: dict
+target:
+  description: The point-in-time target, option name to value.
+  returned: for a point-in-time restore
+  type: dict
+  sample: {"target_time": "2026-12-03T15:04:05Z"}
+reachable:
+  description: How far the verified archive lets replay go from the chosen base backup (C(lsn), C(last_segment),
+    C(last_segment_archived_at), C(first_missing)); also returned when a target is refused.
+  returned: for a point-in-time restore
+  type: dict
+recovery:
+  description: What the server logged at the end of recovery (C(stopped), C(last_transaction_time), C(redo_done_at)).
+  returned: for a point-in-time restore that ran
+  type: dict
+timeline:
+  description: Timeline of the recovered cluster after promotion.
+  returned: for a point-in-time restore that ran
+  type: int
+recovered_lsn:
+  description: WAL position of the recovered cluster after promotion.
+  returned: for a point-in-time restore that ran
+  type: str
+databases:
+  description: Databases of the recovered cluster.
+  returned: for a point-in-time restore that ran
+  type: list
+  elements: str
+data_dir:
+  description: Where the recovered cluster is (O(live_data_dir) after a swap).
+  returned: for a point-in-time restore
+  type: str
+previous_data_dir:
+  description: Where the replaced cluster was moved (C(<live_data_dir>.pre_pitr_<time>)); null without a swap.
+  returned: for a point-in-time restore or its rollback
+  type: str
+wal_files:
+  description: Number of verified WAL files handed to the recovery.
+  returned: for a point-in-time restore
+  type: int
+unsigned_tail:
+  description: Archived WAL files after the last chain signature (never handed to the recovery).
+  returned: for a point-in-time restore
+  type: list
+  elements: str
 '''
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
 from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import postgres_argument_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_restore import run_restore_module
+from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_restore import pitr_argument_spec
 
 
 def main():
@@ -238,9 +285,10 @@ def main():
             staging_dir=dict(type="path"),
             lock_timeout=dict(type="int", default=300),
         ),
-        shared_specs=[postgres_argument_spec()],
+        shared_specs=[postgres_argument_spec(), pitr_argument_spec()],
         supports_check_mode=True,
-        mutually_exclusive=[("private_key", "key_file")],
+        mutually_exclusive=[("private_key", "key_file"),
+                            ("target_time", "target_lsn", "target_xid", "target_name", "target")],
         required_if=[("state", "restored", ["trusted_keys"])],
     )
     module.run(run_restore_module)
