@@ -450,8 +450,8 @@ def run_pitr(module: t.Any) -> dict:
             result.update(_check_side(params, side_port, user, data_dir))
             stop = _pg_ctl(user, major, ["-D", data_dir, "-m", "fast", "-w", "-t", "120", "stop"], 120)
             if stop.returncode != 0:
-                raise RansomeyeError("could not stop the recovered cluster on port %d: %s" % (side_port,
-                                                                                             stop.stderr.strip()))
+                raise RansomeyeError("could not stop the recovered cluster on port %d: %s"
+                                     % (side_port, stop.stderr.strip()))
             side_running = False
             _write_auto_conf(data_dir, None, user)
         except BaseException:
