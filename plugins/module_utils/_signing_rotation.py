@@ -110,13 +110,13 @@ def status(key_dir: str) -> Status:
                   bundles, kd.state, interrupted)
 
 
-def adopt_legacy(key_dir: str) -> str:
+def adopt_legacy(key_dir: str, passphrase: t.Optional[str] = None) -> str:
     """Make an existing ``active.key`` (a key dir without chain) the genesis key: bundle 1, self-signed.
 
     Its age is taken from the file's mtime, so ``max_age`` applies to it as to any key.
     """
     path = os.path.join(key_dir, kc.ACTIVE_KEY)
-    key = load_signing_private_key(path)
+    key = load_signing_private_key(path, passphrase)
     since = datetime.datetime.fromtimestamp(os.stat(path).st_mtime, datetime.timezone.utc).replace(microsecond=0)
     _write_public(key_dir, key)
     kc.write_bundle(key_dir, kc.make_bundle(key, 1))
@@ -125,8 +125,9 @@ def adopt_legacy(key_dir: str) -> str:
     return key_id(key)
 
 
-def _write_private(path: str, key: t.Any) -> None:
-    atomic_write(path, private_key_pem(key), mode=0o600)
+def _write_private(path: str, key: t.Any, passphrase: t.Optional[str] = None) -> None:
+    # Every private key of the directory is stored as the active one is: encrypted when a passphrase is in use.
+    atomic_write(path, private_key_pem(key, passphrase or None), mode=0o600)
 
 
 def _write_public(key_dir: str, key: t.Any) -> None:
@@ -136,27 +137,28 @@ def _write_public(key_dir: str, key: t.Any) -> None:
         atomic_write(path, public_key_pem(key), mode=0o644)
 
 
-def _archive(key_dir: str, key: t.Any) -> None:
+def _archive(key_dir: str, key: t.Any, passphrase: t.Optional[str] = None) -> None:
     ensure_directory(os.path.join(key_dir, kc.ARCHIVE_DIR), 0o700)
     path = os.path.join(key_dir, kc.ARCHIVE_DIR, "%s.key" % key_id(key))
     if not os.path.exists(path):
-        _write_private(path, key)
+        _write_private(path, key, passphrase)
 
 
-def _load_archived(key_dir: str, kid: str) -> t.Any:
+def _load_archived(key_dir: str, kid: str, passphrase: t.Optional[str] = None) -> t.Any:
     path = os.path.join(key_dir, kc.ARCHIVE_DIR, "%s.key" % kid)
     if not os.path.exists(path):
         raise RansomeyeError("the private key %s is not in %s; cannot reactivate it"
                              % (kid, os.path.join(key_dir, kc.ARCHIVE_DIR)))
-    key = load_signing_private_key(path)
+    key = load_signing_private_key(path, passphrase)
     if key_id(key) != kid:
         raise RansomeyeError("%s holds key %s, not %s" % (path, key_id(key), kid))
     return key
 
 
-def _activate(key_dir: str, key: t.Any, seq: int, extra_state: t.Optional[dict] = None) -> dict:
+def _activate(key_dir: str, key: t.Any, seq: int, extra_state: t.Optional[dict] = None,
+              passphrase: t.Optional[str] = None) -> dict:
     """Steps 5: make ``key`` the active key (after its bundle is in the chain)."""
-    _write_private(os.path.join(key_dir, kc.ACTIVE_KEY), key)
+    _write_private(os.path.join(key_dir, kc.ACTIVE_KEY), key, passphrase)
     _kill_point("active_key")
     atomic_write(os.path.join(key_dir, kc.ACTIVE_PUB), public_key_pem(key), mode=0o644)
     state = {"active_key_id": key_id(key), "active_since": _fmt(_now()), "seq": seq}
@@ -168,7 +170,7 @@ def _activate(key_dir: str, key: t.Any, seq: int, extra_state: t.Optional[dict] 
     return state
 
 
-def finish_interrupted(key_dir: str) -> t.Optional[str]:
+def finish_interrupted(key_dir: str, passphrase: t.Optional[str] = None) -> t.Optional[str]:
     """Complete a rotation that reached the chain; drop a pending key that did not. Returns what was done."""
     st = status(key_dir)
     pending = os.path.join(key_dir, PENDING_KEY)
@@ -181,17 +183,17 @@ def finish_interrupted(key_dir: str) -> t.Optional[str]:
     key = None
     for candidate in (pending, os.path.join(key_dir, kc.ACTIVE_KEY)):
         if os.path.exists(candidate):
-            loaded = load_signing_private_key(candidate)
+            loaded = load_signing_private_key(candidate, passphrase)
             if key_id(loaded) == head_id:
                 key = loaded
                 break
     if key is None:
-        key = _load_archived(key_dir, head_id)
+        key = _load_archived(key_dir, head_id, passphrase)
     extra = {}
     previous = st.bundles.get(st.head_seq - 1)
     if previous is not None and st.state.get("pending_rollback") == st.head_seq:
         extra = {"rolled_back_from": previous["key_id"], "rollback_seq": st.head_seq}
-    _activate(key_dir, key, st.head_seq, extra)
+    _activate(key_dir, key, st.head_seq, extra, passphrase)
     return "completed the interrupted rotation to key %s (bundle %d)" % (head_id, st.head_seq)
 
 
@@ -201,6 +203,7 @@ class Request(t.NamedTuple):
     max_age: float          # seconds
     force: bool
     state: str              # initialized | rotated | rolled_back
+    passphrase: t.Optional[str] = None  # of active.key; new, pending and archived keys are written with it
 
 
 GENESIS_KEY_TYPE = "rsa4096"
@@ -261,12 +264,13 @@ def _run(req: Request, check_mode: bool) -> dict:
     recovered = None
     if not check_mode and os.path.isdir(req.key_dir):
         if status(req.key_dir).legacy:
-            recovered = "adopted the existing active.key %s as the genesis key (bundle 1)" % adopt_legacy(req.key_dir)
+            recovered = "adopted the existing active.key %s as the genesis key (bundle 1)" % adopt_legacy(req.key_dir, req.passphrase)
         else:
-            recovered = finish_interrupted(req.key_dir)
+            recovered = finish_interrupted(req.key_dir, req.passphrase)
     st = status(req.key_dir)
     if st.legacy:  # check mode
-        legacy_id = key_id(load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY)))
+        legacy_id = key_id(load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY),
+                                                    req.passphrase))
         result = _result(True, "the existing active.key %s would become the genesis key (bundle 1), then be rotated "
                          "when older than max_age" % legacy_id, legacy_id, None, kc.bundle_path(req.key_dir, 1), 1,
                          None)
@@ -300,10 +304,10 @@ def _rotate(req: Request, st: Status, check_mode: bool) -> dict:
                            kc.bundle_path(req.key_dir, 1), 1, genesis_type)
         ensure_directory(req.key_dir, 0o755)
         key = generate_signing_key(genesis_type)
-        _write_private(os.path.join(req.key_dir, PENDING_KEY), key)
+        _write_private(os.path.join(req.key_dir, PENDING_KEY), key, req.passphrase)
         _write_public(req.key_dir, key)
         path = kc.write_bundle(req.key_dir, kc.make_bundle(key, 1))
-        _activate(req.key_dir, key, 1)
+        _activate(req.key_dir, key, 1, passphrase=req.passphrase)
         return _result(True, "created the first signing key", None, key_id(key), path, 1, genesis_type)
 
     age = (now - st.active_since).total_seconds() if st.active_since else None
@@ -318,20 +322,21 @@ def _rotate(req: Request, st: Status, check_mode: bool) -> dict:
     new_type = req.key_type or (st.head.get("key_type") if st.head else None)
     if check_mode:
         if new_type is None:
-            new_type = key_type_of(load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY)))
+            new_type = key_type_of(load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY),
+                                                            req.passphrase))
         return _result(True, reason, st.active_key_id, None, kc.bundle_path(req.key_dir, seq), seq, new_type)
-    old = load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY))
+    old = load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY), req.passphrase)
     if key_id(old) != st.head["key_id"]:
         raise RansomeyeError("active.key is key %s but the chain head (bundle %d) is key %s; the key directory is "
                              "inconsistent" % (key_id(old), st.head_seq, st.head["key_id"]))
     new = generate_signing_key(new_type or key_type_of(old))
-    _write_private(os.path.join(req.key_dir, PENDING_KEY), new)
+    _write_private(os.path.join(req.key_dir, PENDING_KEY), new, req.passphrase)
     _kill_point("pending")
-    _archive(req.key_dir, old)
+    _archive(req.key_dir, old, req.passphrase)
     _write_public(req.key_dir, new)
     path = kc.write_bundle(req.key_dir, kc.make_bundle(new, seq, old_private_key=old))
     _kill_point("bundle")
-    _activate(req.key_dir, new, seq)
+    _activate(req.key_dir, new, seq, passphrase=req.passphrase)
     return _result(True, reason, key_id(old), key_id(new), path, seq, key_type_of(new))
 
 
@@ -353,16 +358,16 @@ def _roll_back(req: Request, st: Status, check_mode: bool) -> dict:
             raise RansomeyeError("the private key %s is not in the archive; cannot reactivate it" % target_id)
         return _result(True, "would reactivate the previous key %s" % target_id, current_id, target_id,
                        kc.bundle_path(req.key_dir, seq), seq, None)
-    current = load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY))
+    current = load_signing_private_key(os.path.join(req.key_dir, kc.ACTIVE_KEY), req.passphrase)
     if key_id(current) != current_id:
         raise RansomeyeError("active.key is key %s but the chain head is key %s; the key directory is inconsistent"
                              % (key_id(current), current_id))
-    target = _load_archived(req.key_dir, target_id)
-    _archive(req.key_dir, current)
+    target = _load_archived(req.key_dir, target_id, req.passphrase)
+    _archive(req.key_dir, current, req.passphrase)
     # Mark the rollback before the commit point, so that a crash after it is finished as a rollback.
     kc.write_state(req.key_dir, dict(st.state, pending_rollback=seq))
     path = kc.write_bundle(req.key_dir, kc.make_bundle(target, seq, old_private_key=current))
     _kill_point("bundle")
-    _activate(req.key_dir, target, seq, {"rolled_back_from": current_id, "rollback_seq": seq})
+    _activate(req.key_dir, target, seq, {"rolled_back_from": current_id, "rollback_seq": seq}, req.passphrase)
     return _result(True, "reactivated the previous key %s" % target_id, current_id, target_id, path, seq,
                    key_type_of(target))

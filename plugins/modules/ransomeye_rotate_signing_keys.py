@@ -57,6 +57,12 @@ options:
         first key.
     type: str
     choices: [rsa4096, ed25519]
+  passphrase:
+    description:
+      - Passphrase of the private keys of O(key_dir) (C(active.key) and the archive). New keys are written encrypted
+        with it. Without it the keys are stored unencrypted (mode 0600).
+    type: str
+    version_added: "0.2.0"
   max_age:
     description:
       - Rotate only when the active key is older than this (C(90d), C(12h), or a number of days).
@@ -153,7 +159,7 @@ def _action(module):
     if max_age is None:
         raise RansomeyeError("max_age must be a duration such as 90d")
     request = Request(key_dir=params["key_dir"], key_type=params["key_type"], max_age=max_age,
-                      force=params["force"], state=params["state"])
+                      force=params["force"], state=params["state"], passphrase=params.get("passphrase"))
     return run(request, module.check_mode)
 
 
@@ -162,6 +168,7 @@ def main():
         argument_spec=dict(
             key_dir=dict(type="path", required=True, no_log=False),
             key_type=dict(type="str", choices=["rsa4096", "ed25519"], no_log=False),
+            passphrase=dict(type="str", no_log=True),
             max_age=dict(type="str", default="90d"),
             force=dict(type="bool", default=False),
             state=dict(type="str", default="rotated", choices=["initialized", "rotated", "rolled_back"]),
