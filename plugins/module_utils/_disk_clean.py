@@ -490,7 +490,7 @@ class Cleaner:
             removed_count=self.removed_count,
             counts=self.counts,
             bytes_freed=self.bytes_freed,
-            skipped=self.skipped,
+            skipped_entries=self.skipped,
             skipped_paths=self.skipped_paths,
             truncated=self.truncated,
             scanned=self.scanned,

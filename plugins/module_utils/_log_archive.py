@@ -536,7 +536,7 @@ def run(params: dict, check_mode: bool, now: t.Optional[float] = None) -> dict:
     candidates, skipped = find_candidates(opts, now)
     busy = OpenFiles()
     dirs = archive_dirs(opts, candidates)
-    result: t.Dict[str, t.Any] = dict(changed=False, archived=[], pruned=[], skipped=skipped, cleaned_temp=[],
+    result: t.Dict[str, t.Any] = dict(changed=False, archived=[], pruned=[], skipped_entries=skipped, cleaned_temp=[],
                                       created_dirs=[], errors=[], bytes_before=0, bytes_after=0)
     lock = DirLock()
     try:

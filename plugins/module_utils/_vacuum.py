@@ -211,7 +211,7 @@ def run(params: dict, check_mode: bool, now: t.Optional[datetime.datetime] = Non
     info = ConnInfo.from_params(params, dbname=dbname)
     started = time.monotonic()
     in_window = opts.window.contains(now) if opts.window else False
-    result: t.Dict[str, t.Any] = dict(changed=False, db=dbname, mode=opts.mode, vacuumed=[], skipped=[],
+    result: t.Dict[str, t.Any] = dict(changed=False, db=dbname, mode=opts.mode, vacuumed=[], skipped_tables=[],
                                       planned=[], table_stats={}, in_window=in_window,
                                       maintenance_window=opts.window.text if opts.window else None)
     with connection(info, autocommit=True) as conn:
@@ -241,32 +241,32 @@ def run(params: dict, check_mode: bool, now: t.Optional[datetime.datetime] = Non
             for key, why in chosen:
                 refusal = _full_refusal(conn, opts, in_window, before[key])
                 if refusal:
-                    result["skipped"].append(dict(table=key, reason=refusal))
-            result["changed"] = len(result["skipped"]) < len(chosen)  # check mode: it would vacuum
+                    result["skipped_tables"].append(dict(table=key, reason=refusal))
+            result["changed"] = len(result["skipped_tables"]) < len(chosen)  # check mode: it would vacuum
             return result
         for key, why in chosen:
             item = before[key]
             refusal = _full_refusal(conn, opts, in_window, item)
             if refusal:
-                result["skipped"].append(dict(table=key, reason=refusal))
+                result["skipped_tables"].append(dict(table=key, reason=refusal))
                 continue
             if opts.time_budget is not None:
                 left = opts.time_budget - (time.monotonic() - started)
                 if left <= 0:
-                    result["skipped"].append(dict(table=key, reason="time_budget exhausted"))
+                    result["skipped_tables"].append(dict(table=key, reason="time_budget exhausted"))
                     continue
                 query(conn, sql.SQL("SET statement_timeout = {}").format(sql.Literal("%dms" % max(1, left * 1000))))
             t0 = time.monotonic()
             try:
                 query(conn, _statement(opts.mode, item["schema"], item["table"]))
             except psycopg2.errors.LockNotAvailable:
-                result["skipped"].append(dict(table=key, reason="could not lock within lock_timeout"))
+                result["skipped_tables"].append(dict(table=key, reason="could not lock within lock_timeout"))
                 continue
             except psycopg2.errors.QueryCanceled:
-                result["skipped"].append(dict(table=key, reason="cancelled: time_budget exhausted"))
+                result["skipped_tables"].append(dict(table=key, reason="cancelled: time_budget exhausted"))
                 continue
             except psycopg2.Error as exc:
-                result["skipped"].append(dict(table=key, reason="failed: %s" % str(exc).strip().splitlines()[0]))
+                result["skipped_tables"].append(dict(table=key, reason="failed: %s" % str(exc).strip().splitlines()[0]))
                 continue
             result["vacuumed"].append(dict(table=key, reason=why, mode=opts.mode,
                                            seconds=round(time.monotonic() - t0, 3)))

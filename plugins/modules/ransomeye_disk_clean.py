@@ -162,9 +162,10 @@ bytes_freed:
   description: Disk space freed (blocks of files whose last link was removed); in check mode, what would be freed.
   returned: always
   type: int
-skipped:
+skipped_entries:
   description: Entries left alone, counted by reason (open, locked, symlink, fifo, socket, device, excluded,
-    other filesystem or mount point, changed during the run, ...).
+    other filesystem or mount point, changed during the run, ...). Named so that Ansible, which reads a
+    result key C(skipped), never reports a run that removed files as skipped.
   returned: always
   type: dict
 skipped_paths:

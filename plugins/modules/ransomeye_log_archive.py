@@ -20,7 +20,7 @@ description:
     existing file, and the directory is fsynced. Just before deleting the original the module re-checks that it is
     still the same file (inode, size, modification time) and that no process has it open."
   - Files that a process holds open or locked (C(/proc/*/fd), C(/proc/locks)), and files that change while they are
-    read, are skipped and reported in RV(skipped). Symlinks are never followed.
+    read, are skipped and reported in RV(skipped_entries). Symlinks are never followed.
   - Archive names are C(<file name>.<YYYYMMDD>.<first 12 hex digits of the original's SHA-256>.gz) (or C(.zst)),
     the date being the original's modification date (UTC). The archive keeps the original's modification time.
     When an archive of that name exists already it is decompressed and compared; if identical, only the original is
@@ -140,7 +140,7 @@ archived:
       type: bool
     original_removed:
       description: The original was removed (false in check mode, and when it changed or was opened after archiving;
-        then it is also listed in RV(skipped) and the next run finishes the job).
+        then it is also listed in RV(skipped_entries) and the next run finishes the job).
       type: bool
   sample:
     - path: /var/log/ransomeye/app.log.1
@@ -156,7 +156,7 @@ pruned:
   returned: always
   type: list
   elements: str
-skipped:
+skipped_entries:
   description: Files left alone, with the reason (open, locked, changing, symlink, already compressed...).
   returned: always
   type: list

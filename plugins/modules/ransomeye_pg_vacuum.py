@@ -26,7 +26,7 @@ description:
     host, may cross midnight), B(and) when the filesystem of the table's tablespace, seen from the managed host, has at
     least O(full_space_factor) times the table's total size (with indexes and TOAST, from C(relpages) as of the last
     VACUUM or ANALYZE) free. Otherwise the table is
-    reported in RV(skipped) with the reason. Run the module on the database host for the space check.
+    reported in RV(skipped_tables) with the reason. Run the module on the database host for the space check.
   - Statistics before and after come from C(pg_stat_user_tables) (after C(pg_stat_clear_snapshot())); they are
     updated by the server asynchronously, so a table just written to may show its dead tuples a moment later.
   - C(changed) is true only when a VACUUM or ANALYZE ran.
@@ -137,7 +137,7 @@ vacuumed:
   type: list
   elements: dict
   sample: [{table: public.events, reason: "5000 dead tuples (50.0%)", mode: vacuum, seconds: 0.21}]
-skipped:
+skipped_tables:
   description: Tables chosen but not processed, with the reason (outside the window, lock timeout, time budget, disk).
   returned: always
   type: list

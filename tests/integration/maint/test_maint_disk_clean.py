@@ -115,7 +115,7 @@ def test_only_rule_matches_go_and_everything_else_survives(layout):
     assert result["changed"] is True
     assert result["counts"] == {"temp": 7, "empty_dir": 5}
     assert result["bytes_freed"] == layout["freed"]
-    skipped = result["skipped"]
+    skipped = result["skipped_entries"]
     assert skipped["symlink"] == 2 and skipped["fifo"] == 1 and skipped["socket"] == 1
     assert skipped.get("open", 0) + skipped.get("locked", 0) == 2  # the flock holder has the file open too
     assert skipped["excluded"] == 2
@@ -157,7 +157,7 @@ def test_directory_swapped_for_symlink_mid_run_is_not_entered(tmp_path):
     assert os.path.islink(root / "b")
     assert result["counts"] == {"temp": 1, "empty_dir": 1}
     # seen as a symlink when stat'ed, or caught by the O_NOFOLLOW open / inode check: never entered
-    assert result["skipped"] in ({"symlink": 1}, {"changed during the run": 1})
+    assert result["skipped_entries"] in ({"symlink": 1}, {"changed during the run": 1})
 
 
 def test_file_swapped_for_symlink_after_decision_is_skipped(tmp_path):
@@ -175,7 +175,7 @@ def test_file_swapped_for_symlink_after_decision_is_skipped(tmp_path):
                               "outside/moved.tmp"}
     assert os.path.islink(root / "c" / "old.tmp")
     assert result["removed"] == []
-    assert result["skipped"] == {"changed during the run": 1}
+    assert result["skipped_entries"] == {"changed during the run": 1}
 
 
 def _mount(kind, source, target):
@@ -201,7 +201,7 @@ def test_mount_points_under_a_root_are_never_entered(tmp_path, kind):
         inside = tree(root / "mnt")
         result = clean(root)
         assert tree(root / "mnt") == inside
-        assert result["skipped"] == {"other filesystem or mount point": 1}
+        assert result["skipped_entries"] == {"other filesystem or mount point": 1}
         assert result["counts"] == {"temp": 1}
     finally:
         subprocess.run(["umount", str(root / "mnt")], check=False)
@@ -260,7 +260,7 @@ def test_buffer_session_rule(buffer_tree):
                  now=time.time() + HOUR)
     assert tree(buffer_tree["base"]) == buffer_tree["before"] - _orphans()
     assert result["counts"] == {"orphan_chunk": 7, "orphan_session": 3, "orphan_marker": 3}
-    assert result["skipped"]["unexpected entry in upload session"] == 2
+    assert result["skipped_entries"]["unexpected entry in upload session"] == 2
 
 
 def test_buffer_complete_sessions_go_only_when_asked(buffer_tree):

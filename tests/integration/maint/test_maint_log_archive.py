@@ -90,7 +90,7 @@ def test_open_file_is_never_archived(logdir, run_module_direct, hold_files):
     result = run_module_direct("ransomeye_log_archive", dict(paths=logdir["paths"]))
     assert result["changed"] is True
     assert os.path.exists(held)
-    assert [s for s in result["skipped"] if s["path"] == held][0]["reason"] == "open by a process"
+    assert [s for s in result["skipped_entries"] if s["path"] == held][0]["reason"] == "open by a process"
     assert sorted(os.path.basename(a["path"]) for a in result["archived"]) == ["app.log.1", "app.log.3"]
     assert not glob.glob(os.path.join(logdir["dir"], "archive", "app.log.2.*"))
 
@@ -217,7 +217,7 @@ def test_symlink_matching_the_glob_is_not_followed(tmp_path, run_module_direct):
     os.symlink(secret, str(d / "app.log.1"))
     result = run_module_direct("ransomeye_log_archive", dict(paths=[str(d / "*.log.*")]))
     assert result["changed"] is False
-    assert result["skipped"] == [dict(path=str(d / "app.log.1"), reason="symlink (never followed)")]
+    assert result["skipped_entries"] == [dict(path=str(d / "app.log.1"), reason="symlink (never followed)")]
     assert os.path.islink(d / "app.log.1") and os.path.exists(secret)
 
 

@@ -90,11 +90,11 @@ def test_full_refused_outside_window_and_runs_inside(pg, pg_db, run_module_direc
                                                             maintenance_window=window_around_now(False)))
     assert outside["changed"] is False and outside["vacuumed"] == []
     assert outside["in_window"] is False
-    assert "outside maintenance_window" in outside["skipped"][0]["reason"]
+    assert "outside maintenance_window" in outside["skipped_tables"][0]["reason"]
     assert pg.execute(node, dbname=pg_db)[0][0] == before
     no_allow = run_module_direct("ransomeye_pg_vacuum", args(pg, pg_db, tables=["events"], mode="full",
                                                              maintenance_window=window_around_now(True)))
-    assert no_allow["changed"] is False and "allow_full" in no_allow["skipped"][0]["reason"]
+    assert no_allow["changed"] is False and "allow_full" in no_allow["skipped_tables"][0]["reason"]
     inside = run_module_direct("ransomeye_pg_vacuum", args(pg, pg_db, tables=["events"], mode="full",
                                                            allow_full=True,
                                                            maintenance_window=window_around_now(True)))
@@ -109,7 +109,7 @@ def test_full_refused_without_enough_disk(pg, pg_db, run_module_direct):
                                                            allow_full=True, full_space_factor=1e12,
                                                            maintenance_window=window_around_now(True)))
     assert result["changed"] is False
-    assert "not enough free disk" in result["skipped"][0]["reason"]
+    assert "not enough free disk" in result["skipped_tables"][0]["reason"]
 
 
 def test_locked_table_is_skipped_after_lock_timeout(pg, pg_db, run_module_direct):
@@ -124,14 +124,14 @@ def test_locked_table_is_skipped_after_lock_timeout(pg, pg_db, run_module_direct
         holder.rollback()
         holder.close()
     assert result.get("changed") is False, result
-    assert result["skipped"] == [dict(table="public.events", reason="could not lock within lock_timeout")]
+    assert result["skipped_tables"] == [dict(table="public.events", reason="could not lock within lock_timeout")]
 
 
 def test_time_budget_zero_skips_everything(pg, pg_db, run_module_direct):
     make_dead_tuples(pg, pg_db)
     result = run_module_direct("ransomeye_pg_vacuum", args(pg, pg_db, tables=["events"], time_budget="0s"))
     assert result["changed"] is False
-    assert result["skipped"] == [dict(table="public.events", reason="time_budget exhausted")]
+    assert result["skipped_tables"] == [dict(table="public.events", reason="time_budget exhausted")]
 
 
 def test_names_are_quoted_identifiers(pg, pg_db, run_module_direct):
