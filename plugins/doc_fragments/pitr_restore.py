@@ -43,6 +43,13 @@ options:
     type: str
     choices: [latest]
     version_added: "0.2.0"
+  stop_at_gap:
+    description:
+      - With O(target=latest), when a WAL segment is missing or fails verification while later WAL exists, recover
+        up to the gap instead of failing (the result's C(reachable.first_missing) names the segment).
+    type: bool
+    default: false
+    version_added: "0.2.0"
   target_exclusive:
     description:
       - Stop just before the target instead of just after it (C(recovery_target_inclusive=off)).

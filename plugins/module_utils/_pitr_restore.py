@@ -54,7 +54,7 @@ def pitr_argument_spec() -> dict:
         target_timeline=dict(type="str", choices=["current", "latest"]),
         data_dir=dict(type="path"), live_data_dir=dict(type="path"), side_port=dict(type="int"),
         recovery_timeout=dict(type="int", default=600), os_user=dict(type="str", default="postgres"),
-        python=dict(type="path"), server_log=dict(type="path"),
+        python=dict(type="path"), server_log=dict(type="path"), stop_at_gap=dict(type="bool", default=False),
     )
 
 
@@ -175,6 +175,13 @@ def plan_restore(params: dict, repo: brepo.Repo, trusted: t.Any, decrypt: dict) 
             % (value, item.backup_id, reach["lsn"], reach["last_segment"], reach["last_segment_archived_at"],
                "; segment %s is missing or failed verification" % cov.first_missing if cov.first_missing else ""),
             reachable=reach, problems=report.problems)
+    if kind == "target" and cov.first_missing and not params.get("stop_at_gap"):
+        raise RansomeyeError(
+            "target latest is not reachable: WAL segment %s is missing or failed verification while later WAL is "
+            "archived; replay from backup %s can go up to LSN %s (segment %s, archived at %s). Nothing was changed. "
+            "Restore to a target before it, or set stop_at_gap to stop there on purpose"
+            % (cov.first_missing, item.backup_id, reach["lsn"], reach["last_segment"],
+               reach["last_segment_archived_at"]), reachable=reach, problems=report.problems)
     if kind == "target_time":
         archived = _iso_epoch(reach["last_segment_archived_at"])
         if archived is None or _parse_time(value) > archived:
