@@ -308,6 +308,19 @@ def _probe_key(repo: brepo.Repo, object_id: str, decrypt: dict) -> None:
                                  object=object_id)
 
 
+def _credentials_plan(params: dict, repo: brepo.Repo, body: dict, components: t.Sequence[str],
+                      decrypt: dict) -> t.Optional[tuple]:
+    """Compare the credentials of the backup's env files with the live ones, before anything changes."""
+    if "config" not in components or not params.get("env_files") or params.get("dest"):
+        return None
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _restore_creds
+    comp = body["components"]["config"]
+    texts = _restore_creds.backup_env_texts(comp, object_chunks(repo, str(comp.get("object")), decrypt),
+                                            params["env_files"])
+    return _restore_creds.plan(params.get("credentials") or "keep_current", params["env_files"],
+                               params.get("env_vars") or ["DB_PASSWORD", "DATABASE_URL"], texts)
+
+
 def run_restore_module(module: t.Any) -> dict:
     params = module.params
     from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_restore
@@ -366,6 +379,9 @@ def run_restore_module(module: t.Any) -> dict:
         result: t.Dict[str, t.Any] = {"changed": False, "backup_id": item.backup_id, "seq": body["seq"],
                                       "backup_time": (body.get("time") or {}).get("end"),
                                       "manifest": item.path, "previous_db": None, "stats": {}}
+        creds = _credentials_plan(params, repo, body, components, decrypt)
+        if creds is not None:
+            result["credentials"] = creds[0]
         if "database" in components:
             from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
             require_psycopg2(module)
@@ -392,6 +408,13 @@ def run_restore_module(module: t.Any) -> dict:
             result["stats"][component] = restorer.result_stats()
             if restorer.changed_paths:
                 result["changed"] = True
+        if creds is not None and creds[0]["mismatch"] and not module.check_mode:
+            from ansible_collections.ransomeye.ops.plugins.module_utils import _restore_creds
+            if creds[0]["action"] == "keep_current":
+                _restore_creds.keep_current(creds[0], creds[1])
+            else:
+                _restore_creds.resync_role(creds[0], creds[2], params)
+            result["changed"] = True
         if "config" in components or "artifacts" in components:
             result["files"] = files
             result["links"] = links

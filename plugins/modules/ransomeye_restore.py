@@ -91,6 +91,33 @@ options:
     description:
       - Parent directory of the staging directory used with O(jobs) > 1. Default is the system temp directory.
     type: path
+  credentials:
+    description:
+      - What to do when the C(.env) files of the backup (O(env_files)) hold other database credentials than the live
+        ones, typically a backup taken before a credential rotation. This is decided before anything changes and
+        reported in RV(credentials).
+      - V(keep_current) restores the files and writes the live values of O(env_vars) back into them (the app keeps
+        working with the role's current password).
+      - V(resync_role) sets the password of the role the restored files name to theirs, as a SCRAM-SHA-256 verifier
+        computed on the managed host (the plaintext never reaches the server), then proves the login.
+    type: str
+    choices: [keep_current, resync_role]
+    default: keep_current
+    version_added: "0.2.0"
+  env_files:
+    description:
+      - The app's C(.env) files (inside the config component) whose credentials are checked; empty skips the check.
+    type: list
+    elements: path
+    default: []
+    version_added: "0.2.0"
+  env_vars:
+    description:
+      - The variables of O(env_files) that hold the credentials (a password, or a URL with one).
+    type: list
+    elements: str
+    default: [DB_PASSWORD, DATABASE_URL]
+    version_added: "0.2.0"
   lock_timeout:
     description:
       - Seconds to wait for a backup or prune in progress before failing.
@@ -159,6 +186,13 @@ backup_time:
   description: When that backup was taken (end of the backup, UTC, ISO 8601; advisory, the order is RV(seq)).
   returned: with O(state=restored)
   type: str
+  version_added: "0.2.0"
+credentials:
+  description:
+    - The credential check of O(env_files). C(mismatch) (bool), C(env_files) (those whose credentials differ from the
+      live ones), C(role), C(action) (V(none), V(keep_current), V(resync_role)) and C(msg). Never a password.
+  returned: when O(env_files) is set and the config component is restored in place
+  type: dict
   version_added: "0.2.0"
 space:
   description:
@@ -284,6 +318,9 @@ def main():
             jobs=dict(type="int", default=1),
             staging_dir=dict(type="path"),
             lock_timeout=dict(type="int", default=300),
+            credentials=dict(type="str", choices=["keep_current", "resync_role"], default="keep_current"),
+            env_files=dict(type="list", elements="path", default=[]),
+            env_vars=dict(type="list", elements="str", default=["DB_PASSWORD", "DATABASE_URL"], no_log=False),
         ),
         shared_specs=[postgres_argument_spec(), pitr_argument_spec()],
         supports_check_mode=True,

@@ -1,0 +1,136 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to ransomeye.ops: a restore that does not lock the app out of its database.
+
+A config backup taken before a credential rotation holds ``.env`` files with
+the old password, while the database role (a cluster object, not in the
+dump) keeps the new one: restoring those files as they are takes the app
+down. Before anything changes, the password the backup's ``.env`` files hold
+is read from the backup (authenticated, never written to disk) and compared
+with the live files. On a mismatch, ``keep_current`` (the default) writes the
+live credential values back into the restored files; ``resync_role`` sets the
+role's password to the restored one with a SCRAM verifier computed here, as
+the credential rotation does (the plaintext never reaches the server).
+Nothing secret is returned.
+"""
+
+from __future__ import absolute_import, division, print_function, annotations
+
+__metaclass__ = type
+
+import hashlib
+import os
+import tarfile
+import typing as t
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._envfile import EnvFile, parse_db_url
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write
+
+MAX_ENV_BYTES = 1024 * 1024
+
+
+class EnvCreds(t.NamedTuple):
+    user: t.Optional[str]
+    password: t.Optional[str]
+    values: t.Dict[str, str]     # env var -> raw value (for keep_current)
+
+
+def creds_of(env: EnvFile, env_vars: t.Sequence[str]) -> EnvCreds:
+    user = env.get("DB_USER")
+    password = None
+    values: t.Dict[str, str] = {}
+    for var in env_vars:
+        value = env.get(var)
+        if value is None:
+            continue
+        values[var] = value
+        parsed = parse_db_url(value)
+        if parsed is not None:
+            user = user or parsed.user
+            password = password if password is not None else parsed.password
+        elif password is None:
+            password = value
+    return EnvCreds(user, password, values)
+
+
+def backup_env_texts(comp: dict, chunks: t.Iterable[bytes], wanted: t.Sequence[str]) -> t.Dict[str, str]:
+    """The content of the ``wanted`` env files as the config backup holds them (checked against the manifest)."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import ChunkReader
+    files = comp.get("files") or {}
+    names = {path.lstrip("/"): path for path in wanted if (files.get(path) or {}).get("type") == "file"}
+    out: t.Dict[str, str] = {}
+    if not names:
+        return out
+    with tarfile.open(fileobj=ChunkReader(iter(chunks)), mode="r|") as tar:
+        for member in tar:
+            path = names.get(member.name)
+            if path is None or not member.isreg():
+                continue
+            if member.size > MAX_ENV_BYTES:
+                raise RansomeyeError("%s in the backup is larger than an env file can be" % path)
+            handle = tar.extractfile(member)
+            data = handle.read() if handle is not None else b""
+            if hashlib.sha256(data).hexdigest() != files[path].get("sha256"):
+                raise RansomeyeError("%s in the backup does not match its manifest hash" % path)
+            out[path] = data.decode("utf-8", "replace")
+            if len(out) == len(names):
+                break
+    return out
+
+
+def plan(mode: str, env_files: t.Sequence[str], env_vars: t.Sequence[str], backup_texts: t.Dict[str, str]
+         ) -> t.Tuple[dict, t.Dict[str, EnvCreds], t.Dict[str, EnvCreds]]:
+    """Decide before anything changes: (public report, live creds, backup creds) per env file."""
+    live: t.Dict[str, EnvCreds] = {}
+    backup: t.Dict[str, EnvCreds] = {}
+    differ = []
+    for path in env_files:
+        if path not in backup_texts:
+            continue
+        backup[path] = creds_of(EnvFile(backup_texts[path], path), env_vars)
+        if os.path.isfile(path):
+            live[path] = creds_of(EnvFile.read(path), env_vars)
+            if live[path].password != backup[path].password or live[path].user != backup[path].user:
+                differ.append(path)
+    action = "none"
+    if differ:
+        action = mode
+    report = {"mismatch": bool(differ), "env_files": differ, "action": action,
+              "role": next((backup[p].user for p in differ if backup[p].user), None)}
+    if differ:
+        report["msg"] = ("the backup's .env files hold other database credentials than the live ones (a credential "
+                         "rotation after the backup): %s" % (
+                             "the live credentials are written back into the restored files" if mode == "keep_current"
+                             else "the role's password is set to the restored one (SCRAM verifier)"))
+    return report, live, backup
+
+
+def keep_current(report: dict, live: t.Dict[str, EnvCreds]) -> None:
+    """Write the live credential values back into the restored env files (atomic, same mode)."""
+    for path in report["env_files"]:
+        env = EnvFile.read(path)
+        for var, value in live[path].values.items():
+            env.set(var, value)
+        atomic_write(path, env.render(), mode=os.stat(path).st_mode & 0o7777)
+
+
+def resync_role(report: dict, backup: t.Dict[str, EnvCreds], params: t.Mapping[str, t.Any]) -> None:
+    """ALTER ROLE <user> PASSWORD <SCRAM verifier of the restored password>; then prove the login."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _postgres as pgu
+    from ansible_collections.ransomeye.ops.plugins.module_utils._scram import scram_sha256_verifier
+    pairs = {(backup[p].user, backup[p].password) for p in report["env_files"]}
+    if len(pairs) != 1:
+        raise RansomeyeError("the restored env files name different users or passwords; cannot re-sync one role")
+    (user, password), = pairs
+    if not user or password is None:
+        raise RansomeyeError("the restored env files name no user and password to re-sync")
+    info = pgu.ConnInfo.from_params(dict(params, login_db=params.get("db") or "postgres"))
+    with pgu.connection(info) as conn:
+        if not pgu.role_exists(conn, user):
+            raise RansomeyeError("role %s of the restored env files does not exist" % user)
+        pgu.query(conn, pgu.sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            pgu.ident(user), pgu.literal(scram_sha256_verifier(password))))
+    with pgu.connection(info.with_login(user, password)) as conn:
+        pgu.query_one(conn, "SELECT 1")
