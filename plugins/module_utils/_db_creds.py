@@ -49,6 +49,7 @@ __metaclass__ = type
 
 import json
 import os
+import re
 import secrets
 import stat
 import string
@@ -262,17 +263,44 @@ CURRENT_PLACEHOLDER = "CURRENT-PASSWORD-REDACTED"
 NEW_PLACEHOLDER = "NEW-PASSWORD-REDACTED"
 
 
+OTHER_SECRET_PLACEHOLDER = "SECRET-REDACTED"
+# Variable names whose values are secrets by convention (Django SECRET_KEY, *_PASSWORD, *_TOKEN, AWS keys...).
+_SECRET_NAME = re.compile(r"(?i)(pass(word|wd|phrase)?$|passw|pwd|secret|token|api_?key|private_?key|access_?key|"
+                          r"signing_?key|_key$|^key$|credential|auth|salt|cookie|session|dsn)")
+# scheme://user:password@host: the password part of a URL in any variable.
+_URL_PASSWORD = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://[^/@:\s]*:)([^@\s]+)(@)")
+
+
+def redact_other_secrets(env: EnvFile, keep: t.Sequence[str]) -> EnvFile:
+    """A copy of ``env`` with every secret-looking value other than the ``keep`` variables redacted."""
+    copy = EnvFile("".join(env.lines), env.path)
+    for key in list(copy.values):
+        if key in keep:
+            continue
+        value = copy.get(key)
+        if not value:
+            continue
+        if _SECRET_NAME.search(key):
+            copy.set(key, OTHER_SECRET_PLACEHOLDER)
+            continue
+        url = _URL_PASSWORD.match(value)
+        if url:
+            copy.set(key, url.group(1) + OTHER_SECRET_PLACEHOLDER + url.group(3) + value[url.end():])
+    return copy
+
+
 def redacted_diff(req: Request, the_plan: Plan) -> t.List[dict]:
-    """What each env file would look like, with both passwords replaced by placeholders.
+    """What each env file would look like, with both passwords and every other secret replaced by placeholders.
 
     The diff shows which lines (and, with alternating, which user) change
-    without either password ever reaching the output.
+    without either password, nor any other secret the files hold (SECRET_KEY,
+    REDIS_PASSWORD, URLs with a password...), ever reaching the output.
     """
     switch_user = the_plan.target_role if the_plan.target_role != the_plan.active_role else None
     diffs = []
     for path, env in sorted(the_plan.env.items()):
-        before = _edited(env, req, None, CURRENT_PLACEHOLDER)
-        after = _edited(env, req, switch_user, NEW_PLACEHOLDER)
+        before = redact_other_secrets(_edited(env, req, None, CURRENT_PLACEHOLDER), req.env_vars)
+        after = redact_other_secrets(_edited(env, req, switch_user, NEW_PLACEHOLDER), req.env_vars)
         diffs.append(dict(before_header=path, after_header=path,
                           before=before.render().decode("utf-8", "replace"),
                           after=after.render().decode("utf-8", "replace")))
@@ -484,16 +512,16 @@ def _roll_back(req: Request, the_plan: Plan, undo: _Undo) -> str:
     return "ROLLBACK INCOMPLETE: " + "; ".join(problems)
 
 
-def run(req: Request, check_mode: bool) -> dict:
+def run(req: Request, check_mode: bool, diff_mode: bool = False) -> dict:
     """Plan, and rotate unless in check mode or not due (under a lock next to the state file)."""
     state_file = req.state_file or (default_state_file(req.env_files[0], req.role) if req.env_files else None)
     if check_mode or not state_file or not os.path.isdir(os.path.dirname(os.path.abspath(state_file))):
-        return _run(req, check_mode)
+        return _run(req, check_mode, diff_mode)
     with file_lock(state_file + ".lock", "credential rotation for role %s" % req.role):
-        return _run(req, check_mode)
+        return _run(req, check_mode, diff_mode)
 
 
-def _run(req: Request, check_mode: bool) -> dict:
+def _run(req: Request, check_mode: bool, diff_mode: bool) -> dict:
     the_plan = plan(req)
     result = dict(
         changed=the_plan.due, rotated=False, reason=the_plan.reason, role=the_plan.target_role,
@@ -501,13 +529,14 @@ def _run(req: Request, check_mode: bool) -> dict:
         env_files_changed=sorted(the_plan.env) if the_plan.due else [], backup_files=[],
         state_file=the_plan.state_file, rotated_at=the_plan.state.get("rotated_at"),
     )
-    if the_plan.due:
-        result["diff"] = redacted_diff(req, the_plan)
+    diff = redacted_diff(req, the_plan) if the_plan.due and diff_mode else None
+    if diff is not None:
+        result["diff"] = diff
     if not the_plan.due or check_mode:
         if check_mode and the_plan.due:
             result["active_role"] = the_plan.target_role
         return result
-    diff = result["diff"]
     result = rotate(req, the_plan)
-    result["diff"] = diff
+    if diff is not None:
+        result["diff"] = diff
     return result

@@ -39,7 +39,9 @@ attributes:
   diff_mode:
     support: full
     details: The env files before and after, with both passwords replaced by C(CURRENT-PASSWORD-REDACTED) and
-      C(NEW-PASSWORD-REDACTED); no password ever appears in the diff.
+      C(NEW-PASSWORD-REDACTED), and every other secret-looking value (names with PASSWORD, SECRET, TOKEN, KEY,
+      AUTH...; the password of any URL) replaced by C(SECRET-REDACTED); no secret ever appears in the diff. Without
+      diff mode no diff is returned.
   platform:
     platforms: posix
 options:
@@ -224,7 +226,7 @@ def _action(module):
         backup=params["backup"],
         state_file=params["state_file"],
     )
-    return _db_creds.run(request, module.check_mode)
+    return _db_creds.run(request, module.check_mode, module._diff)
 
 
 def main():
