@@ -7,6 +7,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
+# The ecosystem's checkers (galaxy-importer, ansible-lint, antsibull-*) pin what the test venv must not get.
+LINT_VENV := $(CURDIR)/.venv-lint
+LINT_BIN := $(LINT_VENV)/bin
 BUILD := $(CURDIR)/.build
 COLLECTIONS := $(BUILD)/collections
 COLL_LINK := $(COLLECTIONS)/ansible_collections/ransomeye/ops
@@ -25,12 +28,13 @@ export PYTHONPATH := $(COLLECTIONS):$(CURDIR)
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup demo-setup demo-sysdeps sysdeps venv collection demo demo-clean test sanity units integration molecule bench build offline-bundle clean
+.PHONY: help setup demo-setup demo-sysdeps sysdeps venv lint-venv collection demo demo-clean test lint sanity units integration molecule bench build offline-bundle clean
 
 help:
 	@echo "make demo        build the demo RansomEye host and run the DR drill against it"
 	@echo "make demo-clean  stop the demo services and remove $(DEMO_DIR)"
-	@echo "make test        sanity + unit + integration tests (what CI runs)"
+	@echo "make test        lint + sanity + unit + integration tests (what CI runs)"
+	@echo "make lint        galaxy-importer, antsibull-docs, ansible-lint, antsibull-changelog (offline, ~2 min)"
 	@echo "make sanity | units | integration | bench | build | offline-bundle"
 
 setup: sysdeps venv collection
@@ -51,6 +55,15 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(BIN)/.installed
 
+$(LINT_BIN)/.installed: requirements-lint.txt
+	@test -x $(LINT_BIN)/python || $(PYTHON) -m venv $(LINT_VENV)
+	@$(LINT_BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(LINT_BIN)/python -m pip install -q -r requirements-lint.txt 2>&1 | grep -v "is ignored" || true
+	@$(LINT_BIN)/python -c "import galaxy_importer, ansiblelint, antsibull_docs, antsibull_changelog"
+	@touch $@
+
+lint-venv: $(LINT_BIN)/.installed
+
 collection:
 	@mkdir -p $(dir $(COLL_LINK))
 	@test -L $(COLL_LINK) || ln -s $(CURDIR) $(COLL_LINK)
@@ -62,9 +75,15 @@ demo: demo-setup
 
 demo-clean:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.harness.demo down --dir $(DEMO_DIR) || true; fi
+	@# a cluster that had to live outside DEMO_DIR (the postgres user could not reach it) goes too
+	@if [ -L $(DEMO_DIR)/pg ]; then rm -rf "$$(readlink -f $(DEMO_DIR)/pg)"; fi
 	rm -rf $(DEMO_DIR)
 
-test: setup sanity units integration
+test: setup lint sanity units integration
+
+# Offline: the tools come from .venv-lint (installed above), the collection is checked as a release ships it.
+lint: setup lint-venv
+	@bash tools/lint.sh $(LINT_BIN)
 
 sanity: setup
 	@bash tools/ansible_test.sh sanity $(SANITY_COLL)
@@ -86,4 +105,4 @@ offline-bundle: setup
 	@bash tools/offline_bundle.sh $(BUILD)/offline
 
 clean: demo-clean
-	rm -rf $(BUILD) .pytest_cache $(ANSIBLE_TEST_ROOT)
+	rm -rf $(BUILD) .pytest_cache $(ANSIBLE_TEST_ROOT) $(LINT_VENV)

@@ -10,7 +10,7 @@ DOCUMENTATION = r'''
 name: siem
 type: notification
 short_description: Send failed tasks, unreachable hosts and the play recap to a syslog/SIEM receiver
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - When enabled (C(callbacks_enabled = ransomeye.ops.siem)), sends every failed task (not the ignored ones unless
     O(send_ignored)), every unreachable host, and a recap line per host at the end of the playbook to a syslog or SIEM

@@ -93,8 +93,8 @@ def run_backup(module: t.Any) -> dict:
     anchor_path = banchor.check_location(params["anchor"], repo_path) if params.get("anchor") else None
     if module.check_mode:
         if not os.path.exists(os.path.join(repo_path, "repo.json")):
-            enc_probe = load_encryption(params, "", create_id_key=False)
-            del enc_probe
+            # Only to fail on unusable keys in check mode too; the loaded keys are not needed.
+            load_encryption(params, "", create_id_key=False)
             return {"changed": True, "up_to_date": False, "backup_id": "", "seq": 1, "manifest": "",
                     "reason": "repository %s would be created and a first backup taken" % repo_path,
                     "stats": {}, "pruned": {"manifests": [], "objects": 0, "bytes": 0}}
@@ -120,7 +120,6 @@ def run_backup(module: t.Any) -> dict:
         if rejected:
             module.warn("manifests that do not verify with this run's keys were left in place and not counted "
                         "(planted, foreign or damaged; run ransomeye_backup_verify): %s" % ", ".join(rejected)[:2000])
-        manifests = view.authentic
         latest = view.newest
         now = time.time()
         if max_age is not None:

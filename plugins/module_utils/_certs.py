@@ -438,9 +438,10 @@ class PairLayout(t.NamedTuple):
         return os.path.relpath(os.path.join(self.current, name), os.path.dirname(path))
 
     def managed(self) -> bool:
-        return (os.path.islink(self.cert_path) and os.readlink(self.cert_path) == self.link_target(self.cert_path, CERT_NAME)
-                and os.path.islink(self.key_path) and os.readlink(self.key_path) == self.link_target(self.key_path, KEY_NAME)
-                and os.path.islink(self.current))
+        if not (os.path.islink(self.cert_path) and os.path.islink(self.key_path) and os.path.islink(self.current)):
+            return False
+        cert_ok = os.readlink(self.cert_path) == self.link_target(self.cert_path, CERT_NAME)
+        return cert_ok and os.readlink(self.key_path) == self.link_target(self.key_path, KEY_NAME)
 
 
 def _write_new(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
@@ -521,8 +522,9 @@ def adopt(layout: PairLayout) -> None:
     if layout.managed():
         return
     os.makedirs(layout.pairs_dir, mode=0o755, exist_ok=True)
-    cert_linked = (os.path.islink(layout.cert_path)
-                   and os.readlink(layout.cert_path) == layout.link_target(layout.cert_path, CERT_NAME))
+    cert_linked = os.path.islink(layout.cert_path)
+    if cert_linked:
+        cert_linked = os.readlink(layout.cert_path) == layout.link_target(layout.cert_path, CERT_NAME)
     if not (cert_linked and os.path.islink(layout.current)):
         # The regular files are the truth: copy them into a version directory first.
         with open(layout.cert_path, "rb") as handle:

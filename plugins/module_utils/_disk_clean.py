@@ -452,8 +452,10 @@ class Cleaner:
         try:
             with os.scandir(sub_fd) as it:
                 items = [(e.name, e.stat(follow_symlinks=False)) for e in it]
-            newest = max([st.st_mtime] + [item[1].st_mtime for item in items]
-                         + ([marker_st.st_mtime] if marker_st is not None else []))
+            mtimes = [st.st_mtime] + [item[1].st_mtime for item in items]
+            if marker_st is not None:
+                mtimes.append(marker_st.st_mtime)
+            newest = max(mtimes)
             if newest >= self.orphan_cutoff:
                 return  # touched recently: the uploader may come back
             items.sort()

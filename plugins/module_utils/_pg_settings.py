@@ -155,8 +155,8 @@ def read_settings(conn: t.Any, names: t.Iterable[str]) -> t.Dict[str, Setting]:
 
 def overriding_sources(settings: t.Dict[str, Setting], wanted: t.Dict[str, str]) -> t.List[str]:
     """Wanted settings that ALTER SYSTEM cannot make effective: the server command line or environment sets them."""
-    return sorted(n for n in wanted if n in settings and settings[n].source in ("command line", "environment variable")
-                  and not same_value(settings[n], wanted[n], settings[n].setting))
+    pinned = [n for n in wanted if n in settings and settings[n].source in ("command line", "environment variable")]
+    return sorted(n for n in pinned if not same_value(settings[n], wanted[n], settings[n].setting))
 
 
 def validate_wanted(settings: t.Dict[str, Setting], wanted: t.Dict[str, str], server_major: int = 17) -> None:

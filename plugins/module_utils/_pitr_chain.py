@@ -206,8 +206,8 @@ def coverage(report: ChainReport, timeline: int, start_lsn: int, end_lsn: int,
         last = name
         segno += 1
     reached = segno * size if last else start_lsn
-    later = [n for n in report.good if wf.wal_kind(n) == "segment" and int(n[:8], 16) in path
-             and wf.segment_number(n, size) > segno]
+    segments = [n for n in report.good if wf.wal_kind(n) == "segment" and int(n[:8], 16) in path]
+    later = [n for n in segments if wf.segment_number(n, size) > segno]
     ok = last is not None and reached >= end_lsn
     first_missing = name if (not ok or later) else None
     return Coverage(ok, last, reached, first_missing, path, names)

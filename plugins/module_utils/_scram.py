@@ -23,18 +23,11 @@ DEFAULT_ITERATIONS = 4096  # PostgreSQL's scram_iterations default
 
 
 def _prohibited(char: str) -> bool:
-    return (
-        stringprep.in_table_c12(char)
-        or stringprep.in_table_c21_c22(char)
-        or stringprep.in_table_c3(char)
-        or stringprep.in_table_c4(char)
-        or stringprep.in_table_c5(char)
-        or stringprep.in_table_c6(char)
-        or stringprep.in_table_c7(char)
-        or stringprep.in_table_c8(char)
-        or stringprep.in_table_c9(char)
-        or stringprep.in_table_a1(char)
-    )
+    return any(in_table(char) for in_table in (
+        stringprep.in_table_c12, stringprep.in_table_c21_c22, stringprep.in_table_c3, stringprep.in_table_c4,
+        stringprep.in_table_c5, stringprep.in_table_c6, stringprep.in_table_c7, stringprep.in_table_c8,
+        stringprep.in_table_c9, stringprep.in_table_a1,
+    ))
 
 
 def saslprep(value: str) -> t.Optional[str]:

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ransomeye_alert_forward
 short_description: Send a RansomEye alert to a syslog or SIEM receiver, with an offline spool
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - Renders an alert as RFC 3164, RFC 5424 (metadata as structured data) or CEF and sends it over UDP, TCP (octet-counting
     framing, RFC 6587) or TLS (RFC 5425, CA verification, optional client certificate).

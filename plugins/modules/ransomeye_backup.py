@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: ransomeye_backup
 short_description: Encrypted, signed, deduplicated backup of the RansomEye database, config and artifacts
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Backs up any subset of three components into a backup repository (format in C(docs/BACKUP_FORMAT.md)).
   - V(database) runs C(pg_dump -Fc) and streams its output straight into an encrypted container; no plaintext dump

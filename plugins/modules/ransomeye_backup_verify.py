@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: ransomeye_backup_verify
 short_description: Verify RansomEye backups (signatures, hash chain, objects) at three depths
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Checks backups written by M(ransomeye.ops.ransomeye_backup). It never changes anything (it takes the repository
     lock shared, so it never sees a half-written backup or a half-done prune).

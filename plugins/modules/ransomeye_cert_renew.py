@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ransomeye_cert_renew
 short_description: Renew an mTLS certificate and its key before they expire, swapping the pair in atomically
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - Reads the certificate at O(path) and renews it, with a new private key, when it expires within O(renew_before) days,
     when it does not match the key at O(key_path), or with O(force).

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ransomeye_disk_clean
 short_description: Remove stale temp files, orphaned upload chunks and empty directories under allowlisted roots
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - Cleans only below the directories listed in O(roots). It never follows a symlink (directories are opened with
     C(O_NOFOLLOW) relative to their parent's descriptor and checked to be the inode that was listed; symlinks are

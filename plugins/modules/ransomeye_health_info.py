@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ransomeye_health_info
 short_description: One answer to "is this RansomEye host healthy?", with a JSON report and a Nagios line
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - Runs the selected checks, each with its own thresholds, and returns per check its value, unit, thresholds and status
     (V(ok), V(warning), V(critical), V(unknown)). The overall status is the worst of them

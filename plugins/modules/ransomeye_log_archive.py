@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ransomeye_log_archive
 short_description: Compress old RansomEye logs, verify every archive, then remove the original
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - Archives log files matching O(paths) whose modification time is older than O(retention_days) into
     O(archive_dir), and prunes archives older than O(archive_retention_days).

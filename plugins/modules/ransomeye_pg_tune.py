@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ransomeye_pg_tune
 short_description: Tune PostgreSQL with PGTune's formulas and apply the result idempotently
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - Computes the settings that PGTune (le0pard/pgtune, in its 2026 formulas) prints for the host's memory,
     CPUs, workload and storage, formatted exactly as PGTune prints them (memory in the largest unit that

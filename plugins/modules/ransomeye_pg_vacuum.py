@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ransomeye_pg_vacuum
 short_description: VACUUM (ANALYZE) the RansomEye tables that need it, most urgent first, within a time budget
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - Runs C(VACUUM (ANALYZE)) (or C(ANALYZE), C(VACUUM (FREEZE, ANALYZE)), C(VACUUM (FULL, ANALYZE)), see O(mode)) on
     the tables listed in O(tables), or else on the user tables over a threshold, most urgent first.

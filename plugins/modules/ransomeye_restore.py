@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: ransomeye_restore
 short_description: Restore a verified RansomEye backup, with a one-rename database rollback
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Restores a backup written by M(ransomeye.ops.ransomeye_backup).
   - It verifies first (signature and key chain, hash chain, and the ciphertext SHA-256 of every object it needs, see

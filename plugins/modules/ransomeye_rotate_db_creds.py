@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ransomeye_rotate_db_creds
 short_description: Rotate the database password of RansomEye's services without ever leaving the database and the .env files disagreeing
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - Draws a new random password from Python's C(secrets) module and sets it on the role through a SCRAM-SHA-256 verifier
     computed on the managed host, so the plaintext never reaches the PostgreSQL server, its log or C(pg_stat_statements).

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ransomeye_rotate_signing_keys
 short_description: Rotate (or roll back) the key that signs RansomEye updates and backup manifests, keeping a verifiable key chain
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - Generates a new signing key (RSA-4096 by default, or Ed25519) in O(key_dir), written atomically with mode 0600.
   - "Writes a key-update bundle C(chain/<seq>.json): the new public key, its key id, the previous key id, a sequence number

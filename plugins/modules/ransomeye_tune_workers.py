@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ransomeye_tune_workers
 short_description: Size gunicorn and celery workers from CPUs and memory and write their config files
-version_added: 1.0.0
+version_added: "0.1.0"
 description:
   - "Gunicorn: O(min_workers) <= C(workers) <= O(max_workers), starting at C((2 x cpus\\) + 1) and capped by
     memory, C((memory - reserve_memory\\) / per_worker_memory). C(threads) is set for the C(gthread) worker

@@ -17,8 +17,54 @@ from tests.harness.pgcluster import PgCluster, free_port
 MB = 1 << 20
 
 
+# Where the cluster goes when the postgres OS user cannot reach DIR/pg (a clone under /root or any 0700 parent).
+RELOCATED_PG_PARENT = "/var/tmp"
+
+
+def _postgres_reaches(path: str) -> bool:
+    """Can the postgres OS user traverse every directory down to ``path``? (Asked as that user, not guessed.)"""
+    proc = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", path], capture_output=True, cwd="/",
+                          check=False)
+    return proc.returncode == 0
+
+
+def cluster_base(layout: Layout) -> str:
+    """The cluster's directory: DIR/pg, or where DIR/pg points when the cluster had to live elsewhere.
+
+    As root, initdb and the server run as ``postgres``, which cannot open DIR/pg/pwfile when a parent of DIR is
+    mode 0700 (``/root/<clone>/.demo``). The cluster then goes to /var/tmp/ransomeye-demo-pg-<id> and DIR/pg
+    becomes a symlink to it, so every other path of the demo host stays under DIR.
+    """
+    if os.path.islink(layout.pg_base) or os.path.isdir(layout.pg_base):
+        return os.path.realpath(layout.pg_base)
+    if os.geteuid() != 0 or _postgres_reaches(layout.root):
+        return layout.pg_base
+    import hashlib
+    if not _postgres_reaches(RELOCATED_PG_PARENT):
+        raise RuntimeError("the postgres OS user can reach neither %s nor %s: make a parent of the demo directory "
+                           "traversable (chmod o+x) or run make demo with DEMO_DIR=<a directory postgres can reach>"
+                           % (layout.root, RELOCATED_PG_PARENT))
+    base = os.path.join(RELOCATED_PG_PARENT, "ransomeye-demo-pg-" + hashlib.sha256(
+        layout.root.encode()).hexdigest()[:12])
+    shutil.rmtree(base, ignore_errors=True)  # left by an earlier demo of the same DIR that was removed by hand
+    os.makedirs(base, mode=0o700)
+    os.symlink(base, layout.pg_base)
+    print("demo: the postgres user cannot reach %s (a parent directory is not traversable); the PostgreSQL "
+          "cluster lives in %s (%s links to it)" % (layout.root, base, layout.pg_base), flush=True)
+    return base
+
+
+def remove_cluster_dir(layout: Layout) -> None:
+    """Remove DIR/pg, and the relocated cluster it points to."""
+    if os.path.islink(layout.pg_base):
+        shutil.rmtree(os.path.realpath(layout.pg_base), ignore_errors=True)
+        os.unlink(layout.pg_base)
+    else:
+        shutil.rmtree(layout.pg_base, ignore_errors=True)
+
+
 def cluster_for(layout: Layout, state: t.Dict[str, t.Any]) -> PgCluster:
-    return PgCluster(base=layout.pg_base, superuser_password=state["admin_password"], port=state["pg_port"])
+    return PgCluster(base=cluster_base(layout), superuser_password=state["admin_password"], port=state["pg_port"])
 
 
 def _cluster_running(cluster: PgCluster) -> bool:
@@ -144,8 +190,9 @@ def up(root: str, scale: int = 64, seed: int = 1, quiet: bool = False) -> t.Dict
     if state and not state.get("built"):
         _log(quiet, "an earlier build of %s did not finish: rebuilding" % layout.root)
         down(root, quiet=True)
-        for path in layout.data_dirs() + [layout.pg_base]:
+        for path in layout.data_dirs():
             shutil.rmtree(path, ignore_errors=True)
+        remove_cluster_dir(layout)
         state = {}
     if not state:
         os.makedirs(layout.root, exist_ok=True)

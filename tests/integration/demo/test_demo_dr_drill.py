@@ -142,7 +142,7 @@ def test_demo_restore_playbook_restores_and_rolls_back_on_failure(demo_factory, 
     demo = demo_factory(scale=1, seed=24)
     run = run_playbook(BACKUP, inventory=demo.inventory)
     assert run.rc == 0, run.stdout[-3000:]
-    backup_id = _task(run, "Back up database, config, artifacts into %s" % demo.layout.backup_repo)["result"]["backup_id"]
+    backup_id = _task(run, "Back up the RansomEye components into %s" % demo.layout.backup_repo)["result"]["backup_id"]
     counts = database.row_counts(demo.cluster())
     demo.cluster().execute("DELETE FROM artifacts", dbname="ransomeye")  # damage after the backup
 

@@ -23,7 +23,7 @@ def restored(demo_host):
     demo = demo_host
     run = run_playbook(BACKUP, inventory=demo.inventory)
     assert run.rc == 0, run.stdout[-3000:]
-    backup_id = run.task("Back up database, config, artifacts into %s" % demo.layout.backup_repo)["result"]["backup_id"]
+    backup_id = run.task("Back up the RansomEye components into %s" % demo.layout.backup_repo)["result"]["backup_id"]
     counts = database.row_counts(demo.cluster())
     demo.cluster().execute("DELETE FROM artifacts", dbname="ransomeye")
     run = run_playbook(RESTORE, inventory=demo.inventory, extra_vars={"restore_backup": backup_id})

@@ -28,10 +28,12 @@ def test_ansible_builder_renders_the_execution_environment(tmp_path):
                            "-c", str(tmp_path / "ctx")], capture_output=True, text=True, check=False, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     build = tmp_path / "ctx" / "_build"
-    with open(os.path.join(REPO, "requirements.txt")) as handle:
+    # The image gets the runtime requirements only (meta/), never the test profile of bindep.txt.
+    with open(os.path.join(REPO, "meta", "ee-requirements.txt")) as handle:
         assert (build / "requirements.txt").read_text() == handle.read()
-    with open(os.path.join(REPO, "bindep.txt")) as handle:
+    with open(os.path.join(REPO, "meta", "ee-bindep.txt")) as handle:
         assert (build / "bindep.txt").read_text() == handle.read()
+    assert not re.search(r"\[[^]]*\btest\b", (build / "bindep.txt").read_text())
     version = _load("galaxy.yml")["version"]
     tarball = "ransomeye-ops-%s.tar.gz" % version
     assert (build / "collections" / tarball).exists()
