@@ -251,7 +251,6 @@ def backup_wal_problems(repo_path: str, manifests: t.List[t.Any], trusted: t.Any
     problems = list(report.problems)
     switches = history_switches(report, repo_path, decrypt) if decrypt else []
     reach: t.Dict[str, dict] = {}
-    size = report.segment_size
     timelines = sorted({int(n[:8], 16) for n in report.good if wf.wal_kind(n) == "segment"})
     for tli in timelines:
         if tli > 1 and "%08X.history" % tli not in report.good:
