@@ -51,7 +51,7 @@ def summary(entry: t.Any, verified: bool, problem: t.Optional[str]) -> dict:
 
 def run_info_module(module: t.Any) -> dict:
     params = module.params
-    repo = brepo.Repo.open(params["repo"])
+    repo = btrust.open_repo(params["repo"])
     trust = load_trust(params["trusted_keys"])
     anchor = anchor_param(params, repo)
     with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):

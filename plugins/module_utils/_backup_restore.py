@@ -21,6 +21,7 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_trust as btrust
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
     container, load_decryption, load_trust)
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import (
@@ -332,7 +333,7 @@ def run_restore_module(module: t.Any) -> dict:
         from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
         require_psycopg2(module)
         return rollback_database(params, module.check_mode)
-    repo = brepo.Repo.open(params["repo"])
+    repo = btrust.open_repo(params["repo"])
     trusted = load_trust(params.get("trusted_keys") or [])
     anchor = anchor_param(params, repo)
     if not params.get("private_key") and not params.get("key_file"):

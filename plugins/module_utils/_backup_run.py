@@ -92,15 +92,17 @@ def run_backup(module: t.Any) -> dict:
     repo_path = params["repo"]
     anchor_path = banchor.check_location(params["anchor"], repo_path) if params.get("anchor") else None
     if module.check_mode:
-        if not os.path.exists(os.path.join(repo_path, "repo.json")):
+        if not os.path.exists(os.path.join(repo_path, "repo.json")) \
+                and not os.path.isdir(os.path.join(repo_path, "manifests")):
             # Only to fail on unusable keys in check mode too; the loaded keys are not needed.
             load_encryption(params, "", create_id_key=False)
             return {"changed": True, "up_to_date": False, "backup_id": "", "seq": 1, "manifest": "",
                     "reason": "repository %s would be created and a first backup taken" % repo_path,
                     "stats": {}, "pruned": {"manifests": [], "objects": 0, "bytes": 0}}
-        repo = brepo.Repo.open(repo_path)
+        repo = btrust.open_repo(repo_path)
     else:
-        repo = brepo.Repo.create(repo_path)
+        repo = btrust.open_repo(repo_path) if os.path.isdir(os.path.join(repo_path, "manifests")) \
+            else brepo.Repo.create(repo_path)
         repo.ensure_layout()
     enc = load_encryption(params, repo.keys_dir, create_id_key=not module.check_mode)
     with repo.lock(exclusive=True, timeout=params.get("lock_timeout") or 0):
@@ -116,6 +118,9 @@ def run_backup(module: t.Any) -> dict:
                                      % (repo.path, behind[0]["detail"]), problems=behind)
         for problem in view.repo_problems:
             module.warn("%s: %s" % (problem["object"], problem["reason"]))
+        if not (view.repo_config.get("repo_id") or repo.repo_id):
+            raise RansomeyeError("repo.json of %s is missing or damaged and no manifest holds a signed copy of it; "
+                                 "restore repo.json from a copy" % repo.path)
         rejected = btrust.describe_rejected(view)
         if rejected:
             module.warn("manifests that do not verify with this run's keys were left in place and not counted "
@@ -173,7 +178,7 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     body: t.Dict[str, t.Any] = {
         "format": brepo.MANIFEST_FORMAT,
         "version": brepo.FORMAT_VERSION,
-        "repo_id": repo.repo_id,
+        "repo_id": view.repo_config.get("repo_id") or repo.repo_id,
         "seq": seq,
         "backup_id": backup_id,
         "prev_manifest_sha256": prev_sha,

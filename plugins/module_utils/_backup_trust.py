@@ -155,6 +155,22 @@ def seq_ranges(seqs: t.Iterable[int]) -> t.List[t.List[int]]:
     return out
 
 
+def open_repo(path: str) -> brepo.Repo:
+    """``Repo.open``; when repo.json is missing or damaged but the repository has manifests, the repository with an
+    id still unknown: the signed copies of repo.json in the manifests supply it (``scan``), and verify reports the
+    damage. A repo.json of another format version is not damage and still fails."""
+    try:
+        return brepo.Repo.open(path)
+    except brepo.RepoError:
+        if not os.path.isdir(os.path.join(path, "manifests")):
+            raise
+        config = read_repo_config(brepo.Repo(path, ""))
+        if config is not None and config.get("format") == brepo.REPO_FORMAT and isinstance(config.get("repo_id"), str) \
+                and config.get("repo_id"):
+            raise
+        return brepo.Repo(path, "")
+
+
 def read_repo_config(repo: brepo.Repo) -> t.Optional[dict]:
     try:
         with open(os.path.join(repo.path, "repo.json"), "rb") as handle:

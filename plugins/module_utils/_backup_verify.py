@@ -275,7 +275,7 @@ def anchor_param(params: dict, repo: brepo.Repo) -> t.Optional[t.Tuple[str, t.Op
 
 def run_verify_module(module: t.Any) -> dict:
     params = module.params
-    repo = brepo.Repo.open(params["repo"])
+    repo = btrust.open_repo(params["repo"])
     trusted = load_trust(params["trusted_keys"])
     anchor = anchor_param(params, repo)
     decrypt_kwargs: dict = {}

@@ -213,3 +213,20 @@ def test_repo_json_is_bound_into_the_signed_manifests(site, tmp_path):
     dest = str(tmp_path / "dest")
     restored = restore(site, dest)
     assert not restored.get("failed") and _restored_ok(site, dest), restored
+
+
+def test_damaged_or_deleted_repo_json_is_replaced_by_its_signed_copy(site, tmp_path):
+    first = backup(site)
+    config = os.path.join(site["repo"], "repo.json")
+    with open(config, "ab") as handle:
+        handle.write(b"\x00garbage")
+    checked = verify(site)
+    assert [p["object"] for p in checked["problems"]] == ["repo.json"] and checked["verified"] == [first["backup_id"]]
+    os.unlink(config)
+    second = backup(site)
+    assert not second.get("failed") and any("repo.json" in w for w in second["warnings"]), second
+    checked = verify(site)
+    assert checked["verified"] == [first["backup_id"], second["backup_id"]], checked
+    dest = str(tmp_path / "dest")
+    restored = restore(site, dest)
+    assert not restored.get("failed") and _restored_ok(site, dest), restored
