@@ -201,6 +201,8 @@ def restore_database(params: dict, repo: brepo.Repo, item: brepo.LoadedManifest,
         # Every row version the restore wrote is older than this transaction id.
         restored_xid = int(pgu.query_one(conn, "SELECT txid_current() % 4294967296"))
         _set_comment(conn, db, marker_text("restored", item.backup_id, seq, previous, restored_xid))
+        from ansible_collections.ransomeye.ops.plugins.module_utils._restore_retention import prune
+        out["pre_restore_dropped"] = prune(pgu, conn, db, int(params.get("keep_pre_restore") or 0), previous, False)
     out.update(changed=True, tables=counts, previous_db=previous,
                stats={"duration": round(time.monotonic() - started, 3), "bytes": size, "tables": len(counts),
                       "unchanged": False})

@@ -162,7 +162,25 @@ def backup_checks(params: t.Mapping[str, t.Any], thresholds: Thresholds) -> t.Li
         out.append(backup_age_check(params["backup_repo"], thresholds, now))
     if params.get("drill_report_dir"):
         out.append(drill_age_check(params["drill_report_dir"], thresholds, now))
+    if params.get("pre_restore_db"):
+        out.append(pre_restore_check(params, thresholds))
     return out
+
+
+def pre_restore_check(params: t.Mapping[str, t.Any], thresholds: Thresholds) -> dict:
+    """Disk held by the ``<db>_pre_restore_*`` copies restores keep (they count against the data directory)."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _postgres as pgu
+    from ansible_collections.ransomeye.ops.plugins.module_utils._restore_retention import pre_restore_databases
+    db = params["pre_restore_db"]
+    info = pgu.ConnInfo.from_params(params)
+    try:
+        with pgu.connection(info) as conn:
+            copies = pre_restore_databases(pgu, conn, db)
+    except RansomeyeError as exc:
+        return make_check("pg_pre_restore_bytes", None, thresholds, target=db, status=UNKNOWN, message=exc.msg)
+    return make_check("pg_pre_restore_bytes", sum(size for _n, size in copies), thresholds, target=db,
+                      copies=[name for name, _size in copies],
+                      message="%d copies kept by restores" % len(copies) if copies else "")
 
 
 def spool_checks(params: t.Mapping[str, t.Any], thresholds: Thresholds) -> t.List[dict]:

@@ -58,6 +58,7 @@ DEFAULT_THRESHOLDS: t.Dict[str, Threshold] = {
     "drill_age_days": Threshold(8, None, False, "d"),
     # The spool holds at most 10,000 alerts (_spool.DEFAULT_MAX_MESSAGES).
     "siem_spool_backlog": Threshold(500, 9000, False, ""),
+    "pg_pre_restore_bytes": Threshold(None, None, False, "B"),
 }
 
 

@@ -133,6 +133,12 @@ options:
       - Directory of the C(dr-drill-*.json) reports; the age of the newest passing one is checked (check V(backups)).
     type: path
     version_added: "0.2.0"
+  pre_restore_db:
+    description:
+      - Database whose C(<name>_pre_restore_*) copies (kept by M(ransomeye.ops.ransomeye_restore)) are counted, as
+        C(pg_pre_restore_bytes) with the copies' names (check V(backups)).
+    type: str
+    version_added: "0.2.0"
   spool_dir:
     description:
       - Alert spool of M(ransomeye.ops.ransomeye_alert_forward); its backlog is checked (check V(spool)).
@@ -288,7 +294,8 @@ def health(module):
     if not HAS_PSUTIL and (set(selected) & set(SYSTEM + ("processes",))):
         from ansible.module_utils.basic import missing_required_lib
         module.fail_json(msg=missing_required_lib("psutil"))
-    if "postgres" in selected or ("app" in selected and params["app_env_files"]):
+    if "postgres" in selected or ("app" in selected and params["app_env_files"]) or \
+            ("backups" in selected and params["pre_restore_db"]):
         require_psycopg2(module)
     if params["pg_samples"] < 1 or params["pg_samples"] > 100:
         raise RansomeyeError("pg_samples must be between 1 and 100, not %d" % params["pg_samples"])
@@ -324,6 +331,7 @@ def main():
             backup_repo=dict(type="path"),
             drill_report_dir=dict(type="path"),
             spool_dir=dict(type="path"),
+            pre_restore_db=dict(type="str"),
             pg_samples=dict(type="int", default=5),
             query_timeout=dict(type="float", default=5),
             fail_on=dict(type="str", default="critical", choices=["critical", "warning", "unknown", "never"]),

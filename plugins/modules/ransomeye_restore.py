@@ -91,6 +91,13 @@ options:
     description:
       - Parent directory of the staging directory used with O(jobs) > 1. Default is the system temp directory.
     type: path
+  keep_pre_restore:
+    description:
+      - After a database restore, keep only the newest this many C(<db>_pre_restore_*) databases (each is a full copy;
+        the one just made, the rollback target, is always kept). V(0) keeps them all.
+    type: int
+    default: 3
+    version_added: "0.2.0"
   credentials:
     description:
       - What to do when the C(.env) files of the backup (O(env_files)) hold other database credentials than the live
@@ -186,6 +193,12 @@ backup_time:
   description: When that backup was taken (end of the backup, UTC, ISO 8601; advisory, the order is RV(seq)).
   returned: with O(state=restored)
   type: str
+  version_added: "0.2.0"
+pre_restore_dropped:
+  description: The older C(<db>_pre_restore_*) databases this restore dropped (O(keep_pre_restore)).
+  returned: when the database was restored
+  type: list
+  elements: str
   version_added: "0.2.0"
 credentials:
   description:
@@ -319,6 +332,7 @@ def main():
             staging_dir=dict(type="path"),
             lock_timeout=dict(type="int", default=300),
             credentials=dict(type="str", choices=["keep_current", "resync_role"], default="keep_current"),
+            keep_pre_restore=dict(type="int", default=3),
             env_files=dict(type="list", elements="path", default=[]),
             env_vars=dict(type="list", elements="str", default=["DB_PASSWORD", "DATABASE_URL"], no_log=False),
         ),

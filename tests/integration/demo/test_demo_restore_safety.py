@@ -91,3 +91,19 @@ def test_check_mode_reports_the_backup_and_never_says_restored(demo_host, restor
     assert restored["backup_id"] in plan and "seq 1" in plan and "taken 20" in plan
     assert "free" in plan  # the side-by-side space figures
     assert database.row_counts(demo.cluster()) == restored["counts"]
+
+
+def test_pre_restore_copies_are_bounded_and_counted_by_the_health_check(demo_host, restored):
+    demo = demo_host
+    demo.cluster().execute("DELETE FROM artifacts", dbname="ransomeye")  # new damage: the restore runs again
+    run = run_playbook(RESTORE, inventory=demo.inventory,
+                       extra_vars={"restore_backup": restored["backup_id"], "restore_keep_pre_restore": 1})
+    assert run.rc == 0, run.stdout[-3000:]
+    result = run.task("Restore the backup")["result"]
+    copies = sorted(n for n in _databases(demo) if "_pre_restore_" in n)
+    assert copies == [result["previous_db"]] and result["pre_restore_dropped"] == [restored["previous_db"]]
+    assert database.row_counts(demo.cluster()) == restored["counts"]
+    run = run_playbook(os.path.join(REPO, "playbooks", "health_check.yml"), inventory=demo.inventory,
+                       check=True, extra_vars={"monitoring_checks": ["backups"]})
+    check = next(c for c in run.task("Run the health check")["result"]["checks"] if c["name"] == "pg_pre_restore_bytes")
+    assert check["copies"] == copies and check["value"] > 0
