@@ -98,6 +98,8 @@ def _battery(info: ConnInfo, thresholds: Thresholds, samples: int, query_timeout
         out.append(make_check("pg_wraparound_age", float(age), thresholds, target=info.describe(), database=oldest_db))
 
         out.extend(_replication_checks(conn, info, thresholds))
+        from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_health import archive_checks
+        out.extend(archive_checks(conn, info, thresholds))
     except RansomeyeError as exc:
         out.append(make_check("pg_query_ms", None, thresholds, target=info.describe(), status=CRITICAL, message=exc.msg))
     except Exception as exc:  # pylint: disable=broad-except

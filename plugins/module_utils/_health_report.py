@@ -49,6 +49,8 @@ DEFAULT_THRESHOLDS: t.Dict[str, Threshold] = {
     "pg_wraparound_age": Threshold(1300000000, 1400000000, False, ""),
     "pg_replication_lag_bytes": Threshold(16 * MB, 256 * MB, False, "B"),
     "pg_replication_lag_seconds": Threshold(60, 300, False, "s"),
+    # WAL files waiting for the archive command: each is up to one segment or archive_timeout of RPO at risk.
+    "pg_wal_archive_ready": Threshold(3, 10, False, ""),
     "service_running": Threshold(None, None, False, ""),
     "process_count": Threshold(None, None, False, ""),
     "cert_days_left": Threshold(30, 7, True, "d"),

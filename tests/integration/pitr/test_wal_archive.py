@@ -149,6 +149,15 @@ def test_timeout_is_bounded_and_logged(enabled):
     assert name not in site.chain_names()
 
 
+def _backlog(site):
+    """(status, value) of the health check on WAL waiting for the archive (thresholds 1 and 3 segments)."""
+    result = run_module_direct("ransomeye_health_info", dict(
+        site.pg.conn_params(), checks=["postgres"], fail_on="never", pg_samples=1,
+        thresholds={"pg_wal_archive_ready": [1, 3]}))
+    check = [c for c in result["checks"] if c["name"] == "pg_wal_archive_ready"][0]
+    return check["status"], check["value"]
+
+
 def test_unreachable_repository_keeps_wal_and_catches_up(enabled):
     site = enabled
     segments = os.path.join(site.repo, "wal", "tmp")
@@ -168,9 +177,15 @@ def test_unreachable_repository_keeps_wal_and_catches_up(enabled):
         assert os.path.exists(os.path.join(site.pg.data, "pg_wal", "archive_status", failed_name + ".ready"))
         assert "ransomeye-wal: ERROR: push %s failed" % failed_name in site.pg.log_text()
         assert failed_name not in site.chain_names()
+        assert _backlog(site) == ("warning", 1.0)
+        for i in range(2):
+            site.pg.execute("CREATE TABLE filler_%d AS SELECT 1 AS x" % i)
+            last_name = site.pg.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+        assert _backlog(site) == ("critical", 3.0)
     finally:
         os.chmod(segments, 0o700)
-    site.wait_archived(failed_name, timeout=90)
+    site.wait_archived(last_name, timeout=90)
+    assert _backlog(site) == ("ok", 0.0)
     assert failed_name in site.chain_names()
     from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain as chain
     report = chain.check_chain(site.repo, _trusted(site), level="ciphertext")
