@@ -183,6 +183,26 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._syslog import (
     Alert, Sender, Target, parse_facility, parse_severity, render,
 )
 
+def _text(value):
+    """``value`` as valid UTF-8 text: undecodable bytes (surrogate escapes) become U+FFFD, never an exception."""
+    if not isinstance(value, str):
+        value = str(value)
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape" if _escapes_only(value) else "replace").decode("utf-8",
+                                                                                                        "replace")
+
+
+def _escapes_only(value):
+    try:
+        value.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 CENSORED = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
 MAX_MSG = 2000
 
@@ -204,6 +224,12 @@ class CallbackModule(CallbackBase):
 
     def set_options(self, task_keys=None, var_options=None, direct=None):
         super(CallbackModule, self).set_options(task_keys=task_keys, var_options=var_options, direct=direct)
+        self.configure()
+
+    def configure(self):
+        """Validate the options once, at load time: a bad value is sanitised (and said so) or disables the plugin."""
+        self._app_name = self._header_option("app_name", "ansible", 48)
+        self._hostname = self._header_option("hostname", "", 255)
         try:
             self._facility = parse_facility(self.get_option("facility"))
             self._failure_severity = parse_severity(self.get_option("failure_severity"))
@@ -224,22 +250,44 @@ class CallbackModule(CallbackBase):
             self._ready = False
             self._display.warning("ransomeye.ops.siem is disabled: %s" % exc.msg)
 
+    def _header_option(self, name, default, limit):
+        """A syslog header field (RFC 5424 PRINTUSASCII, no spaces): invalid characters become ``_``, with a warning.
+
+        Checked here rather than per alert: a value the renderer refuses used
+        to drop every alert of the run behind one warning.
+        """
+        value = self.get_option(name) or default
+        if not isinstance(value, str):
+            value = str(value)
+        clean = "".join(c if 33 <= ord(c) <= 126 else "_" for c in value)[:limit]
+        if clean != value:
+            self._display.warning("ransomeye.ops.siem: %s %r is not 1 to %d printable ASCII characters without "
+                                  "spaces; sending %r instead (fix %s in the callback configuration)"
+                                  % (name, value, limit, clean, name))
+        return clean
+
     # -- sending ------------------------------------------------------------------
     def _send(self, message, severity, msgid, metadata):
         if not self._ready:
             return
         alert = Alert(
-            message=message,
+            message=_text(message),
             facility=self._facility,
             severity=severity,
-            hostname=self.get_option("hostname") or "",
-            app_name=self.get_option("app_name") or "ansible",
+            hostname=self._hostname,
+            app_name=self._app_name,
             procid=str(os.getpid()),
             msgid=msgid,
-            metadata=metadata,
+            metadata=dict((_text(k), _text(v) if isinstance(v, str) else v) for k, v in metadata.items()),
         )
         try:
-            rendered = render(alert, self.get_option("format"))
+            try:
+                rendered = render(alert, self.get_option("format"))
+            except RansomeyeError as exc:
+                # Spool rather than drop: the message alone, with our own header fields, always renders.
+                self._display.warning("ransomeye.ops.siem: alert rendered without metadata: %s" % exc.msg)
+                rendered = render(alert._replace(metadata={}, hostname="", app_name="ansible"),
+                                  self.get_option("format"))
             target = self._target
             result = deliver([rendered], (lambda: Sender(target)) if target is not None else None, self._spool)
             if result.error and not self._warned:
@@ -251,6 +299,11 @@ class CallbackModule(CallbackBase):
         except Exception as exc:  # pylint: disable=broad-except
             # A notification plugin must never break the play.
             self._display.warning("ransomeye.ops.siem: unexpected %s: %s" % (type(exc).__name__, exc))
+
+    @staticmethod
+    def _no_log(result):
+        return getattr(result._task, "no_log", False) is True or bool(result._result.get("_ansible_no_log")) \
+            or "censored" in result._result
 
     @staticmethod
     def _result_msg(result):
@@ -265,9 +318,11 @@ class CallbackModule(CallbackBase):
 
     def _task_metadata(self, result):
         task = result._task
+        # A no_log task's name may be templated from a secret: its rendered name never leaves the controller.
+        name = "(name hidden: no_log task)" if self._no_log(result) else task.get_name()
         return {
             "host": result._host.get_name(),
-            "task": task.get_name(),
+            "task": name,
             "action": task.action,
             "play": self._play,
             "playbook": self._playbook,
