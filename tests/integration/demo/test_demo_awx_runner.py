@@ -76,7 +76,7 @@ def test_backup_and_restore_templates_with_passphrase_protected_keys(awx_demo, t
     run, results, stdout = _job(awx_demo, tmp_path, "backup.yml", {"backup_components": ["config"],
                                                                    "backup_keep_last": 5})
     assert run.rc == 0 and run.status == "successful", stdout[-3000:]
-    backup = next(r for t, r in results.items() if t.startswith("Back up config into"))
+    backup = next(r for t, r in results.items() if t.startswith("Back up the RansomEye components into"))
     assert backup["backup_id"] and backup["seq"] >= 1
     os.unlink(os.path.join(awx_demo.layout.config_dir, "app.env"))  # what the restore must bring back
     run, results, stdout = _job(awx_demo, tmp_path, "restore.yml",

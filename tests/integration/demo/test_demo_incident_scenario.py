@@ -18,7 +18,7 @@ PLAY = os.path.join(REPO, "playbooks")
 
 
 def _backup_id(run, demo) -> str:
-    return run.task("Back up database, config, artifacts into %s" % demo.layout.backup_repo)["result"]["backup_id"]
+    return run.task("Back up the RansomEye components into %s" % demo.layout.backup_repo)["result"]["backup_id"]
 
 
 def test_ransomware_after_a_credential_rotation_restore_resyncs_and_the_app_is_healthy(demo_host, run_playbook):
