@@ -65,8 +65,9 @@ options:
         10/5, C(swap_used_percent) 50/80, C(pg_connect_ms) 500/2000, C(pg_query_ms) 100/1000, C(pg_backends_percent)
         90/95, C(pg_idle_in_transaction) 5/20, C(pg_longest_query_seconds) 300/1800, C(pg_wraparound_age)
         1300000000/1400000000, C(pg_replication_lag_bytes) 16MiB/256MiB, C(pg_replication_lag_seconds) 60/300,
-        C(pg_wal_archive_ready) 3/10 (WAL files waiting for the archive command), C(cert_days_left) 30/7, C(backup_age_hours) 26/50, C(drill_age_days) 8/none (no passing drill at all is a
-        warning), C(siem_spool_backlog) 500/9000."
+        C(pg_wal_archive_ready) 3/10 (WAL files waiting for the archive command), C(cert_days_left) 30/7,
+        C(backup_age_hours) 26/50, C(drill_age_days) 8/none (no passing drill at all is a warning),
+        C(siem_spool_backlog) 500/9000."
     type: dict
     default: {}
   paths:
