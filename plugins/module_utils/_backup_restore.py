@@ -312,16 +312,23 @@ def _probe_key(repo: brepo.Repo, object_id: str, decrypt: dict) -> None:
 
 
 def _credentials_plan(params: dict, repo: brepo.Repo, body: dict, components: t.Sequence[str],
-                      decrypt: dict) -> t.Optional[tuple]:
-    """Compare the credentials of the backup's env files with the live ones, before anything changes."""
-    if "config" not in components or not params.get("env_files") or params.get("dest"):
+                      decrypt: dict) -> t.Optional[dict]:
+    """Compare the backup's env files and certificates with the live ones, before anything changes."""
+    if "config" not in components or params.get("dest"):
         return None
-    from ansible_collections.ransomeye.ops.plugins.module_utils import _restore_creds
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _restore_creds as rc
     comp = body["components"]["config"]
-    texts = _restore_creds.backup_env_texts(comp, object_chunks(repo, str(comp.get("object")), decrypt),
-                                            params["env_files"])
-    return _restore_creds.plan(params.get("credentials") or "keep_current", params["env_files"],
-                               params.get("env_vars") or ["DB_PASSWORD", "DATABASE_URL"], texts)
+    env_files = params.get("env_files") or []
+    certs = rc.cert_candidates(comp)
+    if not env_files and not certs:
+        return None
+    data = rc.backup_file_bytes(comp, object_chunks(repo, str(comp.get("object")), decrypt), list(env_files) + certs)
+    texts = {path: data[path].decode("utf-8", "replace") for path in env_files if path in data}
+    creds = rc.plan(params.get("credentials") or "keep_current", env_files,
+                    params.get("env_vars") or ["DB_PASSWORD", "DATABASE_URL"], texts)
+    cert_report, keep = rc.cert_plan(params.get("certificates") or "keep_newer",
+                                     {path: data[path] for path in certs if path in data})
+    return {"credentials": creds, "certificates": (cert_report, keep), "env_files": bool(env_files)}
 
 
 def run_restore_module(module: t.Any) -> dict:
@@ -382,9 +389,12 @@ def run_restore_module(module: t.Any) -> dict:
         result: t.Dict[str, t.Any] = {"changed": False, "backup_id": item.backup_id, "seq": body["seq"],
                                       "backup_time": (body.get("time") or {}).get("end"),
                                       "manifest": item.path, "previous_db": None, "stats": {}}
-        creds = _credentials_plan(params, repo, body, components, decrypt)
+        guard = _credentials_plan(params, repo, body, components, decrypt)
+        creds = guard["credentials"] if guard and guard["env_files"] else None
         if creds is not None:
             result["credentials"] = creds[0]
+        if guard is not None:
+            result["certificates"] = guard["certificates"][0]
         if "database" in components:
             from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
             require_psycopg2(module)
@@ -418,6 +428,9 @@ def run_restore_module(module: t.Any) -> dict:
             else:
                 _restore_creds.resync_role(creds[0], creds[2], params)
             result["changed"] = True
+        if guard is not None and guard["certificates"][1] and not module.check_mode:
+            from ansible_collections.ransomeye.ops.plugins.module_utils._restore_creds import put_back
+            put_back(guard["certificates"][1])
         if "config" in components or "artifacts" in components:
             result["files"] = files
             result["links"] = links

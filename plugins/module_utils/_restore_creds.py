@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to ransomeye.ops
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private to ransomeye.ops: a restore that does not lock the app out of its database.
+"""Private to ransomeye.ops: a restore that does not lock the app out (credentials, certificates).
 
 A config backup taken before a credential rotation holds ``.env`` files with
 the old password, while the database role (a cluster object, not in the
@@ -13,6 +13,12 @@ live credential values back into the restored files; ``resync_role`` sets the
 role's password to the restored one with a SCRAM verifier computed here, as
 the credential rotation does (the plaintext never reaches the server).
 Nothing secret is returned.
+
+Certificates get the same care: a certificate of the config backup that
+expires before the live one at the same path is an older certificate (the
+live one was renewed since); it is not brought back silently. With
+``keep_newer`` (the default) the live certificate and its key (same name,
+``.key``) are put back after the files are restored.
 """
 
 from __future__ import absolute_import, division, print_function, annotations
@@ -55,12 +61,12 @@ def creds_of(env: EnvFile, env_vars: t.Sequence[str]) -> EnvCreds:
     return EnvCreds(user, password, values)
 
 
-def backup_env_texts(comp: dict, chunks: t.Iterable[bytes], wanted: t.Sequence[str]) -> t.Dict[str, str]:
-    """The content of the ``wanted`` env files as the config backup holds them (checked against the manifest)."""
+def backup_file_bytes(comp: dict, chunks: t.Iterable[bytes], wanted: t.Sequence[str]) -> t.Dict[str, bytes]:
+    """The content of the ``wanted`` small files as the config backup holds them (checked against the manifest)."""
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import ChunkReader
     files = comp.get("files") or {}
     names = {path.lstrip("/"): path for path in wanted if (files.get(path) or {}).get("type") == "file"}
-    out: t.Dict[str, str] = {}
+    out: t.Dict[str, bytes] = {}
     if not names:
         return out
     with tarfile.open(fileobj=ChunkReader(iter(chunks)), mode="r|") as tar:
@@ -74,7 +80,7 @@ def backup_env_texts(comp: dict, chunks: t.Iterable[bytes], wanted: t.Sequence[s
             data = handle.read() if handle is not None else b""
             if hashlib.sha256(data).hexdigest() != files[path].get("sha256"):
                 raise RansomeyeError("%s in the backup does not match its manifest hash" % path)
-            out[path] = data.decode("utf-8", "replace")
+            out[path] = data
             if len(out) == len(names):
                 break
     return out
@@ -134,3 +140,61 @@ def resync_role(report: dict, backup: t.Dict[str, EnvCreds], params: t.Mapping[s
             pgu.ident(user), pgu.literal(scram_sha256_verifier(password))))
     with pgu.connection(info.with_login(user, password)) as conn:
         pgu.query_one(conn, "SELECT 1")
+
+
+CERT_SUFFIXES = (".crt", ".pem", ".cer")
+
+
+def cert_candidates(comp: dict) -> t.List[str]:
+    """Certificates of the config backup that also exist live (the only ones a restore could replace)."""
+    files = comp.get("files") or {}
+    return sorted(path for path, rec in files.items() if rec.get("type") == "file" and path.endswith(CERT_SUFFIXES)
+                  and rec.get("size", 0) <= MAX_ENV_BYTES and os.path.isfile(path))
+
+
+def _not_after(data: bytes) -> t.Any:
+    from cryptography import x509
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        try:
+            cert = x509.load_der_x509_certificate(data)
+        except ValueError:
+            return None
+    return cert.not_valid_after_utc if hasattr(cert, "not_valid_after_utc") else cert.not_valid_after
+
+
+def cert_plan(mode: str, backup_texts: t.Dict[str, bytes]) -> t.Tuple[dict, t.Dict[str, t.Dict[str, bytes]]]:
+    """Which live certificates are newer than the backup's; their bytes (and keys) to put back with keep_newer."""
+    older = []
+    keep: t.Dict[str, t.Dict[str, bytes]] = {}
+    for path, data in sorted(backup_texts.items()):
+        with open(path, "rb") as handle:
+            live = handle.read(MAX_ENV_BYTES + 1)
+        if live == data:
+            continue
+        backup_end, live_end = _not_after(data), _not_after(live)
+        if backup_end is None or live_end is None or backup_end >= live_end:
+            continue
+        older.append({"path": path, "backup_not_after": backup_end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      "live_not_after": live_end.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        if mode == "keep_newer":
+            pair = {path: live}
+            key = os.path.splitext(path)[0] + ".key"
+            if os.path.isfile(key):
+                with open(key, "rb") as handle:
+                    pair[key] = handle.read(MAX_ENV_BYTES + 1)
+            keep[path] = pair
+    report = {"older_in_backup": older, "action": (mode if older else "none")}
+    if older:
+        report["msg"] = "the backup holds older certificates than the live ones (%s): %s" % (
+            ", ".join(o["path"] for o in older),
+            "the live certificates and keys are kept" if mode == "keep_newer" else "the backup's are restored")
+    return report, keep
+
+
+def put_back(keep: t.Dict[str, t.Dict[str, bytes]]) -> None:
+    for pair in keep.values():
+        for path, data in pair.items():
+            mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o600
+            atomic_write(path, data, mode=mode)

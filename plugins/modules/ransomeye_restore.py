@@ -91,6 +91,15 @@ options:
     description:
       - Parent directory of the staging directory used with O(jobs) > 1. Default is the system temp directory.
     type: path
+  certificates:
+    description:
+      - A certificate (C(.crt), C(.pem), C(.cer)) of the config backup that expires before the live one at the same
+        path is older than it (the live one was renewed since). V(keep_newer) keeps the live certificate and its key
+        (same name, C(.key)); V(restore) brings the backup's back. Reported in RV(certificates) either way.
+    type: str
+    choices: [keep_newer, restore]
+    default: keep_newer
+    version_added: "0.2.0"
   keep_pre_restore:
     description:
       - After a database restore, keep only the newest this many C(<db>_pre_restore_*) databases (each is a full copy;
@@ -193,6 +202,14 @@ backup_time:
   description: When that backup was taken (end of the backup, UTC, ISO 8601; advisory, the order is RV(seq)).
   returned: with O(state=restored)
   type: str
+  version_added: "0.2.0"
+certificates:
+  description:
+    - The certificate check of the config restore. C(older_in_backup) (C(path), C(backup_not_after),
+      C(live_not_after) of each certificate the backup holds in an older version), C(action) (V(none),
+      V(keep_newer), V(restore)) and C(msg).
+  returned: when the config component is restored in place
+  type: dict
   version_added: "0.2.0"
 pre_restore_dropped:
   description: The older C(<db>_pre_restore_*) databases this restore dropped (O(keep_pre_restore)).
@@ -333,6 +350,7 @@ def main():
             lock_timeout=dict(type="int", default=300),
             credentials=dict(type="str", choices=["keep_current", "resync_role"], default="keep_current"),
             keep_pre_restore=dict(type="int", default=3),
+            certificates=dict(type="str", choices=["keep_newer", "restore"], default="keep_newer"),
             env_files=dict(type="list", elements="path", default=[]),
             env_vars=dict(type="list", elements="str", default=["DB_PASSWORD", "DATABASE_URL"], no_log=False),
         ),

@@ -96,11 +96,24 @@ def test_the_default_keeps_the_live_credentials_in_the_restored_env_files(demo_h
         env_files=[demo.layout.app_env, demo.layout.worker_env], force=True))
     assert rotated["_rc"] == 0 and rotated["rotated"], rotated.get("msg")
     live = open(demo.layout.app_env).read()
+    # The server certificate was renewed after the backup too: the backup's is older and must not come back.
+    tls = demo.layout.tls_dir
+    renewed = run_module_direct("ransomeye_cert_renew", dict(
+        path=os.path.join(tls, "server.crt"), key_path=os.path.join(tls, "server.key"),
+        ca_cert=os.path.join(tls, "ca.crt"), ca_key=os.path.join(tls, "ca.key"), force=True))
+    assert renewed["_rc"] == 0 and renewed["changed"], renewed.get("msg")
+    live_cert = open(os.path.join(tls, "server.crt"), "rb").read()
+    live_key = open(os.path.join(tls, "server.key"), "rb").read()
     run = run_playbook(os.path.join(PLAY, "restore.yml"), inventory=demo.inventory,
                        extra_vars={"restore_backup": old_backup, "restore_components": ["config"]})
     assert run.rc == 0, run.stdout[-3000:]
+    plan = run.task("The backup this run restores")["result"]["msg"]
+    assert "Credentials:" in plan and "Certificates:" in plan and "server.crt" in plan, plan
     result = run.task("Restore the backup")["result"]
     assert result["credentials"]["mismatch"] and result["credentials"]["action"] == "keep_current"
     assert open(demo.layout.app_env).read() == live  # the restored file carries the live password again
+    assert [o["path"] for o in result["certificates"]["older_in_backup"]] == [os.path.join(tls, "server.crt")]
+    assert open(os.path.join(tls, "server.crt"), "rb").read() == live_cert
+    assert open(os.path.join(tls, "server.key"), "rb").read() == live_key
     status, _body = services.health(demo.health_url)
     assert status == 200
