@@ -44,6 +44,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -125,6 +126,9 @@ def load_key(path: str, passphrase: t.Optional[str] = None, what: str = "private
     try:
         return serialization.load_pem_private_key(data, passphrase.encode("utf-8") if passphrase else None)
     except TypeError:
+        if passphrase:
+            raise RansomeyeError("%s %s is not encrypted, but a passphrase was given; remove the passphrase option"
+                                 % (what, path))
         raise RansomeyeError("%s %s is encrypted; give its passphrase" % (what, path))
     except ValueError:
         raise RansomeyeError("%s %s is not a PEM private key (or the passphrase is wrong)" % (what, path))
@@ -193,12 +197,20 @@ def parse_subject(value: t.Dict[str, t.Any]) -> t.Any:
     return x509.Name(attributes)
 
 
+_DNS_NAME = re.compile(r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                       r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+
+
 def parse_san(value: str) -> t.Any:
     kind, sep, rest = value.partition(":")
     if not sep:
         kind, rest = ("IP", value) if _is_ip(value) else ("DNS", value)
     kind = kind.strip().upper()
     if kind == "DNS":
+        if not _DNS_NAME.match(rest) or len(rest) > 253:
+            raise RansomeyeError("subject_alt_names: %r is not a valid DNS name (letters, digits, '-' and '_' in "
+                                 "labels of 1 to 63 characters separated by dots, optionally '*.' first; no spaces)"
+                                 % value)
         return x509.DNSName(rest)
     if kind == "IP":
         try:
@@ -246,8 +258,8 @@ def build_spec(current: t.Any, options: dict, renew_before: int = 30) -> Spec:
     cur_type, cur_size = _current_key_type(current)
     key_type = options.get("key_type") or cur_type
     key_size = options.get("key_size") or (cur_size if key_type == cur_type else {"rsa": 3072, "ec": 256}.get(key_type, 256))
-    if key_type == "rsa" and key_size < 2048:
-        raise RansomeyeError("key_size for RSA must be at least 2048, not %d" % key_size)
+    if key_type == "rsa" and not RSA_SIZES[0] <= key_size <= RSA_SIZES[1]:
+        raise RansomeyeError("key_size for RSA must be between %d and %d, not %d" % (RSA_SIZES + (key_size,)))
     if key_type == "ec" and key_size not in (256, 384, 521):
         raise RansomeyeError("key_size for EC must be 256, 384 or 521, not %d" % key_size)
     valid_days = options.get("valid_days")
@@ -606,12 +618,29 @@ class Request(t.NamedTuple):
     state: str = "renewed"  # or rolled_back
 
 
+MAX_VALID_DAYS = 36500  # 100 years: far beyond any sane mTLS lifetime, far below datetime's limit
+MAX_RENEW_BEFORE = 3650
+RSA_SIZES = (2048, 16384)
+
+
+def check_bounds(renew_before: int, options: dict) -> None:
+    """Every numeric option within its range, before any key is loaded or generated."""
+    if not 0 <= renew_before <= MAX_RENEW_BEFORE:
+        raise RansomeyeError("renew_before must be between 0 and %d days, not %s" % (MAX_RENEW_BEFORE, renew_before))
+    valid_days = options.get("valid_days")
+    if valid_days is not None and not 1 <= valid_days <= MAX_VALID_DAYS:
+        raise RansomeyeError("valid_days must be between 1 and %d, not %s" % (MAX_VALID_DAYS, valid_days))
+    key_size = options.get("key_size")
+    if key_size is not None and options.get("key_type") in (None, "rsa") and not RSA_SIZES[0] <= key_size <= RSA_SIZES[1] \
+            and key_size not in (256, 384, 521):
+        raise RansomeyeError("key_size for RSA must be between %d and %d, not %s" % (RSA_SIZES + (key_size,)))
+
+
 def run(req: Request, check_mode: bool) -> dict:
     """Decide, then renew unless in check mode."""
     if not HAS_CRYPTOGRAPHY:
         raise RansomeyeError("the Python library cryptography is required on the managed host")
-    if req.renew_before < 0:
-        raise RansomeyeError("renew_before must not be negative")
+    check_bounds(req.renew_before, req.options)
     if bool(req.ca_cert) != bool(req.ca_key):
         raise RansomeyeError("ca_cert and ca_key go together (give neither for a self-signed certificate)")
     now = _utcnow()
