@@ -39,6 +39,9 @@ def check_location(anchor: str, repo_path: str) -> str:
                              "whoever can write the repository could rewrite it too" % (anchor, repo_path))
     if os.path.isdir(path):
         raise RansomeyeError("anchor %s is a directory; give the path of the anchor file" % anchor)
+    if not os.path.isdir(os.path.dirname(path)):
+        # Checked before the backup starts: a backup must not be written and then fail on its anchor.
+        raise RansomeyeError("the directory of anchor %s does not exist" % anchor)
     return path
 
 

@@ -45,7 +45,7 @@ T0 = 1796083200.0
 @pytest.fixture
 def repo_under_attack(tmp_path, monkeypatch):
     rng = random.Random(SEED)
-    monkeypatch.setattr(os, "urandom", lambda n: rng.randbytes(n))
+    monkeypatch.setattr(os, "urandom", rng.randbytes)
     monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=rng.getrandbits(128), version=4))
     clock = {"now": T0}
     monkeypatch.setattr(time, "time", lambda: clock["now"])
@@ -111,8 +111,8 @@ def _targets(repo, roles=None):
             files = [os.path.join(d, f) for d, _s, fs in os.walk(path) for f in fs]
         else:
             files = [path]
-        rel = (lambda f: os.path.relpath(f, repo))
-        out[name] = sorted(files, key=lambda f: ((roles or {}).get(rel(f), ((), 0)), rel(f)))
+        out[name] = sorted(files, key=lambda f: ((roles or {}).get(os.path.relpath(f, repo), ((), 0)),
+                                                 os.path.relpath(f, repo)))
     return out
 
 
@@ -281,7 +281,7 @@ def test_attacker_r_mutations(repo_under_attack, scratch, keys_loaded_once):
                     "restore": collections.Counter()}
             # one generator per cell: a cell's cases do not depend on the sizes of files other cells touched
             rng = random.Random("%d/%s/%s" % (SEED, target, kind))
-            for _ in range(PER_CELL):
+            for _case_no in range(PER_CELL):
                 caught, genuine, verdict, what = _case(world, target, kind, rng, rogue, workdir)
                 cell["cases"] += 1
                 for level in ("quick", "ciphertext", "full"):

@@ -67,7 +67,7 @@ def test_far_seq_and_unparseable_planted_manifests_block_nothing(site, tmp_path)
 
 
 def test_foreign_signed_manifests_do_not_count_for_retention(site):
-    real = [backup(site) for _ in range(2)]
+    real = [backup(site) for _round in range(2)]
     for seq in range(3, 8):  # R copies a real manifest under newer seqs, signed by a key nobody trusts
         resign(real[-1]["manifest"], site["rogue"], edit=lambda b, s=seq: b.update(
             seq=s, backup_id="%08d-20991231T000000Z" % s), seq_name=seq)
@@ -146,7 +146,7 @@ def test_retired_key_cannot_sign_after_its_successor(site, tmp_path):
 
 def test_anchor_catches_deleted_newest_manifests(site, tmp_path):
     anchor = str(tmp_path / "anchor.json")
-    results = [backup(site, anchor=anchor) for _ in range(3)]
+    results = [backup(site, anchor=anchor) for _round in range(3)]
     assert all(not r.get("failed") for r in results)
     with open(anchor) as handle:
         state = json.load(handle)
@@ -230,3 +230,9 @@ def test_damaged_or_deleted_repo_json_is_replaced_by_its_signed_copy(site, tmp_p
     dest = str(tmp_path / "dest")
     restored = restore(site, dest)
     assert not restored.get("failed") and _restored_ok(site, dest), restored
+
+
+def test_anchor_in_a_missing_directory_fails_before_anything_is_written(site, tmp_path):
+    refused = backup(site, anchor=str(tmp_path / "no-such-dir" / "anchor.json"))
+    assert refused.get("failed") and "does not exist" in refused["msg"], refused
+    assert not os.path.exists(os.path.join(site["repo"], "manifests", "00000001.json"))
