@@ -6,8 +6,10 @@
 ``RANSOMEYE_BACKUP_TEST_HOOK=<point>:<action>`` makes the backup send itself
 SIGKILL (action ``kill``) or kill its pg_dump child (``kill_pg_dump``) when it
 reaches ``point``: ``dump_started`` (pg_dump just started), ``during_dump``
-(first chunk of the dump read), ``during_artifacts``, ``before_manifest``,
-``after_manifest``. Unset (always, in production) it does nothing.
+(first chunk of the dump read), ``during_artifacts``, ``pack_sealed`` (a v2
+pack was renamed into objects/), ``index_written`` (the v2 run's index is in
+place), ``before_manifest``, ``after_manifest`` (manifest durable, v2 host-local
+cache not yet rewritten). Unset (always, in production) it does nothing.
 """
 
 from __future__ import absolute_import, division, print_function, annotations

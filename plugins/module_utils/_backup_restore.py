@@ -28,6 +28,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects impo
     ChunkReader, object_chunks, open_object)
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import anchor_param, verify_repo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_files as bfiles
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup import reader as v2reader
 
 MARKER_RE = re.compile(r"^ransomeye\.ops (restored|rolled-back) backup=(\S+) seq=(\d+) previous=(\S+)(?: xid=(\d+))?$")
 MAX_IDENT = 63
@@ -277,7 +278,11 @@ def rollback_database(params: dict, check_mode: bool) -> dict:
 
 
 def restore_files(component: str, comp: dict, repo: brepo.Repo, decrypt: dict, dest: t.Optional[str],
-                  check_mode: bool) -> bfiles.Restorer:
+                  check_mode: bool, body: t.Optional[dict] = None) -> t.Any:
+    if v2reader.is_v2(comp):
+        if body is None:
+            raise RansomeyeError("internal error: a v2 component needs its manifest")
+        return v2reader.restore_component(repo, body, comp, decrypt, dest, check_mode)
     files = comp.get("files") or {}
     roots = comp.get("paths") or []
     bfiles.check_entries(component, roots, files)
@@ -383,7 +388,8 @@ def run_restore_module(module: t.Any) -> dict:
             raise RansomeyeError("backup %s is encrypted to RSA recipients: give private_key" % item.backup_id)
         if mode == "aes" and "key" not in decrypt:
             raise RansomeyeError("backup %s is encrypted with a key file: give key_file" % item.backup_id)
-        first_object = next(iter(sorted(body["objects"])), None)
+        first_object = next(iter(sorted(oid for oid, rec in body["objects"].items()
+                                        if not isinstance(rec, dict) or rec.get("kind") != "index")), None)
         if first_object:
             _probe_key(repo, first_object, decrypt)
         result: t.Dict[str, t.Any] = {"changed": False, "backup_id": item.backup_id, "seq": body["seq"],
@@ -409,7 +415,7 @@ def run_restore_module(module: t.Any) -> dict:
                 continue
             try:
                 restorer = restore_files(component, body["components"][component], repo, decrypt,
-                                         params.get("dest"), module.check_mode)
+                                         params.get("dest"), module.check_mode, body)
             except RansomeyeError as exc:
                 # The database may already be swapped: say so, so the caller rolls back exactly this run's swap.
                 exc.details.update({k: result.get(k) for k in ("backup_id", "seq", "previous_db", "restored_db")})
@@ -419,7 +425,9 @@ def run_restore_module(module: t.Any) -> dict:
             files.update(restorer.files)
             links.update(restorer.links)
             result["stats"][component] = restorer.result_stats()
-            if restorer.changed_paths:
+            if getattr(restorer, "truncated", False):
+                result["files_truncated"] = True
+            if getattr(restorer, "changed", False) or getattr(restorer, "changed_paths", None):
                 result["changed"] = True
         if creds is not None and creds[0]["mismatch"] and not module.check_mode:
             from ansible_collections.ransomeye.ops.plugins.module_utils import _restore_creds

@@ -23,6 +23,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import 
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import content_reasons
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
 from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import is_within
 
 TOOL_NAME = "ransomeye.ops"
 TOOL_VERSION = "1.0.0"
@@ -104,7 +105,9 @@ def run_backup(module: t.Any) -> dict:
         repo = btrust.open_repo(repo_path) if os.path.isdir(os.path.join(repo_path, "manifests")) \
             else brepo.Repo.create(repo_path)
         repo.ensure_layout()
-    enc = load_encryption(params, repo.keys_dir, create_id_key=not module.check_mode)
+    # v2 keys blob ids with a host-local secret; only a v1 artifacts run still needs keys/dedup.key.
+    v1_artifacts = (params.get("format") or "v2") == "v1" and "artifacts" in components
+    enc = load_encryption(params, repo.keys_dir, create_id_key=v1_artifacts and not module.check_mode)
     with repo.lock(exclusive=True, timeout=params.get("lock_timeout") or 0):
         # Only authentic manifests count: for the next seq, the previous hash, reuse, freshness and retention.
         view = btrust.scan(repo, trust, content_check=content_reasons)
@@ -208,9 +211,19 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         dump_future = executor.submit(dump_database, repo, enc, ConnInfo.from_params(params), params["db"],
                                       db_object_id)
+    engine = None
     try:
-        cache = _files_components(params, repo, enc, components, config_roots, artifact_roots, manifests,
-                                  clock_backwards, now, body, stats, objects)
+        if (params.get("format") or "v2") == "v2":
+            engine = _v2_components(module, repo, enc, signer, components, config_roots, artifact_roots, manifests,
+                                    clock_backwards, now, body, stats, objects)
+            cache = None
+        else:
+            cache = _files_components(params, repo, enc, components, config_roots, artifact_roots, manifests,
+                                      clock_backwards, now, body, stats, objects)
+    except BaseException:
+        if engine is not None:
+            engine.abort()
+        raise
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
@@ -246,6 +259,8 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
                              backup_id)
     if cache is not None:
         cache.save(now)
+    if engine is not None:
+        engine.commit_caches(seq, manifest_sha)
     pruned = brepo.prune(repo, None, remove_seqs=retention["remove_seqs"])
     if os.path.isdir(os.path.join(repo.path, "wal")):
         from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_base import prune_wal
@@ -263,6 +278,46 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
         "retention": retention["report"],
     })
     return result
+
+
+def _v2_components(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, components: t.List[str],
+                   config_roots: t.List[str], artifact_roots: t.List[str], manifests: t.List[brepo.LoadedManifest],
+                   clock_backwards: bool, now: float, body: dict, stats: dict, objects: dict) -> t.Any:
+    """Repository v2: config and artifacts as trees in packs (plugins/module_utils/_backup/)."""
+    wanted = [(c, r) for c, r in (("config", config_roots), ("artifacts", artifact_roots)) if c in components]
+    if not wanted:
+        return None
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import engine as v2engine
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import cache as v2cache
+    params = module.params
+    rehash = params.get("rehash_percent") if params.get("rehash_percent") is not None else 2.0
+    cache_dir = os.path.abspath(params.get("cache_dir") or v2cache.default_cache_dir())
+    if is_within(os.path.realpath(repo.path), os.path.realpath(cache_dir)):
+        raise RansomeyeError("cache_dir %s must not be inside the repository: the host-local cache and key are "
+                             "what an attacker who can write the repository must not reach" % cache_dir)
+    engine = v2engine.Engine(repo, enc, signer.public_key(), manifests, cache_dir, now, rehash, clock_backwards,
+                             module.warn)
+    try:
+        for component, roots in wanted:
+            started = time.monotonic()
+            record, cstats = engine.backup(component, roots)
+            body["components"][component] = record
+            stats[component] = dict(_empty_stats(), files_new=cstats["files_read"],
+                                    files_unchanged=cstats["files_unchanged"], bytes_read=cstats["bytes_read"],
+                                    files_rehashed=cstats.get("files_rehashed", 0),
+                                    objects_new=cstats["blobs_new"] + cstats["trees_new"],
+                                    objects_reused=cstats["blobs_reused"] + cstats["trees_reused"],
+                                    duration=round(time.monotonic() - started, 3))
+        before = set(objects)
+        objects.update(engine.finish())
+        stored = sum(rec["ciphertext_size"] for oid, rec in objects.items()
+                     if oid not in before and oid in engine.new_packs)
+        last = wanted[-1][0]
+        stats[last]["bytes_stored"] = stored
+    except BaseException:
+        engine.abort()
+        raise
+    return engine
 
 
 def _files_components(params: dict, repo: brepo.Repo, enc: t.Any, components: t.List[str],

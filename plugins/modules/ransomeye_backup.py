@@ -172,6 +172,27 @@ options:
     type: int
     default: 120
     version_added: "0.2.0"
+  format:
+    description:
+      - Repository format of the C(config) and C(artifacts) components.
+      - V(v2) stores them as per-directory trees of deduplicated, compressed blobs in packs, reads each
+        unchanged file not at all and each changed file once, and stores nothing new when nothing changed
+        (docs/BACKUP_FORMAT.md section 5). V(v1) writes the version 1 layout (a config tar, one object per artifact).
+      - Both can live in one repository; running with V(v2) on a repository written by V(v1) is the migration
+        step, and every earlier v1 backup stays verifiable and restorable.
+      - The C(database) component is the same in both.
+    type: str
+    choices: [v1, v2]
+    default: v2
+    version_added: "0.2.0"
+  cache_dir:
+    description:
+      - Host-local directory of the v2 cache (the trees of the last backup, authenticated with a MAC) and of the
+        host secret that keys blob ids in rsa mode. It must not be inside the repository.
+      - Defaults to C(~/.cache/ransomeye.ops/backup) of the user running the module. Losing it only makes the next
+        backup read every file once.
+    type: path
+    version_added: "0.2.0"
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
@@ -319,6 +340,8 @@ def main():
             lock_timeout=dict(type="int", default=300),
             rehash_percent=dict(type="float", default=2.0),
             wal_wait_timeout=dict(type="int", default=120),
+            format=dict(type="str", choices=["v1", "v2"], default="v2"),
+            cache_dir=dict(type="path"),
         ),
         shared_specs=[postgres_argument_spec()],
         supports_check_mode=True,

@@ -260,13 +260,20 @@ files:
   description:
     - Every regular file of the restored config and artifacts, as the path it was restored to, mapped to the
       plaintext SHA-256 the manifest records. Hash the files and compare to prove the restore.
+    - For a repository v2 component at most 10,000 paths are listed, so that a result stays small; RV(files_truncated)
+      is then true and RV(stats) holds the counts.
   returned: when config or artifacts were restored
   type: dict
   sample: {"/etc/ransomeye/app.env": "5f1d...c2"}
 links:
-  description: Every restored symlink (restored path) mapped to its target as recorded in the manifest.
+  description: Every restored symlink (restored path) mapped to its target as recorded in the manifest (bounded like RV(files)).
   returned: when config or artifacts were restored
   type: dict
+files_truncated:
+  description: True when RV(files) or RV(links) list only the first 10,000 paths of a large v2 component.
+  returned: when a list was cut
+  type: bool
+  version_added: 0.2.0
 manifest:
   description: Path of the manifest of the backup.
   returned: always

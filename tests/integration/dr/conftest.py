@@ -193,7 +193,8 @@ def dr_site(tmp_path, pg, pg_db, dr_keys):
     artifacts = make_artifacts(root)
     repo = str(tmp_path / "repo")
     args = dict(pg.conn_params(), repo=repo, db=pg_db, config_paths=[config], artifact_paths=[artifacts],
-                mode="rsa", recipients=[dr_keys["recipient_pub"]], signing_key=dr_keys["signing_key"])
+                mode="rsa", recipients=[dr_keys["recipient_pub"]], signing_key=dr_keys["signing_key"],
+                cache_dir=str(tmp_path / "host-cache"))
     verify_args = dict(repo=repo, trusted_keys=[dr_keys["signing_pub"]], private_key=dr_keys["recipient_key"])
     yield dict(pg=pg, db=pg_db, counts=counts, root=root, config=config, artifacts=artifacts, repo=repo,
                args=args, verify_args=verify_args, keys=dr_keys, tmp=str(tmp_path))

@@ -41,7 +41,8 @@ def _manifests(repo):
     return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
 
 
-@pytest.mark.parametrize("point", ["during_dump", "during_artifacts", "before_manifest", "after_manifest"])
+@pytest.mark.parametrize("point", ["during_dump", "during_artifacts", "pack_sealed", "index_written",
+                                   "before_manifest", "after_manifest"])
 def test_sigkill_at_each_point_leaves_a_clean_repository(dr_site, run_module_direct, point):
     site = dr_site
     first = run_module_direct("ransomeye_backup", site["args"])

@@ -20,7 +20,7 @@ def _repo_bytes(repo):
 
 def test_second_backup_stores_only_changed_artifacts(dr_site, run_module_direct):
     site = dr_site
-    args = dict(site["args"], components=["artifacts"])
+    args = dict(site["args"], components=["artifacts"], format="v1")  # v1 layout: one object per artifact
     first = run_module_direct("ransomeye_backup", args)
     assert first["_rc"] == 0, first.get("msg")
     stats1 = first["stats"]["artifacts"]
@@ -61,7 +61,7 @@ def test_second_backup_stores_only_changed_artifacts(dr_site, run_module_direct)
 
 def test_stat_cache_skips_reading_unchanged_files_and_forced_rehash_reads_them(dr_site, run_module_direct):
     site = dr_site
-    args = dict(site["args"], components=["artifacts"], rehash_percent=0)
+    args = dict(site["args"], components=["artifacts"], rehash_percent=0, format="v1")
     time.sleep(2.5)  # files changed within 2 s of a run are "racy" and always re-read
     first = run_module_direct("ransomeye_backup", args)
     assert first["_rc"] == 0, first.get("msg")
@@ -88,7 +88,7 @@ def test_stat_cache_skips_reading_unchanged_files_and_forced_rehash_reads_them(d
 
 def test_keep_last_prunes_manifests_and_unreferenced_objects_only(dr_site, run_module_direct):
     site = dr_site
-    args = dict(site["args"], components=["config", "artifacts"], keep_last=2)
+    args = dict(site["args"], components=["config", "artifacts"], keep_last=2, format="v1")
     victim = os.path.join(site["artifacts"], "case-00", "sample-0000.bin")
     ids = []
     for round_no in range(3):

@@ -1,0 +1,519 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to ransomeye.ops: the backup side of repository v2 (config and artifacts as Merkle trees in packs).
+
+One streaming walk per component: directories are read through file
+descriptors (O_NOFOLLOW, one filesystem), entries sorted by name bytes, and a
+tree object is built for each directory after its children (post-order), so
+memory holds one directory per level. Each file is read once: its 1 MiB
+chunks are hashed, keyed (blob id), compressed when that pays and appended to
+a pack on worker threads. Unchanged files (same size, mtime, ctime, inode,
+mode and owner as in the authenticated host-local cache, and not racy) are
+not read; an unchanged directory yields the same tree id, so a backup after
+nothing changed stores no blob at all.
+"""
+
+from __future__ import absolute_import, division, print_function, annotations
+
+__metaclass__ = type
+
+import concurrent.futures
+import hashlib
+import os
+import random
+import stat
+import threading
+import typing as t
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import signing
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, pack as bpack, cache as bcache
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+BIG_FILE = 8 << 20           # larger files are streamed chunk by chunk by the walking thread
+BATCH_FILES = 64
+BATCH_BYTES = 8 << 20
+RACY_NS = 2 * 10 ** 9
+SAMPLE = 20
+
+
+class FileResult(t.NamedTuple):
+    size: int
+    sha256: str
+    chunks: t.List[t.Tuple[bytes, t.Optional[bytes], int, int]]   # blob id, stored bytes (None: known), raw len, comp
+    sparse: bool
+
+
+def _stat_fields(st: os.stat_result) -> dict:
+    return {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid, "mtime_ns": st.st_mtime_ns}
+
+
+class Base(t.NamedTuple):
+    manifest: brepo.LoadedManifest
+    objects: t.Dict[str, dict]
+
+
+def choose_base(manifests: t.List[brepo.LoadedManifest], repo: brepo.Repo, signer_public: t.Any, describe: dict,
+                component: str) -> t.Optional[Base]:
+    """The newest manifest with a v2 ``component``, same encryption, a valid signature by our signing key.
+
+    Only its packs that exist with their recorded size may be reused; nothing
+    from an unsigned, foreign or damaged manifest is ever reused.
+    """
+    for item in reversed(manifests):
+        body = item.body
+        comp = (body.get("components") or {}).get(component)
+        if not isinstance(comp, dict) or comp.get("format") != fmt.COMPONENT_FORMAT:
+            continue
+        if body.get("encryption") != describe or body.get("repo_id") != repo.repo_id:
+            continue
+        try:
+            signing.verify(signer_public, signing.canonical_json(body), (item.document.get("signatures") or [None])[0])
+        except RansomeyeError:
+            continue
+        if signing.canonical_json(item.document) != item.raw:
+            continue
+        objects = {}
+        for oid, rec in (body.get("objects") or {}).items():
+            if isinstance(rec, dict) and rec.get("kind") in ("pack", "index") and repo.object_size(oid) == rec.get(
+                    "ciphertext_size"):
+                objects[oid] = rec
+        return Base(item, objects)
+    return None
+
+
+class ComponentRun:
+    """Per-component state: its base, its dedup index, its caches."""
+
+    def __init__(self, engine: "Engine", component: str, roots: t.List[str]) -> None:
+        self.engine = engine
+        self.component = component
+        self.roots = roots
+        self.base = choose_base(engine.manifests, engine.repo, engine.signer_public, engine.enc.describe(), component)
+        self._index: t.Optional[fmt.IndexSet] = None
+        self._index_lock = threading.Lock()
+        self.cache_reader: t.Optional[bcache.CacheReader] = None
+        self.racy_before = 0
+        self.stats = {"files": 0, "dirs": 0, "symlinks": 0, "hardlinks": 0, "files_unchanged": 0, "files_read": 0,
+                      "bytes_read": 0, "blobs_new": 0, "blobs_reused": 0, "trees_new": 0, "trees_reused": 0,
+                      "skipped_count": 0}
+        self.skipped: t.List[str] = []
+        self.hardlinks: t.Dict[t.Tuple[int, int], bytes] = {}
+        self.used_packs: t.Set[str] = set()
+
+    # ---- dedup lookups against verified data
+    def index(self) -> fmt.IndexSet:
+        with self._index_lock:
+            if self._index is None:
+                if self.base is None:
+                    self._index = fmt.IndexSet({})
+                else:
+                    try:
+                        self._index = bpack.load_indexes(self.engine.repo, self.base.objects)
+                    except RansomeyeError as exc:
+                        self.engine.warn("%s: not deduplicating against the previous backup: %s"
+                                         % (self.component, exc.msg))
+                        self._index = fmt.IndexSet({})
+            return self._index
+
+    def known(self, blob: bytes) -> bool:
+        return blob in self.engine.new_blobs or self.index().lookup(blob) is not None
+
+    def skip(self, path: bytes, why: str) -> None:
+        self.stats["skipped_count"] += 1
+        if len(self.skipped) < SAMPLE:
+            self.skipped.append("%s (%s)" % (os.fsdecode(path), why))
+
+    # ---- cache
+    def open_cache(self) -> t.Optional[bcache.CacheRecord]:
+        eng = self.engine
+        self.state_path = os.path.join(eng.cache_root, "%s.state" % self.component)
+        self.cache_path = os.path.join(eng.cache_root, "%s.cache" % self.component)
+        self.writer = bcache.CacheWriter(self.cache_path, eng.mac_key)
+        if eng.clock_backwards:
+            eng.warn("%s: the clock went backwards since the previous backup; every file is read again"
+                     % self.component)
+            return None
+        try:
+            state = bcache.read_state(self.state_path, eng.mac_key)
+        except (bcache.CacheError, ValueError) as exc:
+            eng.warn("%s: ignoring the host-local cache: %s" % (self.component, getattr(exc, "msg", exc)))
+            return None
+        if not state:
+            return None
+        base = self.base
+        if base is None or state.get("manifest_seq") != base.manifest.body["seq"] \
+                or state.get("manifest_sha256") != base.manifest.sha256 or state.get("repo_id") != eng.repo.repo_id \
+                or state.get("context") != eng.enc.context or state.get("roots") != self.roots:
+            return None
+        missing = [p for p in state.get("packs") or [] if p not in base.objects]
+        if missing:
+            eng.warn("%s: ignoring the host-local cache: pack %s of the previous backup is missing or damaged"
+                     % (self.component, missing[0]))
+            return None
+        try:
+            self.cache_reader = bcache.CacheReader(self.cache_path, eng.mac_key, bytes.fromhex(state["nonce"]))
+            top = self.cache_reader.read(int(state["top"]))
+        except (bcache.CacheError, OSError, ValueError, KeyError) as exc:
+            eng.warn("%s: ignoring the host-local cache: %s" % (self.component, getattr(exc, "msg", exc)))
+            self.cache_reader = None
+            return None
+        self.racy_before = int(state.get("run_start_ns", 0)) - RACY_NS
+        return top
+
+    def old_child(self, old: t.Optional[bcache.CacheRecord], name: bytes) -> t.Optional[bcache.CacheRecord]:
+        if old is None or self.cache_reader is None or name not in old.children:
+            return None
+        try:
+            return self.cache_reader.read(old.children[name])
+        except (bcache.CacheError, ValueError, KeyError) as exc:
+            self.engine.warn("%s: ignoring the rest of the host-local cache: %s"
+                             % (self.component, getattr(exc, "msg", exc)))
+            self.cache_reader = None
+            return None
+
+    # ---- walking
+    def reusable(self, old: t.Optional[dict], st: os.stat_result) -> bool:
+        if old is None or old.get("type") != "file" or self.cache_reader is None:
+            return False
+        if (old.get("size"), old.get("mtime_ns"), old.get("ctime_ns"), old.get("inode"), old.get("mode"),
+                old.get("uid"), old.get("gid")) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                                                    stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid):
+            return False
+        if st.st_mtime_ns >= self.racy_before or st.st_ctime_ns >= self.racy_before:
+            return False  # modified around the previous run: its cached content may be stale
+        if self.engine.rehash_fraction and random.random() < self.engine.rehash_fraction:
+            self.stats["files_rehashed"] = self.stats.get("files_rehashed", 0) + 1
+            return False
+        return True
+
+    def read_file(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result) -> FileResult:
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+        try:
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
+                raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(name))
+            whole = hashlib.sha256()
+            chunks = []
+            size = 0
+            eng = self.engine
+            while True:
+                data = _read_full(fd, fmt.CHUNK)
+                if not data:
+                    break
+                digest = hashlib.sha256(data).digest()
+                whole.update(data)
+                blob = fmt.blob_id(eng.id_key, eng.enc.context, fmt.BLOB_DATA, digest)
+                if self.known(blob):
+                    chunks.append((blob, None, len(data), 0))
+                else:
+                    stored, comp = fmt.encode_blob(data)
+                    chunks.append((blob, stored, len(data), comp))
+                size += len(data)
+            sparse = bool(size and hasattr(opened, "st_blocks") and opened.st_blocks * 512 < size)
+            return FileResult(size, whole.hexdigest(), chunks, sparse)
+        finally:
+            os.close(fd)
+
+    def store_result(self, result: FileResult, packs: t.Set[str]) -> t.List[str]:
+        eng = self.engine
+        ids = []
+        for blob, stored, raw_length, comp in result.chunks:
+            ids.append(blob.hex())
+            if blob in eng.new_blobs:
+                self.stats["blobs_reused"] += 1
+                continue
+            found = self.index().lookup(blob)
+            if found is not None:
+                packs.add(found.pack)
+                self.stats["blobs_reused"] += 1
+                continue
+            if stored is None:  # cannot happen: known blobs stay known
+                raise RansomeyeError("internal error: blob %s vanished from the dedup index" % blob.hex())
+            packs.add(eng.data_writer.add(blob, stored, raw_length, comp))
+            eng.new_blobs.add(blob)
+            self.stats["blobs_new"] += 1
+        self.stats["bytes_read"] += result.size
+        self.stats["files_read"] += 1
+        return ids
+
+    def process(self, dir_fd: t.Optional[int], items: t.List[t.Tuple[bytes, os.stat_result]], path: bytes,
+                old: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool) -> t.Tuple[str, int]:
+        """Back up one directory's entries; return (tree id hex, cache offset of its record)."""
+        eng = self.engine
+        old_entries: t.Dict[bytes, dict] = {}
+        if old is not None:
+            try:
+                old_entries = dict(fmt.decode_tree(old.tree, top=top))
+            except fmt.FormatError:
+                old_entries = {}
+        entries: t.List[t.Optional[dict]] = []
+        packs: t.Set[str] = set()
+        children: t.Dict[bytes, int] = {}
+        reads: t.List[t.Tuple[int, bytes, os.stat_result]] = []
+        subdirs: t.List[t.Tuple[int, bytes, os.stat_result]] = []
+        used_old = False
+        for name, st in items:
+            full = name if top else path + b"/" + name
+            mode = st.st_mode
+            entry = dict(_stat_fields(st), name=fmt.b64(name))
+            if stat.S_ISDIR(mode):
+                if dev is not None and st.st_dev != dev:
+                    self.skip(full, "another filesystem")
+                    continue
+                entry["type"] = "dir"
+                subdirs.append((len(entries), name, st))
+            elif stat.S_ISLNK(mode):
+                entry["type"] = "symlink"
+                entry["target"] = fmt.b64(os.readlink(name, dir_fd=dir_fd))
+                self.stats["symlinks"] += 1
+            elif stat.S_ISREG(mode):
+                if st.st_nlink > 1:
+                    first = self.hardlinks.get((st.st_dev, st.st_ino))
+                    if first is not None:
+                        entry["type"] = "hardlink"
+                        entry["target"] = fmt.b64(first)
+                        self.stats["hardlinks"] += 1
+                        entries.append(entry)
+                        continue
+                    self.hardlinks[(st.st_dev, st.st_ino)] = full
+                entry.update(type="file", size=st.st_size, ctime_ns=st.st_ctime_ns, inode=st.st_ino)
+                self.stats["files"] += 1
+                previous = old_entries.get(name)
+                if self.reusable(previous, st) and previous is not None:
+                    entry.update(sha256=previous["sha256"], chunks=previous["chunks"])
+                    if previous.get("sparse"):
+                        entry["sparse"] = True
+                    used_old = True
+                    self.stats["files_unchanged"] += 1
+                else:
+                    reads.append((len(entries), name, st))
+            else:
+                self.skip(full, "not a regular file, directory or symlink")
+                continue
+            entries.append(entry)
+        if used_old and old is not None:
+            packs.update(old.packs)
+        self._read_files(dir_fd, reads, entries, packs)
+        for position, name, st in subdirs:
+            full = name if top else path + b"/" + name
+            try:
+                sub_fd = os.open(name, _DIRFLAGS, dir_fd=dir_fd)
+            except OSError as exc:
+                raise RansomeyeError("cannot open directory %s: %s" % (os.fsdecode(full), exc.strerror))
+            try:
+                opened = os.fstat(sub_fd)
+                if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                    raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(full))
+                child_items = _list_dir(sub_fd)
+                tree_id, offset = self.process(sub_fd, child_items, full, self.old_child(old, name),
+                                               st.st_dev if dev is None else dev, False)
+            finally:
+                os.close(sub_fd)
+            entry = t.cast(dict, entries[position])
+            entry["tree"] = tree_id
+            children[name] = offset
+            self.stats["dirs"] += 1
+        tree = fmt.encode_tree([e for e in entries if e is not None])
+        blob = fmt.blob_id(eng.id_key, eng.enc.context, fmt.BLOB_TREE, hashlib.sha256(tree).digest())
+        if old is not None and old.tree_id == blob.hex():
+            packs.update(old.packs)
+            self.stats["trees_reused"] += 1
+        elif blob in eng.new_blobs:
+            self.stats["trees_reused"] += 1
+        else:
+            found = self.index().lookup(blob)
+            if found is not None:
+                packs.add(found.pack)
+                self.stats["trees_reused"] += 1
+            else:
+                stored, comp = fmt.encode_blob(tree)
+                packs.add(eng.tree_writer.add(blob, stored, len(tree), comp))
+                eng.new_blobs.add(blob)
+                self.stats["trees_new"] += 1
+        self.used_packs.update(packs)
+        offset = self.writer.add(bcache.CacheRecord(tree, blob.hex(), sorted(packs), children))
+        return blob.hex(), offset
+
+    def _read_files(self, dir_fd: t.Optional[int], reads: t.List[t.Tuple[int, bytes, os.stat_result]],
+                    entries: t.List[t.Optional[dict]], packs: t.Set[str]) -> None:
+        """Read changed files on the worker threads (a bounded window of batches), store in entry order."""
+        eng = self.engine
+        batches: t.List[t.List[t.Tuple[int, bytes, os.stat_result]]] = []
+        current: t.List[t.Tuple[int, bytes, os.stat_result]] = []
+        size = 0
+        big: t.List[t.Tuple[int, bytes, os.stat_result]] = []
+        for item in reads:
+            if item[2].st_size > BIG_FILE:
+                big.append(item)
+                continue
+            current.append(item)
+            size += item[2].st_size
+            if len(current) >= BATCH_FILES or size >= BATCH_BYTES:
+                batches.append(current)
+                current, size = [], 0
+        if current:
+            batches.append(current)
+
+        def run(batch: t.List[t.Tuple[int, bytes, os.stat_result]]) -> t.List[FileResult]:
+            return [self.read_file(dir_fd, name, st) for _pos, name, st in batch]
+
+        window = 2 * eng.workers
+        futures: t.List[t.Tuple[t.List[t.Tuple[int, bytes, os.stat_result]], concurrent.futures.Future]] = []
+        next_batch = 0
+        while next_batch < len(batches) or futures:
+            while next_batch < len(batches) and len(futures) < window:
+                futures.append((batches[next_batch], eng.executor.submit(run, batches[next_batch])))
+                next_batch += 1
+            batch, future = futures.pop(0)
+            for (position, _name, _st), result in zip(batch, future.result()):
+                self._fill(entries[position], result, packs)
+            hook("during_artifacts")
+        for position, name, st in big:
+            self._fill(entries[position], self.read_file(dir_fd, name, st), packs)
+
+    def _fill(self, entry: t.Optional[dict], result: FileResult, packs: t.Set[str]) -> None:
+        entry = t.cast(dict, entry)
+        entry["chunks"] = self.store_result(result, packs)
+        entry["sha256"] = result.sha256
+        entry["size"] = result.size
+        if result.sparse:
+            entry["sparse"] = True
+
+    def run(self) -> dict:
+        old_top = self.open_cache()
+        items = []
+        for root in sorted(self.roots, key=os.fsencode):
+            try:
+                items.append((os.fsencode(root), os.lstat(root)))
+            except FileNotFoundError:
+                raise RansomeyeError("%s path %s does not exist" % (self.component, root), path=root)
+        try:
+            top_id, top_offset = self.process(None, items, b"", old_top, None, True)
+        except BaseException:
+            self.writer.abort()
+            raise
+        finally:
+            if self.cache_reader is not None:
+                self.cache_reader.close()
+        self.top = (top_id, top_offset)
+        return {"format": fmt.COMPONENT_FORMAT, "paths": list(self.roots), "tree": top_id,
+                "skipped": list(self.skipped), "skipped_count": self.stats["skipped_count"],
+                "entries": {"files": self.stats["files"], "dirs": self.stats["dirs"],
+                            "symlinks": self.stats["symlinks"], "hardlinks": self.stats["hardlinks"]}}
+
+    def commit_cache(self, manifest_seq: int, manifest_sha256: str) -> None:
+        eng = self.engine
+        self.writer.commit()
+        bcache.write_state(self.state_path, eng.mac_key, {
+            "v": 1, "repo_id": eng.repo.repo_id, "component": self.component, "context": eng.enc.context,
+            "roots": self.roots, "nonce": self.writer.nonce.hex(), "top": self.top[1],
+            "manifest_seq": manifest_seq, "manifest_sha256": manifest_sha256, "run_start_ns": eng.run_start_ns,
+            "packs": sorted(self.used_packs)})
+
+
+def _read_full(fd: int, size: int) -> bytes:
+    parts = []
+    wanted = size
+    while wanted:
+        data = os.read(fd, wanted)
+        if not data:
+            break
+        parts.append(data)
+        wanted -= len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _list_dir(fd: int) -> t.List[t.Tuple[bytes, os.stat_result]]:
+    out = []
+    with os.scandir(fd) as listing:
+        for item in listing:
+            out.append((os.fsencode(item.name), item.stat(follow_symlinks=False)))
+    out.sort(key=lambda pair: pair[0])
+    return out
+
+
+class Engine:
+    """One backup run's v2 state shared by its components (packs, new index, new blob set)."""
+
+    def __init__(self, repo: brepo.Repo, enc: t.Any, signer_public: t.Any, manifests: t.List[brepo.LoadedManifest],
+                 cache_dir: str, now: float, rehash_percent: float, clock_backwards: bool,
+                 warn: t.Callable[[str], None]) -> None:
+        self.repo, self.enc, self.signer_public, self.manifests = repo, enc, signer_public, manifests
+        self.warn = warn
+        self.clock_backwards = clock_backwards
+        self.rehash_fraction = max(0.0, min(100.0, float(rehash_percent))) / 100.0
+        self.run_start_ns = int(now * 1e9)
+        secret = t.cast(bytes, bcache.host_secret(cache_dir, repo.repo_id, create=True))
+        self.mac_key = bcache.mac_key(secret)
+        # aes mode: every host with the key file shares blob ids (dedup across hosts); rsa mode: the
+        # host-local secret, which the repository never holds.
+        self.id_key = fmt.id_key_for(enc.key if enc.mode == "aes" else secret)
+        self.cache_root = os.path.join(cache_dir, repo.repo_id)
+        self.records: t.List[t.Tuple[bytes, int, int, int, int, int, int]] = []
+        self.packs: t.List[str] = []
+        self.new_packs: t.Dict[str, dict] = {}
+        self.new_blobs: t.Set[bytes] = set()
+        self.workers = max(1, min(4, os.cpu_count() or 1))
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
+        self.data_writer = bpack.PackWriter(repo, enc, fmt.BLOB_DATA, self._on_pack, self.records, self.packs)
+        self.tree_writer = bpack.PackWriter(repo, enc, fmt.BLOB_TREE, self._on_pack, self.records, self.packs)
+        self.runs: t.List[ComponentRun] = []
+
+    def _on_pack(self, pack_id: str, record: dict) -> None:
+        self.new_packs[pack_id] = record
+
+    def backup(self, component: str, roots: t.List[str]) -> t.Tuple[dict, dict]:
+        run = ComponentRun(self, component, roots)
+        self.runs.append(run)
+        record = run.run()
+        stats = dict(run.stats)
+        return record, stats
+
+    def finish(self) -> t.Dict[str, dict]:
+        """Seal the last packs, write the run's index; return every object the manifest must list."""
+        try:
+            self.data_writer.seal()
+            self.tree_writer.seal()
+        finally:
+            self.executor.shutdown(wait=True)
+        objects: t.Dict[str, dict] = {}
+        if self.records:
+            index_id, index_record = bpack.write_plain_object(self.repo, fmt.encode_index(self.packs, self.records),
+                                                              "index")
+            objects[index_id] = index_record
+            hook("index_written")
+            for pack_id, record in self.new_packs.items():
+                objects[pack_id] = dict(record, index=index_id)
+        for run in self.runs:
+            base_objects = run.base.objects if run.base is not None else {}
+            for pack_id in run.used_packs:
+                if pack_id in objects:
+                    continue
+                record = base_objects.get(pack_id)
+                if record is None:
+                    raise RansomeyeError("internal error: pack %s is used but was not verified" % pack_id)
+                objects[pack_id] = record
+                index_id = str(record.get("index"))
+                if index_id not in objects:
+                    if index_id not in base_objects:
+                        raise RansomeyeError("pack %s names index %s that its manifest does not list"
+                                             % (pack_id, index_id))
+                    objects[index_id] = base_objects[index_id]
+        return objects
+
+    def abort(self) -> None:
+        self.executor.shutdown(wait=True)
+        for run in self.runs:
+            run.writer.abort()
+
+    def commit_caches(self, manifest_seq: int, manifest_sha256: str) -> None:
+        for run in self.runs:
+            try:
+                run.commit_cache(manifest_seq, manifest_sha256)
+            except OSError as exc:
+                self.warn("could not write the host-local cache (%s); the next backup reads every file" % exc)

@@ -1,0 +1,216 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ransomeye.ops
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to ransomeye.ops: v2 packs (many blobs in one encrypted container) and their index files.
+
+A pack is one container (docs/BACKUP_FORMAT.md section 1) whose plaintext is
+its blobs back to back; the manifest lists it as an object of kind ``pack``
+with its plaintext SHA-256, so a reader authenticates a whole pack against
+signed data before it uses any blob in it. An index file (plain, binary,
+sorted) says where each blob is; the manifest lists it as kind ``index``
+with its SHA-256.
+"""
+
+from __future__ import absolute_import, division, print_function, annotations
+
+__metaclass__ = type
+
+import collections
+import concurrent.futures
+import hashlib
+import os
+import threading
+import typing as t
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import container
+from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt
+
+PACK_TARGET = 4 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class PackWriter:
+    """Collects blobs of one type into packs of about PACK_TARGET bytes; seals each into repo/objects."""
+
+    def __init__(self, repo: brepo.Repo, enc: t.Any, kind: int, on_pack: t.Callable[[str, dict], None],
+                 records: t.List[t.Tuple[bytes, int, int, int, int, int, int]], packs: t.List[str]) -> None:
+        self.repo, self.enc, self.kind = repo, enc, kind
+        self.on_pack = on_pack
+        self.records = records        # shared with the run's index (new blobs only)
+        self.packs = packs            # shared pack-number table of the run's index
+        self.buffer = bytearray()
+        self.pack_id = ""
+        self.pack_no = -1
+        self.bytes_stored = 0
+
+    def add(self, blob: bytes, stored: bytes, raw_length: int, compression: int) -> str:
+        if self.pack_no < 0:
+            self.pack_id = brepo.new_object_id()
+            self.pack_no = len(self.packs)
+            self.packs.append(self.pack_id)
+        self.records.append((blob, self.pack_no, len(self.buffer), len(stored), raw_length, self.kind, compression))
+        self.buffer += stored
+        pack_id = self.pack_id
+        if len(self.buffer) >= PACK_TARGET:
+            self.seal()
+        return pack_id
+
+    def seal(self) -> None:
+        if self.pack_no < 0:
+            return
+        record = write_object(self.repo, self.enc, self.pack_id, bytes(self.buffer), "pack")
+        self.bytes_stored += record["ciphertext_size"]
+        self.on_pack(self.pack_id, record)
+        hook("pack_sealed")
+        self.buffer = bytearray()
+        self.pack_no = -1
+        self.pack_id = ""
+
+
+def write_object(repo: brepo.Repo, enc: t.Any, object_id: str, plaintext: bytes, kind: str) -> dict:
+    """Encrypt ``plaintext`` into repo/tmp, then rename it into objects/ (a crash leaves only tmp garbage)."""
+    tmp = repo.new_tmp_path(object_id)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            writer = enc.encryptor(handle, object_id)
+            view = memoryview(plaintext)
+            for start in range(0, max(1, len(plaintext)), container.CHUNK_SIZE):
+                writer.write(view[start:start + container.CHUNK_SIZE])
+            info = writer.close()
+        repo.commit_object(tmp, object_id)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return {"kind": kind, "plaintext_sha256": info.plaintext_sha256, "plaintext_size": int(info.plaintext_size),
+            "ciphertext_sha256": info.ciphertext_sha256, "ciphertext_size": int(info.ciphertext_size)}
+
+
+def write_plain_object(repo: brepo.Repo, data: bytes, kind: str) -> t.Tuple[str, dict]:
+    """A plain (unencrypted) object named by its SHA-256, e.g. an index file."""
+    digest = hashlib.sha256(data).hexdigest()
+    tmp = repo.new_tmp_path(digest)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    repo.commit_object(tmp, digest)
+    return digest, {"kind": kind, "plaintext_sha256": digest, "plaintext_size": len(data),
+                    "ciphertext_sha256": digest, "ciphertext_size": len(data)}
+
+
+def read_plain_object(repo: brepo.Repo, object_id: str, record: dict, limit: int = 1 << 31) -> bytes:
+    """Bytes of a plain object, only if their SHA-256 and size match the (signed) record."""
+    path = repo.object_path(object_id)
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except FileNotFoundError:
+        raise RansomeyeError("index %s is missing from the repository" % object_id, object=object_id)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(min(limit, int(record.get("ciphertext_size") or 0) + 1))
+    if len(data) != record.get("ciphertext_size") or hashlib.sha256(data).hexdigest() != record.get("ciphertext_sha256"):
+        raise RansomeyeError("index %s does not match the manifest (size or SHA-256)" % object_id, object=object_id)
+    return data
+
+
+def load_indexes(repo: brepo.Repo, objects: t.Dict[str, dict], packs: t.Optional[t.Set[str]] = None) -> fmt.IndexSet:
+    """The verified indexes a manifest lists (``objects`` = its objects map); lookups limited to its packs."""
+    live = {oid: rec for oid, rec in objects.items() if isinstance(rec, dict) and rec.get("kind") == "pack"}
+    if packs is not None:
+        live = {oid: rec for oid, rec in live.items() if oid in packs}
+    result = fmt.IndexSet(live)
+    for object_id in sorted(oid for oid, rec in objects.items() if isinstance(rec, dict) and rec.get("kind") == "index"):
+        result.add(fmt.Index(read_plain_object(repo, object_id, objects[object_id]), "index %s" % object_id))
+    return result
+
+
+class PackCache:
+    """Decrypted, authenticated pack plaintexts: prefetched in pack order by worker threads, a few kept.
+
+    A pack is used only after its plaintext SHA-256 equals the manifest's
+    record, so every blob in it is authentic before a byte is written.
+    """
+
+    def __init__(self, repo: brepo.Repo, objects: t.Dict[str, dict], decrypt: dict,
+                 executor: t.Optional[concurrent.futures.Executor] = None, keep: int = 8, ahead: int = 3) -> None:
+        self.repo, self.objects, self.decrypt = repo, objects, decrypt
+        self.executor = executor
+        self.keep, self.ahead = keep, ahead
+        self.done: "collections.OrderedDict[str, bytes]" = collections.OrderedDict()
+        self.pending: t.Dict[str, concurrent.futures.Future] = {}
+        self.order: t.List[str] = []
+        self.position: t.Dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.packs_read = 0
+        self.bytes_read = 0
+
+    def set_order(self, order: t.List[str]) -> None:
+        self.order = order
+        self.position = {p: i for i, p in enumerate(order)}
+
+    def _load(self, pack_id: str) -> bytes:
+        record = self.objects.get(pack_id)
+        if not isinstance(record, dict) or record.get("kind") != "pack":
+            raise RansomeyeError("pack %s is not listed by the manifest" % pack_id, object=pack_id)
+        path = self.repo.object_path(pack_id)
+        try:
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+        except FileNotFoundError:
+            raise RansomeyeError("pack %s is missing from the repository" % pack_id, object=pack_id)
+        digest = hashlib.sha256()
+        parts = []
+        with os.fdopen(fd, "rb") as src:
+            for chunk in container.decrypt_chunks(src, expected_object_id=pack_id, **self.decrypt):
+                digest.update(chunk)
+                parts.append(chunk)
+        data = b"".join(parts)
+        if digest.hexdigest() != record.get("plaintext_sha256") or len(data) != record.get("plaintext_size"):
+            raise RansomeyeError("pack %s does not match the signed manifest (plaintext SHA-256)" % pack_id,
+                                 object=pack_id)
+        with self.lock:
+            self.packs_read += 1
+            self.bytes_read += int(record.get("ciphertext_size") or 0)
+        return data
+
+    def _prefetch(self, index: int) -> None:
+        if self.executor is None:
+            return
+        for pack_id in self.order[index + 1:index + 1 + self.ahead]:
+            if pack_id not in self.done and pack_id not in self.pending:
+                self.pending[pack_id] = self.executor.submit(self._load, pack_id)
+
+    def get(self, pack_id: str) -> bytes:
+        if pack_id in self.position:
+            self._prefetch(self.position[pack_id])
+        data = self.done.get(pack_id)
+        if data is not None:
+            self.done.move_to_end(pack_id)
+            return data
+        future = self.pending.pop(pack_id, None)
+        data = future.result() if future is not None else self._load(pack_id)
+        self.done[pack_id] = data
+        while len(self.done) > self.keep:
+            self.done.popitem(last=False)
+        return data
+
+    def close(self) -> None:
+        for future in self.pending.values():
+            future.cancel()
+        for future in self.pending.values():
+            try:
+                future.result()
+            except BaseException:  # noqa: B902 - a cancelled prefetch's failure no longer matters
+                pass
+        self.pending.clear()
+
+
+def read_blob(packs: PackCache, entry: fmt.IndexEntry) -> bytes:
+    data = packs.get(entry.pack)
+    if entry.offset + entry.length > len(data):
+        raise RansomeyeError("a blob lies beyond the end of pack %s" % entry.pack, object=entry.pack)
+    return fmt.decode_blob(data[entry.offset:entry.offset + entry.length], entry.compression, entry.raw_length)

@@ -1,0 +1,374 @@
+"""Repository v2 (trees of deduplicated blobs in packs): round trips, cost of a backup, cache and repository attacks.
+
+Real files, a real repository, the real helpers of ransomeye_backup / _backup_verify / ransomeye_restore called
+in-process (the modules themselves are exercised by test_dr_roundtrip.py and test_dr_crash.py, which run v2 by
+default now).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.integration.dr.conftest import module_namespace
+from tests.harness.paths import REPO
+
+from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_run import run_backup
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_restore import run_restore_module
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import run_verify_module
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup import reader as v2reader
+
+RNG_SEED = 1234
+
+
+def _write(path, data, mode=0o644):
+    with open(path, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, mode)
+
+
+def build_tree(base: bytes, small_files: int = 240, seed: int = RNG_SEED) -> None:
+    """Shape A and shape B in miniature, plus every awkward entry type."""
+    import random
+    rng = random.Random(seed)
+    app = base + b"/x/app"
+    sub = app + b"/sub"
+    appx = base + b"/x/app-x"
+    for d in (sub + b"/evidence", sub + b"/empty/deeper", appx + b"/events"):
+        os.makedirs(d)
+    # shape A: mixed sizes, half incompressible
+    for i in range(6):
+        size = (16 << 10) << (i % 5)
+        data = os.urandom(size) if i % 2 else (b"event host=%d kind=rename path=/srv/%d\n" % (i, i)) * (size // 36)
+        _write(sub + b"/evidence/sample-%d.bin" % i, data[:size], 0o640)
+    # more than BIG_FILE: streamed in chunks by the walking thread
+    _write(sub + b"/evidence/big.img", os.urandom(3 << 20) + b"\0" * (6 << 20) + b"tail", 0o600)
+    # shape B: many small files in a few directories
+    for i in range(small_files):
+        d = appx + b"/events/d%02d" % (i % 8)
+        os.makedirs(d, exist_ok=True)
+        _write(d + b"/e%05d.json" % i, json.dumps({"id": i, "host": "h%d" % rng.randint(1, 50),
+                                                   "pad": "x" * rng.randint(900, 4000)}).encode())
+    # names that are not UTF-8, a directory too
+    os.makedirs(sub + b"/caf\xe9-dir")
+    _write(sub + b"/caf\xe9-dir/r\xe9sum\xe9 \xff.txt", b"latin-1 name\n")
+    _write(sub + b"/\x80\x81raw", b"raw bytes name\n")
+    # hard links: the first name sorts after a subdirectory holding the second
+    _write(sub + b"/z-original.bin", b"linked content\n" * 100)
+    os.makedirs(sub + b"/a-dir")
+    os.link(sub + b"/z-original.bin", sub + b"/a-dir/second-name")
+    os.link(sub + b"/z-original.bin", sub + b"/z-third")
+    # sparse: 4 MiB hole, data, 3 MiB hole
+    with open(sub + b"/sparse.db", "wb") as handle:
+        handle.seek(4 << 20)
+        handle.write(b"DATA" * 1000)
+        handle.truncate(11 << 20)
+    os.symlink(b"evidence/sample-0.bin", sub + b"/latest")
+    os.symlink(appx + b"/events", sub + b"/events-link")  # absolute, into the other root
+    os.chmod(sub + b"/empty", 0o750)
+    # the parent /x/app holds a file that is NOT a root: it must not be restored
+    _write(app + b"/outside.txt", b"not backed up")
+
+
+def snapshot(root: bytes) -> dict:
+    """Everything a restore must reproduce, keyed by path bytes relative to root."""
+    out = {}
+    inodes = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            else:
+                with open(path, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+                out[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_size, digest, st.st_mtime_ns)
+                inodes.setdefault(st.st_ino, []).append(rel)
+    out[b"<hardlink groups>"] = sorted(sorted(v) for v in inodes.values() if len(v) > 1)
+    return out
+
+
+def restored_view(dest, root) -> dict:
+    """snapshot() of <dest>/<root>, absolute link targets (rewritten under dest by design) mapped back."""
+    prefix = os.fsencode(str(dest))
+    out = snapshot(prefix + os.fsencode(root))
+    for key, value in out.items():
+        if isinstance(value, tuple) and value[0] == "link" and value[1].startswith(prefix + b"/"):
+            out[key] = ("link", value[1][len(prefix):])
+    return out
+
+
+def age_tree(root: bytes, seconds: int = 3600) -> None:
+    """Push mtimes into the past, then wait out the racy-timestamp window (ctime cannot be set)."""
+    past = time.time() - seconds
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.utime(os.path.join(dirpath, name), (past, past), follow_symlinks=False)
+    time.sleep(2.1)
+
+
+@pytest.fixture
+def v2site(tmp_path, dr_keys):
+    base = os.fsencode(str(tmp_path / "site"))
+    build_tree(base)
+    roots = [os.fsdecode(base + b"/x/app/sub"), os.fsdecode(base + b"/x/app-x")]
+    repo = str(tmp_path / "repo")
+    args = dict(repo=repo, components=["config", "artifacts"], config_paths=[roots[1] + "/events/d00"],
+                artifact_paths=roots, mode="rsa", recipients=[dr_keys["recipient_pub"]],
+                signing_key=dr_keys["signing_key"], cache_dir=str(tmp_path / "host-cache"), lock_timeout=5,
+                rehash_percent=0.0, format="v2")
+    read = dict(repo=repo, trusted_keys=[dr_keys["signing_pub"]], private_key=dr_keys["recipient_key"],
+                lock_timeout=5, fail_on_problems=False)
+    return dict(base=base, roots=roots, repo=repo, args=args, read=read, tmp=tmp_path, keys=dr_keys)
+
+
+def backup(site, **extra):
+    module = module_namespace(**dict(site["args"], **extra))
+    result = run_backup(module)
+    result["warnings"] = module.warnings
+    return result
+
+
+def verify(site, level="full", backup_id="all"):
+    return run_verify_module(module_namespace(**dict(site["read"], backup=backup_id, level=level)))
+
+
+def restore(site, dest, backup_id="latest", components=("artifacts",), check=False):
+    args = dict(site["read"], backup=backup_id, components=list(components), dest=str(dest), state="restored",
+                verify_level="ciphertext", _check_mode=check)
+    args.pop("fail_on_problems")
+    return run_restore_module(module_namespace(**args))
+
+
+def object_files(repo):
+    found = set()
+    for dirpath, _dirs, files in os.walk(os.path.join(repo, "objects")):
+        found.update(files)
+    return found
+
+
+def test_round_trip_keeps_bytes_names_hard_links_sparse_files_empty_dirs_and_cross_root_order(v2site):
+    site = v2site
+    first = backup(site)
+    body = json.load(open(first["manifest"]))["manifest"]
+    art = body["components"]["artifacts"]
+    assert art["format"] == "tree-v2" and sorted(art["paths"]) == sorted(site["roots"])
+    assert {r["kind"] for r in body["objects"].values()} == {"pack", "index"}
+    assert art["entries"]["hardlinks"] == 2 and art["entries"]["files"] >= 250
+    assert len(open(first["manifest"], "rb").read()) < 20000     # the manifest stays small
+    checked = verify(site)
+    assert checked["problems"] == [] and checked["verified"] == [first["backup_id"]]
+
+    dest = site["tmp"] / "dest"
+    restored = restore(site, dest, components=("config", "artifacts"))
+    assert restored["changed"] is True
+    for root in site["roots"]:
+        assert restored_view(dest, root) == snapshot(os.fsencode(root))
+    sparse = os.stat(os.fsencode(str(dest)) + site["base"] + b"/x/app/sub/sparse.db")
+    assert sparse.st_size == 11 << 20 and sparse.st_blocks * 512 < 1 << 20
+    # /x/app is only the parent of a root: its other contents are not part of the backup
+    assert not os.path.exists(os.fsencode(str(dest)) + site["base"] + b"/x/app/outside.txt")
+    # the absolute symlink into the other root is rewritten under dest
+    link = os.readlink(os.fsencode(str(dest)) + site["base"] + b"/x/app/sub/events-link")
+    assert link == os.fsencode(str(dest)) + site["base"] + b"/x/app-x/events"
+
+    again = restore(site, dest, components=("config", "artifacts"))
+    assert again["changed"] is False
+    assert again["stats"]["artifacts"]["files_restored"] == 0
+
+
+def test_nothing_changed_writes_nothing_and_one_percent_changed_writes_one_pack(v2site):
+    site = v2site
+    age_tree(site["base"])
+    backup(site)                                 # reads everything, fills the host-local cache
+    objects_before = object_files(site["repo"])
+    second = backup(site)
+    stats = second["stats"]["artifacts"]
+    assert stats["bytes_read"] == 0 and stats["files_new"] == 0 and stats["objects_new"] == 0
+    assert stats["files_unchanged"] >= 250
+    assert object_files(site["repo"]) == objects_before       # not one new object, only a manifest
+    assert os.path.getsize(second["manifest"]) < 20000
+
+    events = site["base"] + b"/x/app-x/events"
+    for name in (b"d01/e00001.json", b"d02/e00002.json", b"d03/e00003.json"):
+        with open(events + b"/" + name, "ab") as handle:
+            handle.write(b" ")
+    third = backup(site)
+    stats = third["stats"]["artifacts"]
+    assert stats["files_new"] == 3 and stats["bytes_read"] < 20000
+    new = object_files(site["repo"]) - objects_before
+    kinds = sorted(json.load(open(third["manifest"]))["manifest"]["objects"][o]["kind"] for o in new)
+    assert kinds == ["index", "pack", "pack"]                    # one data pack, one tree pack, one index
+    dest = site["tmp"] / "dest"
+    restore(site, dest)
+    for root in site["roots"]:
+        assert restored_view(dest, root) == snapshot(os.fsencode(root))
+
+
+def test_a_poisoned_host_cache_is_detected_and_every_file_read_again(v2site):
+    site = v2site
+    age_tree(site["base"])
+    backup(site)
+    cache_root = os.path.join(site["args"]["cache_dir"], os.listdir(site["args"]["cache_dir"])[0])
+    # the attacker makes a file look unchanged: same size and mtime, other content
+    victim = site["base"] + b"/x/app-x/events/d04/e00004.json"
+    st = os.stat(victim)
+    with open(victim, "r+b") as handle:
+        handle.write(b"{")
+        handle.seek(st.st_size - 1)
+        handle.write(b"}")
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # ... and flips one byte of the cached trees
+    path = os.path.join(cache_root, "artifacts.cache")
+    with open(path, "r+b") as handle:
+        handle.seek(os.path.getsize(path) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 1]))
+    poisoned = backup(site)
+    assert any("failed authentication" in w for w in poisoned["warnings"])
+    assert poisoned["stats"]["artifacts"]["files_new"] >= 1
+    # a state file copied from another run (valid MAC, other manifest) is not used either
+    state = os.path.join(cache_root, "artifacts.state")
+    old_state = open(state, "rb").read()
+    backup(site)
+    with open(state, "wb") as handle:
+        handle.write(old_state)
+    replayed = backup(site)
+    assert replayed["stats"]["artifacts"]["files_unchanged"] == 0
+    # a forged state is refused outright
+    with open(state, "r+b") as handle:
+        data = handle.read().replace(b'"manifest_seq":', b'"manifest_seq":1', 1)
+        handle.seek(0)
+        handle.write(data)
+    forged = backup(site)
+    assert any("failed authentication" in w or "malformed" in w for w in forged["warnings"])
+    dest = site["tmp"] / "dest"
+    restore(site, dest)
+    assert restored_view(dest, site["roots"][1]) == snapshot(os.fsencode(site["roots"][1]))
+
+
+def test_rsa_v2_keeps_the_blob_id_key_out_of_the_repository(v2site):
+    site = v2site
+    backup(site)
+    assert not os.path.exists(os.path.join(site["repo"], "keys", "dedup.key"))
+    assert not os.listdir(os.path.join(site["repo"], "cache"))
+    host_key = os.path.join(site["args"]["cache_dir"], os.listdir(site["args"]["cache_dir"])[0], "host.key")
+    assert stat.S_IMODE(os.stat(host_key).st_mode) == 0o600
+    with pytest.raises(RansomeyeError, match="must not be inside the repository"):
+        backup(site, cache_dir=os.path.join(site["repo"], "cache"))
+
+
+def test_tampered_pack_or_index_is_caught_by_verify_and_refused_by_restore(v2site):
+    site = v2site
+    first = backup(site)
+    objects = json.load(open(first["manifest"]))["manifest"]["objects"]
+    pack = max((o for o in objects if objects[o]["kind"] == "pack"), key=lambda o: objects[o]["ciphertext_size"])
+    index = next(o for o in objects if objects[o]["kind"] == "index")
+    pack_path = os.path.join(site["repo"], "objects", pack[:2], pack)
+    with open(pack_path, "r+b") as handle:
+        handle.seek(objects[pack]["ciphertext_size"] // 2)
+        handle.write(b"\x00\x01\x02")
+    problems = verify(site, level="ciphertext")["problems"]
+    assert [p["object"] for p in problems] == [pack]
+    assert "modified" in problems[0]["reason"]
+    problems = verify(site, level="full")["problems"]
+    assert [p["object"] for p in problems] == [pack] and "decryption failed" in problems[0]["reason"]
+    dest = site["tmp"] / "dest"
+    with pytest.raises(RansomeyeError, match="refusing to restore"):
+        restore(site, dest)
+    assert not os.path.exists(dest)
+    # a re-sorted index with the same size (offsets swapped) does not match the manifest
+    index_path = os.path.join(site["repo"], "objects", index[:2], index)
+    data = bytearray(open(index_path, "rb").read())
+    data[-5] ^= 0xFF
+    with open(index_path, "wb") as handle:
+        handle.write(bytes(data))
+    reasons = {p["object"]: p["reason"] for p in verify(site, level="ciphertext")["problems"]}
+    assert index in reasons and "modified" in reasons[index]
+
+
+def test_a_v1_repository_is_migrated_by_a_v2_backup_and_both_stay_restorable(v2site):
+    site = v2site
+    # v1 cannot store names that are not UTF-8 (one of the reasons for v2): a v1-era tree has none
+    sub = site["base"] + b"/x/app/sub"
+    os.unlink(sub + b"/caf\xe9-dir/r\xe9sum\xe9 \xff.txt")
+    os.rmdir(sub + b"/caf\xe9-dir")
+    os.unlink(sub + b"/\x80\x81raw")
+    old = backup(site, format="v1")
+    assert json.load(open(old["manifest"]))["manifest"]["components"]["artifacts"].get("format") != "tree-v2"
+    events = site["base"] + b"/x/app-x/events/d05/e00005.json"
+    before_change = snapshot(os.fsencode(site["roots"][1]))
+    with open(events, "ab") as handle:
+        handle.write(b"\n")
+    new = backup(site)
+    assert json.load(open(new["manifest"]))["manifest"]["components"]["artifacts"]["format"] == "tree-v2"
+    checked = verify(site)
+    assert checked["problems"] == [] and checked["verified"] == [old["backup_id"], new["backup_id"]]
+    dest_old, dest_new = site["tmp"] / "old", site["tmp"] / "new"
+    restore(site, dest_old, backup_id=old["backup_id"])
+    restore(site, dest_new, backup_id=new["backup_id"])
+    assert restored_view(dest_old, site["roots"][1]) == before_change
+    assert restored_view(dest_new, site["roots"][1]) == snapshot(os.fsencode(site["roots"][1]))
+
+
+def test_restore_results_stay_small(v2site, monkeypatch):
+    site = v2site
+    backup(site)
+    monkeypatch.setattr(v2reader, "RESULT_LIMIT", 25)
+    result = restore(site, site["tmp"] / "dest")
+    assert len(result["files"]) == 25 and result["files_truncated"] is True
+    assert result["stats"]["artifacts"]["files_restored"] >= 250
+
+
+def test_check_mode_restore_reports_without_writing(v2site):
+    site = v2site
+    backup(site)
+    dest = site["tmp"] / "dest"
+    result = restore(site, dest, check=True)
+    assert result["changed"] is True and result["stats"]["artifacts"]["files_restored"] >= 250
+    assert not os.path.exists(dest)
+
+
+MEMORY_SCRIPT = textwrap.dedent("""
+    import json, os, resource, sys
+    sys.path.insert(0, {repo!r})
+    from tests.integration.dr.conftest import module_namespace
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_run import run_backup
+    args = json.loads(sys.argv[1])
+    run_backup(module_namespace(**args))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+""")
+
+
+@pytest.mark.slow
+def test_peak_memory_is_flat_in_the_number_of_files(tmp_path, dr_keys):
+    """Peak RSS of a full backup at 3,000 and at 15,000 files (64 bytes each, 100 per directory)."""
+    peaks = []
+    for count in (3000, 15000):
+        root = tmp_path / ("files-%d" % count)
+        for i in range(count):
+            d = root / ("d%04d" % (i // 100))
+            if i % 100 == 0:
+                d.mkdir(parents=True)
+            (d / ("f%06d" % i)).write_bytes(b"%064d" % i)
+        args = dict(repo=str(tmp_path / ("repo-%d" % count)), components=["artifacts"], artifact_paths=[str(root)],
+                    mode="rsa", recipients=[dr_keys["recipient_pub"]], signing_key=dr_keys["signing_key"],
+                    cache_dir=str(tmp_path / "cache"), lock_timeout=5, format="v2")
+        proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT.format(repo=REPO), json.dumps(args)],
+                              capture_output=True, text=True, env=dict(os.environ), timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        peaks.append(int(proc.stdout.split()[-1]) / 1024.0)
+    assert peaks[1] < 256 and peaks[1] <= peaks[0] * 1.2, peaks
