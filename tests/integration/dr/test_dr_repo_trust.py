@@ -177,6 +177,8 @@ def test_anchor_catches_an_older_copy_swapped_in(site, tmp_path):
     checked = verify(site, anchor=anchor)
     assert checked["problems"] and checked["problems"][0]["reason"] == "rolled back", checked
     # a same-seq manifest with other content (a fork signed by the real key, as H could) is caught too
+    with open(os.path.join(site["artifacts"], "fork.txt"), "w") as handle:
+        handle.write("content only the fork has")   # v2 manifests are deterministic: make the fork differ
     backup(site)  # seq 2 again, without the anchor: another manifest 2
     checked = verify(site, anchor=anchor)
     assert checked["problems"] and checked["problems"][0]["reason"] == "rolled back", checked
