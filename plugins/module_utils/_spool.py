@@ -147,10 +147,54 @@ class Spool:
         highest = names[-1][0] + 1 if names else 0
         return max(self._stored_next_seq(), highest, 1)
 
-    def append(self, message: str) -> SpoolEntry:
+    def coalesce(self, key: t.Optional[str]) -> bool:
+        """When the newest entry carries ``key``, count one more repeat on it instead of queueing a copy."""
+        self._require_lock()
+        names = self._names()
+        if not key or not names:
+            return False
+        path = os.path.join(self.directory, names[-1][1])
+        try:
+            with open(path, "rb") as handle:
+                record = json.loads(handle.read().decode("utf-8"))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(record, dict) or record.get("key") != key:
+            return False
+        record["repeats"] = int(record.get("repeats") or 0) + 1
+        record["last"] = time.time()
+        atomic_write(path, json.dumps(record, ensure_ascii=False).encode("utf-8"), mode=0o600)
+        self._usage = None
+        return True
+
+    def _dropped_path(self) -> str:
+        return os.path.join(self.directory, "dropped")
+
+    def dropped(self) -> int:
+        """Alerts dropped because the spool was full, since the spool was last delivered."""
+        try:
+            with open(self._dropped_path(), "rb") as handle:
+                return int(handle.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def note_dropped(self) -> int:
+        self._require_lock()
+        count = self.dropped() + 1
+        atomic_write(self._dropped_path(), b"%d\n" % count, mode=0o600)
+        return count
+
+    def reset_dropped(self) -> None:
+        self._require_lock()
+        if os.path.exists(self._dropped_path()):
+            os.unlink(self._dropped_path())
+
+    def append(self, message: str, key: t.Optional[str] = None) -> SpoolEntry:
         """Queue ``message`` after everything already queued; ``SpoolFull`` when over a limit."""
         self._require_lock()
         record = {"created": time.time(), "message": message}
+        if key:
+            record["key"] = key
         data = json.dumps(dict(record, seq=0), ensure_ascii=False).encode("utf-8")
         if self._usage is None:
             self._usage = [self.count(), self.size()]
@@ -193,12 +237,16 @@ class Delivery(t.NamedTuple):
     queued_now: t.List[str]
     queued_total: int
     error: t.Optional[str]
+    coalesced: int = 0
+    dropped: int = 0
 
 
 def deliver(
     messages: t.Sequence[str],
     open_sender: t.Optional[t.Callable[[], t.Any]],
     spool: t.Optional[Spool],
+    coalesce_key: t.Optional[str] = None,
+    when_full: str = "fail",
 ) -> Delivery:
     """Send the spool's backlog, then ``messages``, in order; queue what cannot be sent.
 
@@ -229,6 +277,7 @@ def deliver(
             else:
                 if spool is not None:
                     spool.remove(backlog)
+                    spool.reset_dropped()
                 sent = [entry.message for entry in backlog] + pending
                 from_spool = len(backlog)
                 pending = []
@@ -239,13 +288,23 @@ def deliver(
                     "the alert could not be sent (%s) and no spool_dir is set to queue it"
                     % (error.msg if error else "no receiver"),
                     sent=len(sent), queued=0)
-            for message in pending:
-                try:
-                    spool.append(message)
-                except SpoolFull as exc:
-                    exc.details.update(sent=len(sent), queued=spool.count(),
-                                       receiver_error=error.msg if error else None)
-                    raise
-                queued_now.append(message)
+        coalesced = 0
+        for message in pending:
+            # Repeats of the newest queued alert are counted on it: a host that stays critical for a week without
+            # a SIEM fills no spool.
+            if spool is not None and spool.coalesce(coalesce_key):
+                coalesced += 1
+                continue
+            try:
+                spool.append(message, coalesce_key)  # type: ignore[union-attr]
+            except SpoolFull as exc:
+                if when_full == "drop":
+                    spool.note_dropped()  # type: ignore[union-attr]
+                    continue
+                exc.details.update(sent=len(sent), queued=spool.count(),  # type: ignore[union-attr]
+                                   receiver_error=error.msg if error else None)
+                raise
+            queued_now.append(message)
         total = spool.count() if spool is not None else 0
-    return Delivery(sent, from_spool, queued_now, total, error.msg if error else None)
+        dropped = spool.dropped() if spool is not None else 0
+    return Delivery(sent, from_spool, queued_now, total, error.msg if error else None, coalesced, dropped)

@@ -25,7 +25,9 @@ description:
     it is sent again (at least once, never lost). UDP has no confirmation (a lost datagram cannot be noticed); prefer
     TCP or TLS."
   - Nothing is dropped silently. When the spool is full the task fails and says so; the return values list what was sent
-    and what was queued.
+    and what was queued. With O(spool_when_full=drop) (a host with no SIEM) the new alert is dropped instead, counted in
+    RV(dropped) and warned about; with O(spool_coalesce_key) a repeat of the newest queued alert is counted on it
+    rather than queued again.
 author:
   - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
@@ -163,6 +165,21 @@ options:
       - Most bytes the spool holds (C(16MB), C(512KB) or a number of bytes).
     type: str
     default: 16MB
+  spool_coalesce_key:
+    description:
+      - A key for this alert (for example its host, status and failing checks). When the newest queued alert has the
+        same key, no copy is queued; the queued one counts the repeat (C(repeats) in its spool entry). RV(coalesced)
+        says so.
+    type: str
+    version_added: "0.2.0"
+  spool_when_full:
+    description:
+      - V(fail) fails the task when the spool is full (nothing dropped silently). V(drop) drops the new alert, counts
+        it (RV(dropped), kept until the spool is next delivered) and warns; for a host with no SIEM configured.
+    type: str
+    choices: [fail, drop]
+    default: fail
+    version_added: "0.2.0"
   flush:
     description:
       - Deliver the spool even when no O(msg) is given. The spool is always delivered first when the receiver is up.
@@ -240,6 +257,16 @@ rendered:
   returned: always
   type: str
   sample: '<164>1 2026-11-27T17:41:28.123456+00:00 host ransomeye - DETECTION [ransomeye@32473 rule="x"] text'
+coalesced:
+  description: Whether this run's alert was counted as a repeat of the newest queued one (O(spool_coalesce_key)).
+  returned: always
+  type: bool
+  version_added: "0.2.0"
+dropped:
+  description: Alerts dropped because the spool was full (O(spool_when_full=drop)) since it was last delivered.
+  returned: always
+  type: int
+  version_added: "0.2.0"
 receiver_error:
   description: Why the receiver could not be used, when it could not.
   returned: always
@@ -301,12 +328,18 @@ def forward(module):
         backlog = spool.count() if spool is not None else 0
         return dict(changed=bool(messages or backlog), sent=0, sent_from_spool=0,
                     queued=backlog + (len(messages) if target is None else 0),
-                    spooled=bool(messages) and target is None, rendered=rendered, receiver_error=None)
+                    spooled=bool(messages) and target is None, rendered=rendered, receiver_error=None,
+                    coalesced=False, dropped=0)
 
     open_sender = (lambda: Sender(target)) if target is not None else None
-    result = deliver(messages, open_sender, spool)
+    result = deliver(messages, open_sender, spool, params["spool_coalesce_key"], params["spool_when_full"])
+    if result.dropped:
+        module.warn("alert spool %s is full: %d alert(s) dropped since it was last delivered; configure a SIEM "
+                    "receiver (server) or raise spool_max_messages" % (params["spool_dir"], result.dropped))
     return dict(
-        changed=bool(result.sent or result.queued_now),
+        coalesced=bool(result.coalesced),
+        dropped=result.dropped,
+        changed=bool(result.sent or result.queued_now or result.coalesced),
         sent=len(result.sent),
         sent_from_spool=result.sent_from_spool,
         queued=result.queued_total,
@@ -346,6 +379,8 @@ def main():
             spool_max_messages=dict(type="int", default=10000),
             spool_max_bytes=dict(type="str", default="16MB"),
             flush=dict(type="bool", default=False),
+            spool_coalesce_key=dict(type="str", no_log=False),
+            spool_when_full=dict(type="str", choices=["fail", "drop"], default="fail"),
         ),
         shared_specs=[ignored_connection_spec(exclude=("ca_cert",))],
         supports_check_mode=True,
