@@ -52,8 +52,13 @@ def history(pitr_keys):
         point = run_module_direct("ransomeye_restore_point", dict(site.pg.conn_params(), name="before_change"))
         assert point["_rc"] == 0 and point["lsn"], point
         _insert(site, 3001, 500)
-        site.pg.execute("UPDATE hosts SET hostname = hostname || '-renamed' WHERE id <= 5", dbname="app")
-        marks["B"] = {"hashes": table_hashes(site.pg, "app"),
+        conn = site.pg.connect("app")
+        with conn.cursor() as cur:
+            cur.execute("UPDATE hosts SET hostname = hostname || '-renamed' WHERE id <= 5 "
+                        "RETURNING txid_current()")
+            xid = cur.fetchone()[0]
+        conn.close()
+        marks["B"] = {"hashes": table_hashes(site.pg, "app"), "xid": str(xid),
                       "lsn": site.pg.execute("SELECT pg_current_wal_insert_lsn()::text")[0][0]}
         time.sleep(1.1)
         # the attack: garbled rows, a dropped table
@@ -103,6 +108,7 @@ def test_restore_to_lsn_time_name_and_latest(history):
              ("target_time", site.marks["A"]["time"], "A"),
              ("target_name", "before_change", "A"),
              ("target_lsn", site.marks["B"]["lsn"], "B"),
+             ("target_xid", site.marks["B"]["xid"], "B"),
              ("target", "latest", "attacked")]
     for kind, value, expected in cases:
         data_dir = os.path.join(site.base, "restored-%s-%s" % (kind, expected))
