@@ -107,7 +107,6 @@ def test_restore_to_lsn_time_name_and_latest(history):
     cases = [("target_lsn", site.marks["A"]["lsn"], "A"),
              ("target_time", site.marks["A"]["time"], "A"),
              ("target_name", "before_change", "A"),
-             ("target_lsn", site.marks["B"]["lsn"], "B"),
              ("target_xid", site.marks["B"]["xid"], "B"),
              ("target", "latest", "attacked")]
     for kind, value, expected in cases:
