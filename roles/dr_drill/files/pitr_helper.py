@@ -50,8 +50,8 @@ def hashes(req: dict) -> dict:
                 digest = hashlib.sha256()
                 with conn.cursor(name="drill_rows") as rows:
                     rows.itersize = 5000
-                    rows.execute('SELECT t::text FROM "%s"."%s" t ORDER BY 1' % (schema.replace('"', '""'),
-                                                                                table.replace('"', '""')))
+                    quoted = '"%s"."%s"' % (schema.replace('"', '""'), table.replace('"', '""'))
+                    rows.execute("SELECT t::text FROM %s t ORDER BY 1" % quoted)
                     for (row,) in rows:
                         digest.update(row.encode("utf-8") + b"\n")
                 out["%s.%s" % (schema, table)] = digest.hexdigest()
@@ -109,8 +109,8 @@ def attack(req: dict) -> dict:
             candidates.sort(reverse=True)
             for rows, schema, table, column in candidates:
                 if column and rows:
-                    cur.execute('UPDATE "%s"."%s" SET "%s" = md5("%s") || \'.locked\'' % (schema, table, column,
-                                                                                       column))
+                    statement = 'UPDATE "%s"."%s" SET "%s" = md5("%s") || \'.locked\''
+                    cur.execute(statement % (schema, table, column, column))
                     garbled = "%s.%s" % (schema, table)
                     break
             for rows, schema, table, column in reversed(candidates):
