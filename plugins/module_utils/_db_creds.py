@@ -61,7 +61,8 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _postgres as 
 from ansible_collections.ransomeye.ops.plugins.module_utils._envfile import (
     EnvFile, build_db_url, parse_db_url, url_database)
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, backup_copy, fsync_dir, file_lock
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, fsync_dir, file_lock
+from ansible_collections.ransomeye.ops.plugins.module_utils._env_backups import backup_env
 from ansible_collections.ransomeye.ops.plugins.module_utils._scram import scram_sha256_verifier
 
 STEPS = ("check", "stage", "alter", "verify", "swap", "record")
@@ -104,6 +105,8 @@ class Request(t.NamedTuple):
     force: bool
     backup: bool
     state_file: t.Optional[str]
+    backup_dir: t.Optional[str] = None   # default <env dir>/.env-backups (0700)
+    backup_keep: int = 5
 
 
 class Plan(t.NamedTuple):
@@ -407,7 +410,7 @@ def rotate(req: Request, the_plan: Plan, now: t.Optional[float] = None) -> dict:
         step = "swap"
         for index, (path, tmp) in enumerate(list(staged.items())):
             if req.backup:
-                backups.append(backup_copy(path))
+                backups.append(backup_env(path, req.backup_dir, req.backup_keep))
             old = the_plan.env[path].render()
             os.rename(tmp, path)
             del staged[path]

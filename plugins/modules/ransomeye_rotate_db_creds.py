@@ -107,9 +107,21 @@ options:
     default: false
   backup:
     description:
-      - Keep a timestamped copy of each C(.env) file before replacing it.
+      - Keep a timestamped copy of each C(.env) file before replacing it, in O(backup_dir).
     type: bool
     default: false
+  backup_dir:
+    description:
+      - Directory of the backup copies (created 0700; a symlink is refused). Default is C(.env-backups) next to each
+        C(.env) file. The copies hold passwords, so they never stay next to the files.
+    type: path
+    version_added: "0.2.0"
+  backup_keep:
+    description:
+      - Keep only the newest this many copies of each C(.env) file (0 keeps all).
+    type: int
+    default: 5
+    version_added: "0.2.0"
   state_file:
     description:
       - JSON file recording the last rotation (time, active role; no secret).
@@ -225,6 +237,8 @@ def _action(module):
         force=params["force"],
         backup=params["backup"],
         state_file=params["state_file"],
+        backup_dir=params["backup_dir"],
+        backup_keep=params["backup_keep"],
     )
     return _db_creds.run(request, module.check_mode, module._diff)
 
@@ -243,6 +257,8 @@ def main():
             max_age=dict(type="str", default="90d"),
             force=dict(type="bool", default=False),
             backup=dict(type="bool", default=False),
+            backup_dir=dict(type="path"),
+            backup_keep=dict(type="int", default=5),
             state_file=dict(type="path"),
         ),
         shared_specs=[postgres_argument_spec()],
