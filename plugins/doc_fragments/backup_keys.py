@@ -36,6 +36,27 @@ options:
     version_added: "0.2.0"
 '''
 
+    # The incident mark (docs/THREAT_MODEL.md, "H and the vault"); ransomeye_backup_verify and ransomeye_restore.
+    INCIDENT = r'''
+options:
+  refuse_after_seq:
+    description:
+      - The incident mark - the last backup seq known to be good. A manifest with a higher seq is refused (reported as a
+        problem, never restored), however validly it is signed, because after a compromise the host's signing key is
+        the attacker's.
+      - Set it on the restoring side (the vault group's variables), never in the repository.
+    type: int
+    version_added: "0.2.0"
+  revoked_keys:
+    description:
+      - Key ids (as C(signer) in M(ransomeye.ops.ransomeye_backup_info)) whose signatures are no longer accepted; a
+        manifest they signed is refused as under O(refuse_after_seq).
+    type: list
+    elements: str
+    default: []
+    version_added: "0.2.0"
+'''
+
     DECRYPTION = r'''
 options:
   private_key:

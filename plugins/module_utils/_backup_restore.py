@@ -20,6 +20,7 @@ import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_incident import from_params as incident_from_params
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_trust as btrust
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
@@ -357,7 +358,7 @@ def run_restore_module(module: t.Any) -> dict:
         level = params.get("verify_level") or "ciphertext"
         checked = verify_repo(repo, trusted, params.get("backup") or "latest", level,
                               decrypt if level == "full" else None, only_components=params.get("components"),
-                              anchor=anchor)
+                              anchor=anchor, mark=incident_from_params(params))
         # repo.json differing from its signed copy is reported, not blocking: the signed copy is what is used.
         stopping = [p for p in checked.problems if p not in checked.view.repo_problems]
         if stopping or not checked.selected:

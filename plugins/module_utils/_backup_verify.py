@@ -19,6 +19,7 @@ import threading
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_incident import from_params as incident_from_params
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_anchor as banchor
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_trust as btrust
@@ -204,7 +205,8 @@ def _select(view: btrust.RepoView, backup: str, require_components: t.Optional[t
 def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level: str = "quick",
                 decrypt_kwargs: t.Optional[dict] = None,
                 only_components: t.Optional[t.Sequence[str]] = None,
-                anchor: t.Optional[t.Tuple[str, t.Optional[dict]]] = None, packs_quick: bool = False) -> VerifyResult:
+                anchor: t.Optional[t.Tuple[str, t.Optional[dict]]] = None, packs_quick: bool = False,
+                mark: t.Any = None) -> VerifyResult:
     """Verify with the lock already held.
 
     ``trusted`` is a ``Trust`` (keys and chain positions) or a plain key dict.
@@ -213,6 +215,8 @@ def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level:
     manifest itself is always checked in full. ``anchor`` is (path, state)
     of a rollback anchor. Problems about the repository as a whole (repo.json,
     the anchor) come first; ``blocking`` says which of them must stop a restore.
+    ``mark`` (an _backup_incident.IncidentMark) refuses manifests signed after
+    the incident mark or by a revoked key: they are problems, never chosen.
     """
     if level not in LEVELS:
         raise RansomeyeError("level must be one of %s" % ", ".join(LEVELS))
@@ -249,6 +253,7 @@ def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level:
     checker.prefetch(prefetch)
     verified: t.List[str] = []
     backups: t.List[dict] = []
+    marked: t.Set[t.Any] = set()
     for seq in selected:
         entry = entries[seq]
         item = entry.item
@@ -260,6 +265,12 @@ def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level:
         if seq in view.chain:
             problems.append(_problem(entry.label, manifest_obj, view.chain[seq]))
             ok = False
+        refused = mark.refusal(item.body.get("seq"), entry.signer) if mark is not None and item is not None \
+            else None
+        if refused:
+            problems.append(_problem(entry.label, manifest_obj, refused))
+            ok = False
+            marked.add(seq)
         if item is not None:
             body = item.body
             backups.append({"backup_id": item.backup_id, "seq": body["seq"],
@@ -283,7 +294,7 @@ def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level:
         if ok and not blocking:
             verified.append(item.backup_id)
     objects_checked = len({key[0] for key in checker.cache})
-    chosen = [entries[s].item for s in selected if entries[s].authentic and s not in view.chain]
+    chosen = [entries[s].item for s in selected if entries[s].authentic and s not in view.chain and s not in marked]
     return VerifyResult(verified, problems, backups, objects_checked, checker.bytes_checked,
                         chosen, blocking, view)  # type: ignore[arg-type]
 
@@ -309,7 +320,7 @@ def run_verify_module(module: t.Any) -> dict:
                                          params.get("key_file"))
     with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
         result = verify_repo(repo, trusted, params.get("backup") or "latest", params["level"], decrypt_kwargs,
-                             anchor=anchor)
+                             anchor=anchor, mark=incident_from_params(params))
         if os.path.isdir(os.path.join(repo.path, "wal")):
             from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_chain import verify_hook
             result = verify_hook(repo.path, result, trusted, params["level"], decrypt_kwargs)

@@ -70,6 +70,7 @@ options:
 extends_documentation_fragment:
   - ransomeye.ops.backup_keys
   - ransomeye.ops.backup_keys.decryption
+  - ransomeye.ops.backup_keys.incident
   - ransomeye.ops.connection_ignored
   - ransomeye.ops.connection_ignored.ca_cert
   - ransomeye.ops.attributes
@@ -163,6 +164,8 @@ def main():
             level=dict(type="str", choices=["quick", "ciphertext", "full"], default="quick"),
             trusted_keys=dict(type="list", elements="path", required=True, no_log=False),
             anchor=dict(type="path"),
+            refuse_after_seq=dict(type="int"),
+            revoked_keys=dict(type="list", elements="str", default=[], no_log=False),
             private_key=dict(type="path", no_log=False),
             private_key_passphrase=dict(type="str", no_log=True),
             key_file=dict(type="path", no_log=False),

@@ -142,6 +142,7 @@ options:
 extends_documentation_fragment:
   - ransomeye.ops.backup_keys
   - ransomeye.ops.backup_keys.decryption
+  - ransomeye.ops.backup_keys.incident
   - ransomeye.ops.postgres
   - ransomeye.ops.pitr_restore
   - ransomeye.ops.attributes
@@ -348,6 +349,8 @@ def main():
             key_file=dict(type="path", no_log=False),
             trusted_keys=dict(type="list", elements="path", no_log=False),
             anchor=dict(type="path"),
+            refuse_after_seq=dict(type="int"),
+            revoked_keys=dict(type="list", elements="str", default=[], no_log=False),
             db=dict(type="str"),
             dest=dict(type="path"),
             state=dict(type="str", choices=["restored", "rolled_back"], default="restored"),

@@ -120,3 +120,94 @@ def test_backups_of_every_host_are_shipped_to_the_vault_and_verify_there(fleet, 
     again = run_playbook(os.path.join(REPO, "playbooks", "backup.yml"), inventory=inventory,
                          extra_vars={"ransomeye_hosts": "ransomeye"}, args=["--forks", "3"])
     assert again.rc == 0, again.stdout[-4000:]
+
+
+def _tree_digests(root):
+    import hashlib
+    out = {}
+    for top, _dirs, names in os.walk(root):
+        for name in names:
+            path = os.path.join(top, name)
+            with open(path, "rb") as handle:
+                out[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
+    return out
+
+
+def _ship_only(tmp_dir, host, run_playbook, inventory, extra_vars=None):
+    """Run just the backup role's shipping for ``host`` (what the nightly backup does after a backup)."""
+    play = [{"hosts": host, "gather_facts": False,
+             "tasks": [{"name": "ship", "ansible.builtin.include_role": {"name": "ransomeye.ops.backup",
+                                                                        "tasks_from": "ship"}}]}]
+    path = os.path.join(tmp_dir, "ship-%s.yml" % host)
+    with open(path, "w") as handle:
+        json.dump(play, handle)
+    return run_playbook(path, inventory=inventory, extra_vars=extra_vars or {})
+
+
+def test_h_cannot_rewrite_what_the_vault_holds_and_the_vault_refuses_what_h_signs_after_the_mark(
+        fleet, run_playbook, run_module_direct, tmp_path):
+    """Attacker H (root on re-east / re-west, signing key included) against backups already on the vault.
+
+    The previous test shipped every host's backups. H then rewrites a shipped manifest and an object in the host's
+    own repository, and deletes a backup: shipping refuses, and the vault copy stays byte for byte. H signs a new
+    backup with the host's key: it reaches the vault (append-only allows new files), and the incident mark the
+    operator sets on the restoring side (refuse_after_seq) makes verify and restore refuse it while the backups
+    before the mark still restore.
+    """
+    inventory, hosts = fleet
+    vault_root = os.path.join(os.path.dirname(inventory), "vault")
+
+    # 1. Rewrites of what was shipped are refused, the vault copy is untouched, nothing on it is deleted.
+    east = hosts["re-east"]["ransomeye_backup_repo"]
+    mirror = os.path.join(vault_root, "re-east")
+    before = _tree_digests(mirror)
+    assert any(p.startswith("manifests/") for p in before)
+    manifests = sorted(glob.glob(os.path.join(east, "manifests", "*.json")))
+    with open(manifests[-1], "r+b") as handle:  # H re-signs or garbles the newest shipped manifest
+        handle.seek(0, os.SEEK_END)
+        handle.write(b" ")
+    victim = sorted(p for p in glob.glob(os.path.join(east, "objects", "**", "*"), recursive=True)
+                    if os.path.isfile(p))[0]
+    with open(victim, "ab") as handle:
+        handle.write(b"ransomware")
+    os.unlink(manifests[0])  # H destroys the oldest backup on the host
+    run = _ship_only(str(tmp_path), "re-east", run_playbook, inventory)
+    assert run.rc != 0
+    refusal = run.task("Refuse to overwrite anything the vault already holds", host="re-east")
+    assert refusal["status"] == "failed" and "append-only" in refusal["result"]["msg"]
+    assert os.path.relpath(manifests[-1], east) in refusal["result"]["msg"]
+    assert _tree_digests(mirror) == before
+
+    # 2. The incident mark: H signs a new backup with re-west's key after the compromise.
+    west = hosts["re-west"]
+    west_mirror = os.path.join(vault_root, "re-west")
+    info = run_module_direct("ransomeye_backup_info", dict(repo=west_mirror,
+                                                           trusted_keys=[west["ransomeye_signing_key_dir"]],
+                                                           backup="all"))
+    assert info["_rc"] == 0, info
+    good = max(b["seq"] for b in info["backups"])  # the operator's "last known good", read from the vault
+    good_id = [b["backup_id"] for b in info["backups"] if b["seq"] == good][0]
+    after = run_playbook(os.path.join(REPO, "playbooks", "backup.yml"), inventory=inventory,
+                         extra_vars={"ransomeye_hosts": "re-west"})
+    assert after.rc == 0, after.stdout[-4000:]
+    keys = dict(trusted_keys=[west["ransomeye_signing_key_dir"]])
+    plain = run_module_direct("ransomeye_backup_verify", dict(repo=west_mirror, backup="latest", **keys))
+    assert plain["_rc"] == 0 and plain["verified"], plain  # validly signed: without the mark it verifies
+    marked = run_module_direct("ransomeye_backup_verify", dict(repo=west_mirror, backup="all", refuse_after_seq=good,
+                                                               fail_on_problems=False, **keys))
+    assert [p["reason"] for p in marked["problems"]] == \
+        ["seq %d is after the incident mark (refuse_after_seq %d)" % (good + 1, good)]
+    assert good_id in marked["verified"]
+    restore_args = dict(repo=west_mirror, components=["config"], dest=str(tmp_path / "restored"),
+                        private_key=os.path.join(west["ransomeye_backup_key_dir"], "recipient.key"),
+                        refuse_after_seq=good, **keys)
+    refused = run_module_direct("ransomeye_restore", dict(restore_args, backup="latest"))
+    assert refused.get("failed") and "incident mark" in refused["msg"], refused
+    assert not os.path.exists(str(tmp_path / "restored"))
+    restored = run_module_direct("ransomeye_restore", dict(restore_args, backup=good_id))
+    assert restored["_rc"] == 0 and restored["backup_id"] == good_id, restored
+    # The same mark on the vault side of shipping flags what H ships next.
+    flagged = _ship_only(str(tmp_path), "re-west", run_playbook, inventory,
+                         extra_vars={"backup_vault_refuse_after_seq": good})
+    verify = flagged.task("Verify the vault copy (ciphertext level, no secret needed)", host="re-west")
+    assert verify["status"] == "failed" and "incident mark" in verify["result"]["msg"]
