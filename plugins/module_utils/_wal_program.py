@@ -102,7 +102,9 @@ def _check_segment_header(name: str, first: bytes, size: int, config: dict) -> N
     seg_size = header["segment_size"]
     if wf.wal_kind(name) == "segment" and size != seg_size:
         raise wf.WalError("%s is %d bytes, not the segment size %d (truncated?)" % (name, size, seg_size))
-    if header["timeline"] != int(name[:8], 16):
+    # The first segment of a new timeline is a copy of the parent's up to the switch point, so its first page
+    # carries the parent's (lower) timeline; a higher one is never right.
+    if header["timeline"] > int(name[:8], 16):
         raise wf.WalError("%s holds WAL of timeline %d" % (name, header["timeline"]))
     if header["pageaddr"] != wf.segment_number(name, seg_size) * seg_size:
         raise wf.WalError("%s holds WAL of another segment (page address %s)" % (name, wf.format_lsn(header["pageaddr"])))

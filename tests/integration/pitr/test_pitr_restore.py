@@ -150,6 +150,14 @@ def test_swap_and_one_step_rollback(history):
     assert result["previous_data_dir"].startswith(site.pg.data + ".pre_pitr_")
     assert table_hashes(site.pg, "app") == site.marks["A"]["hashes"]  # the live port answers from the restore
     assert result["tables"]["public.hosts"] == 40
+    # the swapped-in cluster archives its new timeline into the same repository
+    history = "%08X.history" % result["timeline"]
+    deadline = time.monotonic() + 60
+    while history not in site.chain_names() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert history in site.chain_names()
+    site.switch_and_wait()
+    assert any(n.startswith("%08X" % result["timeline"]) and len(n) == 24 for n in site.chain_names())
     back = run_module_direct("ransomeye_restore", dict(repo=site.repo, state="rolled_back",
                                                        live_data_dir=site.pg.data, server_log=site.pg.logfile))
     assert back["_rc"] == 0 and back["changed"], back.get("msg")
