@@ -18,7 +18,7 @@ HELLO = """
 """
 
 
-def _play(tmp_path, method, state="present"):
+def _play(tmp_path, method, state="present", **extra_vars):
     jobs = [{"name": "hello", "playbook": str(tmp_path / "hello.yml"), "cron": "*/5 * * * *",
              "on_calendar": "*-*-* 02:00:00", "extra_args": ["-e", "mark=%s" % (tmp_path / "mark")]}]
     play = [{"hosts": "localhost", "gather_facts": False, "roles": [{
@@ -26,7 +26,8 @@ def _play(tmp_path, method, state="present"):
         "vars": {"schedule_method": method, "schedule_state": state, "schedule_jobs": jobs,
                  "schedule_cron_dir": str(tmp_path / "cron.d"), "schedule_systemd_dir": str(tmp_path / "systemd"),
                  "schedule_systemd_reload": False, "schedule_log_dir": str(tmp_path / "log"),
-                 "schedule_lock_dir": str(tmp_path), "schedule_inventory": str(tmp_path / "inv.ini")}}]}]
+                 "schedule_lock_dir": str(tmp_path), "schedule_inventory": str(tmp_path / "inv.ini"),
+                 "schedule_bin_dir": str(tmp_path / "bin"), **extra_vars}}]}]
     path = tmp_path / ("play-%s.yml" % method)
     import json
     path.write_text(json.dumps(play))
@@ -91,3 +92,34 @@ def test_bad_job_definition_fails_clearly(tmp_path, run_playbook):
     assert run.rc != 0
     assert "needs name, playbook" in run.task("Check the job definitions")["result"]["results"][0]["msg"]
     assert list((tmp_path / "cron.d").iterdir()) == []
+
+
+def test_runs_log_with_timestamps_rotate_and_a_skipped_overlap_leaves_a_line(tmp_path, run_playbook):
+    import fcntl
+    import re
+    _setup(tmp_path)
+    assert run_playbook(_play(tmp_path, "cron", schedule_log_max_bytes=200, schedule_log_keep=2)).rc == 0
+    entry = (tmp_path / "cron.d" / "ransomeye-ops-hello").read_text()
+    command = [ln for ln in entry.splitlines() if ln.startswith("*/5")][0].split(None, 6)[6]
+    log = tmp_path / "log" / "hello.log"
+    env = dict(os.environ, HOME=str(tmp_path))
+    assert subprocess.run(["/bin/sh", "-c", command], env=env, check=False).returncode == 0
+    lines = log.read_text().splitlines()
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[hello\] start: ", lines[0])
+    assert re.match(r"^\S+Z \[hello\] end: rc=0 after ", lines[-1]) and any("PLAY RECAP" in ln for ln in lines)
+    assert all(re.match(r"^\d{4}-\d\d-\d\dT\S+Z ", ln) for ln in lines)
+    # An overlapping run (the lock is held) leaves one line saying it skipped, and does not run.
+    (tmp_path / "mark").unlink()
+    fd = os.open(str(tmp_path / "ransomeye-ops-hello.lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert subprocess.run(["/bin/sh", "-c", command], env=env, check=False).returncode == 0
+    finally:
+        os.close(fd)
+    assert "[hello] skipped: an earlier run still holds" in log.read_text().splitlines()[-1]
+    assert not (tmp_path / "mark").exists()
+    # The log is over 200 bytes: the next runs rotate it, keeping two rotated logs.
+    for _ in range(3):
+        assert subprocess.run(["/bin/sh", "-c", command], env=env, check=False).returncode == 0
+    assert (tmp_path / "log" / "hello.log.1").exists() and (tmp_path / "log" / "hello.log.2").exists()
+    assert not (tmp_path / "log" / "hello.log.3").exists()
