@@ -20,6 +20,22 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._errors import Ranso
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import canonical_path
 
 
+def _replace_surrogates(value: t.Any, name: str, found: t.List[str]) -> t.Any:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            found.append(name.split(".")[0] or "?")
+            return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return dict((_replace_surrogates(k, name or str(k), found), _replace_surrogates(v, name or str(k), found))
+                    for k, v in value.items())
+    if isinstance(value, list):
+        return [_replace_surrogates(v, name, found) for v in value]
+    return value
+
+
 class RansomeyeModule(AnsibleModule):
     """AnsibleModule that merges shared argument specs and never dies in a traceback."""
 
@@ -33,8 +49,21 @@ class RansomeyeModule(AnsibleModule):
         for shared in shared_specs:
             spec.update(shared)
         spec.update(argument_spec)
+        self._not_utf8: t.List[str] = []
         super().__init__(argument_spec=spec, **kwargs)
+        if self._not_utf8:
+            self.fail_json(msg="option(s) %s hold bytes that are not UTF-8 text; give them as UTF-8"
+                           % ", ".join(sorted(set(self._not_utf8))))
         self._canonical_paths(spec)
+
+    def _load_params(self) -> None:
+        """Read the parameters; a value holding undecodable bytes is noted (and made encodable) to fail clearly.
+
+        AnsibleModule itself would die in a traceback logging such a value
+        (a lone surrogate from non-UTF-8 input cannot be encoded).
+        """
+        super()._load_params()
+        self.params = _replace_surrogates(self.params, "", self._not_utf8)
 
     def _canonical_paths(self, spec: dict) -> None:
         """Every path option, canonical before any check reads it: ``//`` is ``/``, ``/x/..`` is what it names.
