@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: contributors to ransomeye.ops
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Run one scheduled ransomeye.ops job (installed by the ransomeye.ops.schedule role; cron and systemd call it).

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import tempfile
 
@@ -37,11 +38,19 @@ def test_nightly_maintenance_on_the_demo_host(demo, run_playbook):
     rotated = sorted(glob.glob(os.path.join(log_dir, "*.log.*")))
     assert len(rotated) == 11
 
-    check = run_playbook(PLAYBOOK, inventory=demo["inventory"], check=True)
+    check = run_playbook(PLAYBOOK, inventory=demo["inventory"], check=True, diff=True,
+                         extra_vars={"maintenance_plan_limit": 3})
     assert check.rc == 0, check.stdout[-3000:] + check.stderr[-3000:]
     assert check.task("Archive old logs (verified before the originals are removed)")["result"]["changed"] is True
     assert names(buffer_dir) == before_buffer
     assert sorted(glob.glob(os.path.join(log_dir, "*.log.*"))) == rotated
+    # --check --diff names the first files a real run would archive and remove, and how many in all.
+    archive_line, remove_line = check.task("What a real run would archive and remove")["result"]["msg"]
+    assert archive_line.startswith("would archive 11 log(s): ") and archive_line.endswith(" ...")
+    assert len(archive_line.split(": ", 1)[1][:-4].split(", ")) == 3
+    assert all(p in rotated for p in archive_line.split(": ", 1)[1][:-4].split(", "))
+    assert re.match(r"would remove \d+ entr(y|ies): ", remove_line) and buffer_dir in remove_line
+    assert not glob.glob(os.path.join(demo["root"], "reports", "nightly-health-*.json"))  # check mode writes nothing
 
     run = run_playbook(PLAYBOOK, inventory=demo["inventory"])
     assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
