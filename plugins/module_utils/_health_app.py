@@ -21,7 +21,6 @@ import os
 import re
 import typing as t
 import urllib.error
-import urllib.request
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils._health_report import (
@@ -46,9 +45,11 @@ def _age(moment: t.Optional[str], now: datetime.datetime) -> t.Optional[float]:
 
 def app_url_check(url: str, thresholds: Thresholds, timeout: float) -> dict:
     """The app's health URL: 200 is ok; any other answer (503 when its database is gone) or none is critical."""
+    from ansible.module_utils.urls import open_url
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # nosec: an operator-given health URL
-            code = resp.status
+        resp = open_url(url, timeout=timeout, follow_redirects="safe")
+        code = resp.getcode()
+        resp.close()
     except urllib.error.HTTPError as exc:
         code = exc.code
     except (urllib.error.URLError, OSError, ValueError) as exc:

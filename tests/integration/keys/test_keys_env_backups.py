@@ -10,7 +10,7 @@ from tests.integration.keys.conftest import failed
 def test_env_backups_go_to_a_0700_dir_and_only_the_newest_are_kept(creds, run_module_direct):
     env_dir = os.path.dirname(creds.env_files[0])
     backup_dir = os.path.join(env_dir, ".env-backups")
-    for _ in range(4):
+    for dummy in range(4):
         result = run_module_direct("ransomeye_rotate_db_creds", creds.module_args(force=True, backup=True,
                                                                                   backup_keep=2))
         assert not failed(result), result

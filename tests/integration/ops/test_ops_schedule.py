@@ -119,7 +119,7 @@ def test_runs_log_with_timestamps_rotate_and_a_skipped_overlap_leaves_a_line(tmp
     assert "[hello] skipped: an earlier run still holds" in log.read_text().splitlines()[-1]
     assert not (tmp_path / "mark").exists()
     # The log is over 200 bytes: the next runs rotate it, keeping two rotated logs.
-    for _ in range(3):
+    for dummy in range(3):
         assert subprocess.run(["/bin/sh", "-c", command], env=env, check=False).returncode == 0
     assert (tmp_path / "log" / "hello.log.1").exists() and (tmp_path / "log" / "hello.log.2").exists()
     assert not (tmp_path / "log" / "hello.log.3").exists()

@@ -19,7 +19,7 @@ def test_repeats_coalesce_and_a_full_spool_drops_counts_and_warns(tmp_path, run_
     spool = tmp_path / "spool"
     first = _alert(run_module_direct, spool, "host critical: disk", "h|critical|disk")
     assert first["_rc"] == 0 and first["queued"] == 1 and not first["coalesced"]
-    for _ in range(4):
+    for dummy in range(4):
         again = _alert(run_module_direct, spool, "host critical: disk", "h|critical|disk")
         assert again["_rc"] == 0 and again["coalesced"] and again["queued"] == 1, again
     [entry] = [n for n in os.listdir(spool) if n.endswith(".alert")]
