@@ -16,7 +16,11 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
@@ -327,3 +331,81 @@ def render_conf(
             lines.append("# %s" % comments[name].replace("\n", " "))
         lines.append("%s = %s" % (name, conf_quote(value)))
     return "\n".join(lines) + "\n"
+
+
+# -- the server's own check of a candidate file ------------------------------------------------------------------
+
+def _as_user(uid: int, gid: int) -> t.Optional[t.Callable[[], None]]:
+    """preexec_fn that drops to ``uid``/``gid`` (the postgres binary refuses to run as root)."""
+    if os.geteuid() != 0 or uid == 0:
+        return None
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    return drop
+
+
+def check_conf_with_server(content: str, data_dir: t.Optional[str], pg_version: t.Optional[int],
+                           probe: str = "shared_buffers") -> None:
+    """Have the server's own ``postgres`` binary read ``content`` as its configuration; RansomeyeError if it refuses.
+
+    ``postgres --config-file=<candidate> -C <name> -D <dir>`` parses every
+    setting exactly as the next start would (unknown names, bad values, bad
+    units) and exits without starting anything. It runs as the data
+    directory's owner; without ``data_dir``, against an empty directory, as
+    the ``postgres`` user when this run is root.
+    """
+    import pwd
+    if data_dir:
+        try:
+            st = os.stat(data_dir)
+        except OSError as exc:
+            raise RansomeyeError("data_dir %s: %s" % (data_dir, exc.strerror or exc))
+        uid, gid = st.st_uid, st.st_gid
+        try:
+            with open(os.path.join(data_dir, "PG_VERSION")) as handle:
+                pg_version = int(handle.read().strip().split(".")[0])
+        except (OSError, ValueError):
+            pass
+    elif os.geteuid() == 0:
+        try:
+            entry = pwd.getpwnam("postgres")
+        except KeyError:
+            raise RansomeyeError("apply=file checks the file with the server's postgres binary, which refuses to run "
+                                 "as root and there is no postgres user: give data_dir")
+        uid, gid = entry.pw_uid, entry.pw_gid
+    else:
+        uid, gid = os.geteuid(), os.getegid()
+    try:
+        binary = _postgres.find_pg_binary("postgres", pg_version)
+    except RansomeyeError as exc:
+        raise RansomeyeError("apply=file checks the file with the server's own postgres binary before putting it in "
+                             "place, and none was found: %s" % exc.msg)
+    work = tempfile.mkdtemp(prefix="ransomeye-pgconf-")
+    try:
+        os.chmod(work, 0o755)
+        candidate = os.path.join(work, "candidate.conf")
+        with open(candidate, "w", encoding="utf-8") as handle:
+            handle.write(content)
+        os.chmod(candidate, 0o644)
+        directory = data_dir
+        if not directory:
+            directory = os.path.join(work, "empty")
+            os.mkdir(directory, 0o700)
+            if os.geteuid() == 0:
+                os.chown(directory, uid, gid)
+        proc = subprocess.run([binary, "--config-file=" + candidate, "-C", probe, "-D", directory],
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False,
+                              preexec_fn=_as_user(uid, gid), cwd=work)
+    except subprocess.TimeoutExpired:
+        raise RansomeyeError("the postgres binary did not finish checking the candidate configuration within 60 s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if proc.returncode != 0:
+        lines = [line.split(":  ", 1)[-1] for line in proc.stderr.decode("utf-8", "replace").splitlines()
+                 if "LOG:" in line or "FATAL:" in line or "ERROR:" in line]
+        lines = [line for line in lines if "skipping missing configuration file" not in line]
+        raise RansomeyeError("the server would refuse this configuration (%s); nothing was written: %s"
+                             % (os.path.basename(binary), "; ".join(lines[:5]) or "exit status %d" % proc.returncode))

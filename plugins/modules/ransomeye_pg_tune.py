@@ -91,6 +91,14 @@ options:
       - How to apply the settings. Defaults to V(file) when O(dest) is set, else V(alter_system).
     type: str
     choices: [alter_system, file, none]
+  data_dir:
+    description:
+      - Data directory of the cluster, for O(apply=file). Before the file is put in place, the server's own
+        C(postgres) binary (of the version in C(PG_VERSION)) reads it as its configuration, as the owner of this
+        directory; a file it refuses (unknown parameter, invalid value) is never written.
+      - Without it, the check runs against an empty directory as the C(postgres) user.
+    type: path
+    version_added: "0.2.0"
   dest:
     description:
       - Include file to write with O(apply=file), for example C(/etc/postgresql/15/main/conf.d/ransomeye-tune.conf).
@@ -275,6 +283,9 @@ def _apply_file(module: RansomeyeModule, settings: dict, inp: _pgtune.PgTuneInpu
     )
     if module._diff:
         result["diff"] = dict(before=old or "", after=content, before_header=dest, after_header=dest)
+    if changed:
+        # The server itself judges the file, in check mode too: a file it refuses would stop the next start.
+        _pg_settings.check_conf_with_server(content, module.params["data_dir"], inp.pg_version)
     if changed and not module.check_mode:
         backup_file = atomic_write(dest, content.encode("utf-8"), mode=0o644 if old is None else None,
                                    backup=module.params["backup"])
@@ -367,6 +378,7 @@ def main() -> None:
         overrides=dict(type="dict", default={}),
         apply=dict(type="str", choices=["alter_system", "file", "none"]),
         dest=dict(type="path"),
+        data_dir=dict(type="path"),
         backup=dict(type="bool", default=False),
         reload=dict(type="bool", default=True),
         cgroup_root=dict(type="path", default=_hardware.CGROUP_ROOT),
