@@ -235,6 +235,13 @@ def down(root: str, quiet: bool = False) -> None:
     _log(quiet, "stopped services and PostgreSQL of %s" % layout.root)
 
 
+def replay_hint(layout: Layout, playbook: str) -> str:
+    """The command printed before each playbook: it works as printed, from any shell (the checkout's ansible.cfg)."""
+    import shlex
+    return "cd %s && %s -i %s %s" % (shlex.quote(REPO), shlex.quote(os.path.join(layout.bindir, "ansible-playbook")),
+                                     shlex.quote(layout.inventory), shlex.quote(os.path.relpath(playbook, REPO)))
+
+
 def play(root: str, playbooks: t.Sequence[str] = (), extra_args: t.Sequence[str] = ()) -> int:
     """ansible-playbook -i DIR/inventory/hosts.yml <playbooks> (dr_drill.yml by default)."""
     layout = Layout(root)
@@ -257,7 +264,7 @@ def play(root: str, playbooks: t.Sequence[str] = (), extra_args: t.Sequence[str]
     env["PATH"] = layout.bindir + os.pathsep + env.get("PATH", "")
     rc = 0
     for playbook in playbooks:
-        print("demo: ansible-playbook -i %s %s" % (layout.inventory, playbook), flush=True)
+        print("demo: %s" % replay_hint(layout, playbook), flush=True)
         proc = subprocess.run([os.path.join(layout.bindir, "ansible-playbook"), "-i", layout.inventory, playbook]
                               + list(extra_args), env=env, cwd=REPO, check=False)
         rc = rc or proc.returncode

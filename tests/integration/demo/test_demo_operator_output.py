@@ -42,3 +42,27 @@ def test_the_last_drill_is_shown_summarised(demo_host, run_playbook):
     lines = run.task("The last drill")["result"]["msg"]
     assert lines[0].startswith("DR drill FAILED on localhost") and "failed at backup" in lines[0], lines
     assert "backup failed" in lines[1] and "disaster not run" in lines[1], lines
+
+
+def test_the_printed_replay_hint_and_a_plain_command_work_from_a_checkout(demo_host):
+    import shlex
+    import subprocess
+    import sys
+
+    from tests.harness.demo import host
+    # What `python -m tests.harness.demo play` prints before each playbook, run as printed by an operator's shell:
+    # from the checkout, with none of the variables the Makefile exports.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "PYTHONPATH"))}
+    env["HOME"] = demo_host.root
+    printed = host.replay_hint(demo_host.layout, os.path.join(PLAY, "health_check.yml"))
+    assert printed.startswith("cd %s && " % shlex.quote(REPO)), printed
+    proc = subprocess.run(["/bin/sh", "-c", printed + " --check"], capture_output=True, text=True, env=env,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Health of localhost" in proc.stdout
+    # The plain form of the runbook, with the venv's ansible-playbook on PATH.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    proc = subprocess.run(["ansible-playbook", "-i", demo_host.inventory, "playbooks/backup.yml", "--check"],
+                          capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Backup summary" in proc.stdout
