@@ -183,6 +183,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._syslog import (
     Alert, Sender, Target, parse_facility, parse_severity, render,
 )
 
+
 def _text(value):
     """``value`` as valid UTF-8 text: undecodable bytes (surrogate escapes) become U+FFFD, never an exception."""
     if not isinstance(value, str):
@@ -191,8 +192,8 @@ def _text(value):
         value.encode("utf-8")
         return value
     except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogateescape" if _escapes_only(value) else "replace").decode("utf-8",
-                                                                                                        "replace")
+        errors = "surrogateescape" if _escapes_only(value) else "replace"
+        return value.encode("utf-8", errors).decode("utf-8", "replace")
 
 
 def _escapes_only(value):

@@ -56,7 +56,7 @@ def resolve_in_manifest(link: str, links: t.Dict[str, str], roots: t.Sequence[st
     and a planted link there could lead anywhere. Raises EntryRefused.
     """
     resolved = [p for p in os.path.dirname(link).split("/") if p]
-    todo = [p for p in links[link].split("/")]
+    todo = links[link].split("/")
     if links[link].startswith("/"):
         resolved = []
     hops = 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.keys.test_keys_cert_renew import _args, _snapshot, tls  # noqa: F401 - the fixture
+from tests.integration.keys.test_keys_cert_renew import _args, _snapshot, tls  # noqa: F401 pylint: disable=unused-import
 
 
 @pytest.mark.parametrize("extra,fragment", [

@@ -135,9 +135,9 @@ def _tree_digests(root):
 
 def _ship_only(tmp_dir, host, run_playbook, inventory, extra_vars=None):
     """Run just the backup role's shipping for ``host`` (what the nightly backup does after a backup)."""
+    include = {"name": "ransomeye.ops.backup", "tasks_from": "ship"}
     play = [{"hosts": host, "gather_facts": False,
-             "tasks": [{"name": "ship", "ansible.builtin.include_role": {"name": "ransomeye.ops.backup",
-                                                                        "tasks_from": "ship"}}]}]
+             "tasks": [{"name": "ship", "ansible.builtin.include_role": include}]}]
     path = os.path.join(tmp_dir, "ship-%s.yml" % host)
     with open(path, "w") as handle:
         json.dump(play, handle)

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import signal
-import sys
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -140,6 +139,7 @@ def _run_in_process(mod, args):
     old = signal.signal(signal.SIGALRM, alarm)
     signal.alarm(PER_CALL_SECONDS)
     cwd = os.getcwd()
+    os.chdir(SANDBOX)  # relative paths (and report files an info module writes) land in the sandbox
     try:
         with contextlib.redirect_stdout(out):
             mod.main()

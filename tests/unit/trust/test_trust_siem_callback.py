@@ -76,10 +76,10 @@ def test_a_bad_app_name_is_sanitised_at_load_and_every_alert_still_goes_out(tmp_
 def test_a_no_log_task_never_sends_its_rendered_name(tmp_path):
     cb, _display = _callback(tmp_path)
     secret = "hunter2-s3cr3t"
-    cb.v2_runner_on_failed(_result("log in with %s" % secret, {"censored": "hidden", "failed": True,
-                                                               "_ansible_no_log": True}, no_log=True))
-    cb.v2_runner_on_unreachable(_result("reach with %s" % secret, {"msg": "unreachable", "unreachable": True,
-                                                                  "_ansible_no_log": True}, no_log=True))
+    failed = {"censored": "hidden", "failed": True, "_ansible_no_log": True}
+    unreachable = {"msg": "unreachable", "unreachable": True, "_ansible_no_log": True}
+    cb.v2_runner_on_failed(_result("log in with %s" % secret, failed, no_log=True))
+    cb.v2_runner_on_unreachable(_result("reach with %s" % secret, unreachable, no_log=True))
     messages = _spooled(tmp_path)
     assert len(messages) == 2
     assert all(secret not in m for m in messages)
