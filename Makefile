@@ -28,7 +28,7 @@ export PYTHONPATH := $(COLLECTIONS):$(CURDIR)
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup demo-setup demo-sysdeps sysdeps venv lint-venv collection demo demo-clean test lint sanity units integration molecule bench build offline-bundle clean
+.PHONY: help setup demo-setup demo-sysdeps sysdeps venv lint-venv collection demo demo-clean test lint sanity units integration molecule bench bench-peers build offline-bundle clean
 
 help:
 	@echo "make demo        build the demo RansomEye host and run the DR drill against it"
@@ -95,8 +95,14 @@ integration: setup
 	$(BIN)/python -m pytest -q tests/integration -n $(PYTEST_WORKERS) --dist loadfile
 	@bash tools/ansible_test.sh integration $(ANSIBLE_TEST_ROOT)/integration/ansible_collections/ransomeye/ops
 
-bench: setup
+bench: setup bench-peers
 	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
+# restic and borg are baselines of bench/bench_repo.py only, never runtime dependencies (Debian packages)
+bench-peers:
+	@if ! command -v restic >/dev/null || ! command -v borg >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y restic borgbackup; \
+	  else echo "bench_repo.py compares with restic and borg: run 'apt-get install -y restic borgbackup' as root"; fi; fi
 
 build: setup
 	$(BIN)/ansible-galaxy collection build --force --output-path $(BUILD)/dist .

@@ -1,0 +1,255 @@
+"""Repository v2 (issue 15) side by side with restic and borg, in the same run, on shapes A and B.
+
+    .venv/bin/python bench/bench_repo.py [--shape-a-mb 1024] [--shape-b-files 200000] [--million] [--workdir DIR]
+
+Shape A: files of 16 KiB .. 4 MiB, half incompressible, half text-like (bench_dr.make_artifacts). Shape B: small
+evidence files of 1-4 KiB (JSON-like text, 500 per directory). ``--million`` adds a shape B run at 1,000,000 files.
+For each shape and tool: full backup, second backup with nothing changed, third after 1 % of the files changed,
+full restore into an empty directory (verified byte for byte against the source with our own SHA-256 walk),
+repository size (du) and peak RSS of the tool's process. Ours is ransomeye_backup / ransomeye_restore run as
+modules (format v2, rsa mode with an RSA-3072 recipient, Ed25519 signer); restic with its repository v2 defaults
+(compression auto), borg with repokey encryption and its default lz4. restic and borgbackup come from Debian
+(``apt-get install -y restic borgbackup``, bench set-up only; never a runtime dependency). The machine is shared:
+the load average is printed next to each shape.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "bench"))
+
+from bench_dr import COLLECTIONS, make_artifacts, make_keys  # noqa: E402
+
+
+def run_module(name, args):
+    """Run a module file directly; (result, wall seconds, peak RSS bytes). Its stdout goes to a file: a restore's
+    result can exceed a pipe's buffer while we poll its memory."""
+    import psutil
+    path = os.path.join(REPO, "plugins", "modules", name + ".py")
+    data = dict(args, _ansible_check_mode=False, _ansible_diff=False, _ansible_tmpdir=None,
+                _ansible_remote_tmp=tempfile.gettempdir())
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": data}, handle)
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS, LC_ALL="C.UTF-8")
+    with tempfile.TemporaryFile() as out:
+        started = time.monotonic()
+        proc = psutil.Popen([sys.executable, path, handle.name], stdout=out, stderr=subprocess.DEVNULL, env=env)
+        peak = 0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, proc.memory_info().rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+        wall = time.monotonic() - started
+        out.seek(0)
+        text = out.read()
+    os.unlink(handle.name)
+    result = json.loads(text)
+    if result.get("failed"):
+        raise SystemExit("%s failed: %s" % (name, result.get("msg")))
+    return result, wall, peak
+
+
+def make_shape_b(root, files, seed=5):
+    rng = random.Random(seed)
+    names = []
+    for i in range(files):
+        d = os.path.join(root, "host-%03d" % (i % 400 // 4), "day-%03d" % (i // 500))
+        if i % 500 == 0 or not os.path.isdir(d):
+            os.makedirs(d, exist_ok=True)
+        size = rng.randint(1024, 4096)
+        body = json.dumps({"event": i, "host": "h%d" % rng.randint(1, 400), "sha": hashlib.sha256(b"%d" % i).hexdigest(),
+                           "pad": os.urandom(size // 4).hex()}).encode()[:size]
+        path = os.path.join(d, "e%07d.json" % i)
+        with open(path, "wb") as handle:
+            handle.write(body)
+        names.append(path)
+    return names
+
+
+def tree_digest(root):
+    digest = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(dirpath, name)
+            digest.update(os.path.relpath(path, root).encode("utf-8", "surrogateescape"))
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def du(path):
+    return int(subprocess.run(["du", "-sb", path], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+def run_tool(argv, env):
+    """(wall seconds, peak RSS bytes of the child) for one external command."""
+    started = time.monotonic()
+    # a fresh helper process per measurement, so RUSAGE_CHILDREN's maximum is this command's
+    wrapper = [sys.executable, "-c", "import resource,subprocess,sys;r=subprocess.run(sys.argv[1:]);"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,file=sys.stderr);sys.exit(r.returncode)"]
+    proc = subprocess.run(wrapper + argv, env=env, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit("%s failed: %s" % (" ".join(argv[:3]), proc.stderr[-2000:]))
+    peak_kib = int(proc.stderr.strip().splitlines()[-1])
+    return wall, peak_kib * 1024
+
+
+class Ours:
+    name = "ransomeye.ops v2"
+
+    def __init__(self, work, keys, roots):
+        self.repo = os.path.join(work, "ours-repo")
+        self.roots = roots
+        self.keys = keys
+        self.args = dict(repo=self.repo, components=["artifacts"], artifact_paths=roots, mode="rsa",
+                         recipients=[keys["recipient.pub"]], signing_key=keys["signing.key"],
+                         cache_dir=os.path.join(work, "ours-cache"), format="v2")
+
+    def backup(self):
+        _result, wall, peak = run_module("ransomeye_backup", self.args)
+        return wall, peak
+
+    def restore(self, dest):
+        _result, wall, peak = run_module("ransomeye_restore", dict(
+            repo=self.repo, trusted_keys=[self.keys["signing.pub"]], private_key=self.keys["recipient.key"],
+            components=["artifacts"], dest=dest))
+        return wall, peak
+
+
+class Restic:
+    name = "restic"
+
+    def __init__(self, work, keys, roots):
+        self.repo = os.path.join(work, "restic-repo")
+        self.roots = roots
+        pw = os.path.join(work, "restic.pass")
+        with open(pw, "w") as handle:
+            handle.write("bench-password\n")
+        self.env = dict(os.environ, RESTIC_PASSWORD_FILE=pw, RESTIC_CACHE_DIR=os.path.join(work, "restic-cache"),
+                        RESTIC_REPOSITORY=self.repo)
+        subprocess.run(["restic", "init", "-q"], env=self.env, check=True, capture_output=True)
+
+    def backup(self):
+        return run_tool(["restic", "backup", "-q"] + self.roots, self.env)
+
+    def restore(self, dest):
+        return run_tool(["restic", "restore", "latest", "--target", dest, "-q"], self.env)
+
+
+class Borg:
+    name = "borg"
+
+    def __init__(self, work, keys, roots):
+        self.repo = os.path.join(work, "borg-repo")
+        self.roots = roots
+        self.env = dict(os.environ, BORG_PASSCOMMAND="echo bench-password", BORG_BASE_DIR=os.path.join(work, "borg-base"),
+                        BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes", BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
+        subprocess.run(["borg", "init", "--encryption=repokey", self.repo], env=self.env, check=True,
+                       capture_output=True)
+        self.count = 0
+
+    def backup(self):
+        self.count += 1
+        return run_tool(["borg", "create", "%s::a%d" % (self.repo, self.count)] + self.roots, self.env)
+
+    def restore(self, dest):
+        os.makedirs(dest, exist_ok=True)
+        argv = ["bash", "-c", 'cd "$1" && exec borg extract "$2"', "x", dest, "%s::a%d" % (self.repo, self.count)]
+        return run_tool(argv, self.env)
+
+
+def bench_shape(label, work, keys, root, files, tools):
+    print("\n== shape %s: %d files, %.0f MB (load average %s)" % (
+        label, len(files), du(root) / 1e6, " ".join("%.1f" % x for x in os.getloadavg())))
+    rng = random.Random(11)
+    changed = rng.sample(files, max(1, len(files) // 100))
+    rows = {}
+    instances = [tool_class(work, keys, [root]) for tool_class in tools]
+    for tool in instances:
+        rows[tool.name] = row = {}
+        row["full"], peak_full = tool.backup()
+        time.sleep(2.2)   # past every tool's racy-timestamp window, so "nothing changed" means nothing
+        row["nochange"], peak_nochange = tool.backup()
+        row["peak"] = max(peak_full, peak_nochange)
+    # the same 1 % of files change once, then every tool backs up and restores
+    for path in changed:
+        with open(path, "ab") as handle:
+            handle.write(b" ")
+    changed_digest = tree_digest(root)
+    for tool in instances:
+        name = tool.name
+        row = rows[name]
+        row["changed"], peak = tool.backup()
+        dest = os.path.join(work, "restore-%s" % name.split()[0].replace(".", "-"))
+        row["restore"], peak_restore = tool.restore(dest)
+        row["peak"] = max(row["peak"], peak, peak_restore)
+        row["size"] = du(tool.repo)
+        row["ok"] = tree_digest(dest + root) == changed_digest
+        shutil.rmtree(dest)
+    print("%-30s %14s %14s %14s" % ("figure", *[t.name for t in tools]))
+    for key, text, unit, scale in (("full", "full backup", "s", 1), ("nochange", "nothing changed", "s", 1),
+                                   ("changed", "1% changed", "s", 1), ("restore", "full restore", "s", 1),
+                                   ("size", "repository size", "MB", 1e6), ("peak", "peak RSS", "MiB", 1 << 20)):
+        print("%-30s %14s %14s %14s" % (text + " (%s)" % unit, *["%.2f" % (rows[t.name][key] / scale) for t in tools]))
+    print("%-30s %14s %14s %14s" % ("restore byte-identical", *[str(rows[t.name]["ok"]) for t in tools]))
+    ours = rows[tools[0].name]
+    for key in ("full", "nochange", "changed", "restore", "size", "peak"):
+        best = min(rows[t.name][key] for t in tools[1:]) if len(tools) > 1 else None
+        if best:
+            print("  ours / better peer, %-10s %.2fx" % (key, ours[key] / best))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape-a-mb", type=int, default=256)
+    parser.add_argument("--shape-b-files", type=int, default=20000)
+    parser.add_argument("--million", action="store_true", help="also shape B at 1,000,000 files (long)")
+    parser.add_argument("--workdir")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    tools = [Ours]
+    for binary, cls in (("restic", Restic), ("borg", Borg)):
+        if shutil.which(binary):
+            tools.append(cls)
+        else:
+            print("%s is not installed (apt-get install -y restic borgbackup): its column is left out" % binary)
+    base = tempfile.mkdtemp(prefix="bench-repo-", dir=args.workdir)
+    try:
+        keys = make_keys(base)
+        shapes = [("A", args.shape_a_mb, None), ("B", None, args.shape_b_files)]
+        if args.million:
+            shapes.append(("B-1M", None, 1_000_000))
+        for label, mb, count in shapes:
+            work = os.path.join(base, label)
+            root = os.path.join(work, "data")
+            os.makedirs(root)
+            if mb is not None:
+                files, _total = make_artifacts(root, mb)
+            else:
+                files = make_shape_b(root, count)
+            bench_shape(label, work, keys, root, files, tools)
+            shutil.rmtree(work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
