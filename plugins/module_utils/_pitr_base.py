@@ -23,6 +23,7 @@ import typing as t
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils import _postgres as pgu
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import _StderrCollector
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import NewObject
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import file_lock, fsync_dir
 
@@ -30,29 +31,6 @@ READ_CHUNK = 1 << 20
 _START_RE = re.compile(r"^START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)", re.M)
 _TLI_RE = re.compile(r"^START TIMELINE: (\d+)", re.M)
 _END_RE = re.compile(r'"End-LSN"\s*:\s*"([0-9A-F]+/[0-9A-F]+)"')
-
-
-class _Stderr:
-    """Collects a child's stderr in a thread (a full pipe would stall pg_basebackup)."""
-
-    def __init__(self, stream: t.Any) -> None:
-        import threading
-        self.data = b""
-        self._stream = stream
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        chunks = []
-        for block in iter(lambda: self._stream.read(65536), b""):
-            if sum(len(c) for c in chunks) < 1 << 20:
-                chunks.append(block)
-        self.data = b"".join(chunks)
-
-    def text(self, password: t.Optional[str]) -> str:
-        self._thread.join(timeout=30)
-        text = self.data.decode("utf-8", "replace").strip()
-        return text.replace(password, "********") if password else text
 
 
 class TarScanner:
@@ -135,7 +113,8 @@ def backup_physical(params: dict, repo: t.Any, enc: t.Any, object_id: str) -> t.
     with pgu.client_env(info) as env:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env)
-        err = _Stderr(proc.stderr)
+        err = _StderrCollector(proc.stderr)
+        err.start()
         try:
             with NewObject(repo, enc, object_id, "physical") as obj:
                 scanner = TarScanner()
@@ -143,6 +122,7 @@ def backup_physical(params: dict, repo: t.Any, enc: t.Any, object_id: str) -> t.
                     obj.write(block)
                     scanner.feed(block)
                 rc = proc.wait()
+                err.join(timeout=30)
                 text = err.text(info.password)
                 if rc != 0:
                     raise RansomeyeError("pg_basebackup failed (%s); no backup was recorded: %s"

@@ -9,6 +9,10 @@ from tests.harness.ansible_runner import run_module_direct
 
 def test_base_backup_recorded_and_verified(pitr_site):
     site = pitr_site
+    refused = run_module_direct("ransomeye_backup", dict(site.backup_args, components=["physical"]))
+    assert refused["_rc"] != 0 and "ransomeye_wal_archive first" in refused["msg"], refused.get("msg")
+    assert not os.path.isdir(os.path.join(site.repo, "manifests")) or not os.listdir(
+        os.path.join(site.repo, "manifests"))
     site.enable()
     site.pg.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g")
     old = site.switch_and_wait()
