@@ -26,6 +26,7 @@ import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import BeneathRefused, open_dir_beneath
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, pack as bpack
 
@@ -207,13 +208,33 @@ class Restorer:
         return changed
 
     def _open_root_parent(self, root: bytes) -> t.Tuple[t.Optional[int], bytes]:
-        target = self.dest + root
-        parent, name = posixpath.split(target)
-        if not os.path.isdir(parent):
+        """(descriptor of the directory that holds the root's target, its name); under ``dest`` every directory
+        from ``dest`` down is opened with O_NOFOLLOW (_files.open_dir_beneath), so a symlink planted anywhere
+        below ``dest`` cannot take the restore elsewhere."""
+        if self.dest:
+            base, parts = self.dest, [p for p in root.split(b"/") if p]
+        else:
+            base, parts = posixpath.dirname(root), [posixpath.basename(root)]
+        try:
+            base_fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except FileNotFoundError:
             if self.check_mode:
-                return None, name
-            os.makedirs(parent, 0o700, exist_ok=True)
-        return os.open(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)), name
+                return None, parts[-1]
+            os.makedirs(base, 0o700, exist_ok=True)
+            base_fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            return open_dir_beneath(base_fd, [os.fsdecode(p) for p in parts[:-1]], create=not self.check_mode,
+                                    created=self._created, where=os.fsdecode(base)), parts[-1]
+        except FileNotFoundError:
+            return None, parts[-1]  # check mode: the restore would create it
+        except BeneathRefused as exc:
+            raise EntryRefused("refusing to restore %s: %s" % (os.fsdecode(self.dest + root), exc.msg))
+        finally:
+            os.close(base_fd)
+
+    def _created(self, _path: str) -> None:
+        self.changed = True
+        self.stats["dirs_created"] += 1
 
     # ---- entries
     def _dir(self, parent_fd: t.Optional[int], name: bytes, path: bytes) -> t.Optional[int]:

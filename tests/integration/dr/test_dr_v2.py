@@ -333,6 +333,21 @@ def test_restore_results_stay_small(v2site, monkeypatch):
     assert result["stats"]["artifacts"]["files_restored"] >= 250
 
 
+def test_a_symlink_planted_under_dest_cannot_redirect_the_restore(v2site, tmp_path):
+    site = v2site
+    backup(site)
+    dest = tmp_path / "dest"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # dest/<...>/x -> outside: the restore of /<...>/x/app-x would land in outside/app-x if it followed it
+    parent = os.fsencode(str(dest)) + site["base"]
+    os.makedirs(parent)
+    os.symlink(str(outside), parent + b"/x")
+    with pytest.raises(RansomeyeError, match="refusing to restore"):
+        restore(site, dest)
+    assert os.listdir(str(outside)) == []
+
+
 def test_check_mode_restore_reports_without_writing(v2site):
     site = v2site
     backup(site)
