@@ -8,7 +8,7 @@
 - Every role has a README.md, and every templated default in a role's argument spec is the one its defaults/main.yml
   uses (same fallbacks), so validation never fails on an inventory variable the role itself does not need.
 - The EE (meta/execution-environment.yml, execution-environment.yml) and the offline bundle install the same runtime
-  Python requirements.
+  Python requirements, and README.md's table of what each module needs is the one tools/module_deps.py derives.
 Usage: lint_checks.py COLLECTION_DIR SCRATCH_DIR
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ def check_release(coll: str, scratch: str, changelog: dict, next_version: str) -
     shutil.copytree(coll, copy)
     probe = "lint probe %s" % os.getpid()
     fragdir = os.path.join(copy, "changelogs", "fragments")
-    pending = [p for p in glob.glob(os.path.join(fragdir, "*.y*ml"))]
+    pending = glob.glob(os.path.join(fragdir, "*.y*ml"))
     with open(os.path.join(fragdir, "zz-lint-probe.yml"), "w") as handle:
         yaml.safe_dump({"release_summary": "Simulated release (%s)." % probe,
                         "minor_changes": ["probe - %s." % probe]}, handle)
@@ -114,6 +114,9 @@ def check_release(coll: str, scratch: str, changelog: dict, next_version: str) -
     # Compare in the generated (escaped) form: antsibull-changelog escapes Markdown.
     plain = " ".join(re.sub(r"\\(.)", r"\1", text).split())
     plain_new = " ".join(re.sub(r"\\(.)", r"\1", new).split())
+    # The "New Modules" / "New Plugins" lists of the new release (fragments may mention old modules by name).
+    starts = [i for i in (plain_new.find("New Modules"), plain_new.find("New Plugins")) if i >= 0]
+    new_listing = plain_new[min(starts):] if starts else ""
     if probe not in plain_new:
         problems.append("simulated release %s: the pending fragment is not in its section" % next_version)
     for old_version, release in changelog.get("releases", {}).items():
@@ -124,12 +127,12 @@ def check_release(coll: str, scratch: str, changelog: dict, next_version: str) -
                     problems.append("simulated release %s: %s text of %s (%r...) appears %d times" % (
                         next_version, key, old_version, words[:60], plain.count(words)))
         for entry in release.get("modules", []) or []:
-            if "ransomeye.ops.%s " % entry["name"] in plain_new:
+            if "ransomeye.ops.%s " % entry["name"] in new_listing:
                 problems.append("simulated release %s lists %s (released in %s) as new" % (
                     next_version, entry["name"], old_version))
     for path in glob.glob(os.path.join(coll, "plugins", "modules", "*.py")):
         name = os.path.basename(path)[:-3]
-        if str(doc_version_added(path)) == next_version and "ransomeye.ops.%s " % name not in plain_new:
+        if str(doc_version_added(path)) == next_version and "ransomeye.ops.%s " % name not in new_listing:
             problems.append("simulated release %s does not list new module %s" % (next_version, name))
     left = [os.path.basename(p) for p in glob.glob(os.path.join(fragdir, "*.y*ml"))]
     if left:
@@ -195,6 +198,10 @@ def check_requirements(coll: str) -> list:
     for line in open(os.path.join(coll, deps["system"])):
         if re.search(r"\btest\b|\bdoc\b", line.split("#")[0]):
             problems.append("%s: %r is not a runtime requirement" % (deps["system"], line.strip()))
+    sys.path.insert(0, os.path.join(coll, "tools"))
+    import module_deps  # pylint: disable=import-outside-toplevel,import-error
+    if module_deps.markdown() not in open(os.path.join(coll, "README.md"), encoding="utf-8").read():
+        problems.append("README.md: the table of what each module needs differs from `python tools/module_deps.py`")
     ee = yaml.safe_load(open(os.path.join(coll, "execution-environment.yml")))
     ee_python = ee.get("dependencies", {}).get("python")
     if ee_python and _req_names(os.path.join(coll, ee_python)) != runtime:
@@ -209,7 +216,7 @@ def main() -> int:
     releases = sorted(changelog.get("releases", {}), key=_version)
     galaxy_version = str(yaml.safe_load(open(os.path.join(coll, "galaxy.yml")))["version"])
     if releases and _version(galaxy_version) <= _version(releases[-1]):
-        major, minor, _ = _version(releases[-1])
+        major, minor = _version(releases[-1])[:2]
         next_version = "%d.%d.0" % (major, minor + 1)
     else:
         next_version = galaxy_version

@@ -148,8 +148,9 @@ CERT_SUFFIXES = (".crt", ".pem", ".cer")
 def cert_candidates(comp: dict) -> t.List[str]:
     """Certificates of the config backup that also exist live (the only ones a restore could replace)."""
     files = comp.get("files") or {}
-    return sorted(path for path, rec in files.items() if rec.get("type") == "file" and path.endswith(CERT_SUFFIXES)
-                  and rec.get("size", 0) <= MAX_ENV_BYTES and os.path.isfile(path))
+    small_certs = [path for path, rec in files.items()
+                   if rec.get("type") == "file" and path.endswith(CERT_SUFFIXES) and rec.get("size", 0) <= MAX_ENV_BYTES]
+    return sorted(path for path in small_certs if os.path.isfile(path))
 
 
 def _not_after(data: bytes) -> t.Any:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import glob
 import os
 
-import pytest
 import yaml
 
 from tests.harness.paths import REPO
@@ -76,9 +75,9 @@ def test_every_role_validates_against_a_minimal_inventory(tmp_path, run_playbook
     for role in ROLES:
         host = "role_" + role
         assert host in seen, "no argument validation ran for role %s:\n%s" % (role, run.stdout[-3000:])
-        assert all(status == "ok" for _, status in seen[host]), (role, seen[host], run.stdout[-4000:])
+        assert all(status == "ok" for _task, status in seen[host]), (role, seen[host], run.stdout[-4000:])
         assert run.stats[host]["failures"] == 0
-    assert [s for _, s in seen["direct_backup"]] == ["ok"]
+    assert [status for _task, status in seen["direct_backup"]] == ["ok"]
     assert run.stats["bad_backup"]["failures"] == 1, run.stdout[-3000:]
     assert "backup_keep_last" in str(run.task(seen["bad_backup"][0][0], host="bad_backup")["result"])
 
@@ -111,7 +110,7 @@ def test_every_playbook_resolves_its_variables_on_the_fleet_inventory(tmp_path, 
     # Every play's hosts pattern resolved to the fleet, and on each host every role of every playbook validated.
     assert set(seen) == fleet_hosts, (sorted(seen), sorted(fleet_hosts))
     for host, validations in seen.items():
-        assert all(status == "ok" for _, status in validations), (host, validations)
+        assert all(status == "ok" for _task, status in validations), (host, validations)
         assert len(validations) >= len(with_roles), (host, validations)
 
 
