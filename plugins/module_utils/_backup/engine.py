@@ -454,7 +454,7 @@ class Engine:
         # host-local secret, which the repository never holds.
         self.id_key = fmt.id_key_for(enc.key if enc.mode == "aes" else secret)
         self.cache_root = os.path.join(cache_dir, repo.repo_id)
-        self.records: t.List[t.Tuple[bytes, int, int, int, int, int, int]] = []
+        self.records = bytearray()   # INDEX_RECORD-packed records of this run's new blobs
         self.packs: t.List[str] = []
         self.new_packs: t.Dict[str, dict] = {}
         self.new_blobs: t.Set[bytes] = set()
@@ -483,8 +483,8 @@ class Engine:
             self.executor.shutdown(wait=True)
         objects: t.Dict[str, dict] = {}
         if self.records:
-            index_id, index_record = bpack.write_plain_object(self.repo, fmt.encode_index(self.packs, self.records),
-                                                              "index")
+            index_id, index_record = bpack.write_plain_object(
+                self.repo, fmt.encode_index_records(self.packs, self.records), "index")
             objects[index_id] = index_record
             hook("index_written")
             for pack_id, record in self.new_packs.items():

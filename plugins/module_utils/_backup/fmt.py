@@ -185,6 +185,14 @@ def encode_index(packs: t.List[str], records: t.Iterable[t.Tuple[bytes, int, int
     return b"".join(out)
 
 
+def encode_index_records(packs: t.List[str], records: bytearray) -> bytes:
+    """An index from INDEX_RECORD-packed records (unique blob ids) kept in one bytearray: about 50 bytes per new
+    blob in memory instead of a tuple of Python objects per blob."""
+    size = INDEX_RECORD.size
+    rows = sorted(bytes(records[i:i + size]) for i in range(0, len(records), size))
+    return b"".join([INDEX_HEAD.pack(INDEX_MAGIC, len(packs), len(rows))] + [bytes.fromhex(p) for p in packs] + rows)
+
+
 class _Keys:
     """A sequence view of an index's blob ids, for bisect (no per-record Python objects)."""
 

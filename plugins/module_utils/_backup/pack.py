@@ -36,7 +36,7 @@ class PackWriter:
     """Collects blobs of one type into packs of about PACK_TARGET bytes; seals each into repo/objects."""
 
     def __init__(self, repo: brepo.Repo, enc: t.Any, kind: int, on_pack: t.Callable[[str, dict], None],
-                 records: t.List[t.Tuple[bytes, int, int, int, int, int, int]], packs: t.List[str]) -> None:
+                 records: bytearray, packs: t.List[str]) -> None:
         self.repo, self.enc, self.kind = repo, enc, kind
         self.on_pack = on_pack
         self.records = records        # shared with the run's index (new blobs only)
@@ -51,7 +51,8 @@ class PackWriter:
             self.pack_id = brepo.new_object_id()
             self.pack_no = len(self.packs)
             self.packs.append(self.pack_id)
-        self.records.append((blob, self.pack_no, len(self.buffer), len(stored), raw_length, self.kind, compression))
+        self.records += fmt.INDEX_RECORD.pack(blob, self.pack_no, len(self.buffer), len(stored), raw_length, self.kind,
+                                              compression)
         self.buffer += stored
         pack_id = self.pack_id
         if len(self.buffer) >= PACK_TARGET:
