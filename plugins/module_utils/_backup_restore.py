@@ -325,10 +325,14 @@ def _credentials_plan(params: dict, repo: brepo.Repo, body: dict, components: t.
     from ansible_collections.ransomeye.ops.plugins.module_utils import _restore_creds as rc
     comp = body["components"]["config"]
     env_files = params.get("env_files") or []
-    certs = rc.cert_candidates(comp)
-    if not env_files and not certs:
-        return None
-    data = rc.backup_file_bytes(comp, object_chunks(repo, str(comp.get("object")), decrypt), list(env_files) + certs)
+    if v2reader.is_v2(comp):
+        data, certs = rc.v2_file_bytes(repo, body, comp, decrypt, env_files)
+    else:
+        certs = rc.cert_candidates(comp)
+        if not env_files and not certs:
+            return None
+        data = rc.backup_file_bytes(comp, object_chunks(repo, str(comp.get("object")), decrypt),
+                                    list(env_files) + certs)
     texts = {path: data[path].decode("utf-8", "replace") for path in env_files if path in data}
     creds = rc.plan(params.get("credentials") or "keep_current", env_files,
                     params.get("env_vars") or ["DB_PASSWORD", "DATABASE_URL"], texts)

@@ -199,3 +199,34 @@ def put_back(keep: t.Dict[str, t.Dict[str, bytes]]) -> None:
         for path, data in pair.items():
             mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o600
             atomic_write(path, data, mode=mode)
+
+
+def v2_file_bytes(repo: t.Any, body: dict, comp: dict, decrypt: dict, wanted: t.Sequence[str]
+                  ) -> t.Tuple[t.Dict[str, bytes], t.List[str]]:
+    """Repository v2 (trees of blobs): the ``wanted`` files and the live-existing certificates, read from the backup.
+
+    Returns (content by path, certificate candidates). Blobs are authenticated when their pack is decrypted.
+    """
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import pack as bpack
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup.reader import TreeReader
+    reader = TreeReader(repo, body, decrypt)
+    out: t.Dict[str, bytes] = {}
+    certs: t.List[str] = []
+    try:
+        for event in reader.walk(comp):
+            if event.kind != "file":
+                continue
+            path = os.fsdecode(event.path)
+            is_cert = path.endswith(CERT_SUFFIXES) and os.path.isfile(path)
+            if path not in wanted and not is_cert:
+                continue
+            if int(event.entry.get("size") or 0) > MAX_ENV_BYTES:
+                continue
+            out[path] = b"".join(bpack.read_blob(reader.data, reader.locate(blob, fmt.BLOB_DATA))
+                                 for blob in event.entry["chunks"])
+            if is_cert:
+                certs.append(path)
+    finally:
+        reader.close()
+    return out, sorted(certs)
