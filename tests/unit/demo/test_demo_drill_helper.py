@@ -107,6 +107,17 @@ def test_demo_helper_prove_fails_on_each_kind_of_damage(tree, damage, expected):
     assert all(any(name in p for p in result["problems"]) for name in expected)
 
 
+def test_demo_helper_prove_compares_only_the_sample_of_a_truncated_restore_result(tree):
+    req = _request(tree)
+    env = os.path.join(tree, "app.env")
+    del req["restore_files"][env]
+    assert _failed(helper.prove(req)) == ["content_hashes_vs_manifest"]
+    req["restore_truncated"] = True
+    assert helper.prove(req)["ok"]
+    req["restore_files"][os.path.join(tree, "tls", "server.crt")] = "3" * 64
+    assert _failed(helper.prove(req)) == ["content_hashes_vs_manifest"]
+
+
 def test_demo_helper_cli_reports_bad_input_as_json_not_a_traceback():
     proc = subprocess.run([sys.executable, HELPER, "prove"], input="{not json", capture_output=True, text=True,
                           check=False)
