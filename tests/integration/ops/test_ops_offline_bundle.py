@@ -120,10 +120,13 @@ def test_offline_bundle_installs_without_index_and_runs_a_module(bundle, tmp_pat
           "-r", os.path.join(root, "requirements.txt"), CORE], env=clean_env)
     collections = tmp_path / "collections"
     tarball = glob.glob(os.path.join(root, "ransomeye-ops-*.tar.gz"))[0]
+    # Outside the checkout, as on a fresh host: the checkout's ansible.cfg lists .build/collections, where
+    # ansible-galaxy would find the collection "already installed" and install nothing.
     _run([str(venv / "bin" / "ansible-galaxy"), "collection", "install", "--offline", "-p", str(collections), tarball],
-         env=clean_env)
+         env=clean_env, cwd=str(tmp_path))
+    assert os.path.isfile(collections / "ansible_collections" / "ransomeye" / "ops" / "MANIFEST.json")
     clean_env["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
-    listing = _run([str(venv / "bin" / "ansible-doc"), "-l", "ransomeye.ops"], env=clean_env)
+    listing = _run([str(venv / "bin" / "ansible-doc"), "-l", "ransomeye.ops"], env=clean_env, cwd=str(tmp_path))
     modules = {line.split()[0] for line in listing.splitlines() if line.strip()}
     expected = {"ransomeye.ops." + os.path.basename(p)[:-3]
                 for p in glob.glob(os.path.join(REPO, "plugins", "modules", "ransomeye_*.py"))}
@@ -133,5 +136,5 @@ def test_offline_bundle_installs_without_index_and_runs_a_module(bundle, tmp_pat
                 "-e", "ansible_python_interpreter=%s" % (venv / "bin" / "python"),
                 "-m", "ransomeye.ops.ransomeye_pg_tune",
                 "-a", json.dumps({"memory": "4GB", "cpus": 2, "pg_version": "15", "apply": "none"})],
-               env=clean_env)
+               env=clean_env, cwd=str(tmp_path))
     assert '"shared_buffers": "1GB"' in out
