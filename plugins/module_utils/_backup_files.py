@@ -26,7 +26,8 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import (
-    AtomicWriterAt, BeneathRefused, is_canonical_abs, is_within, lstat_at, open_dir_at, open_dir_beneath)
+    AtomicWriterAt, BeneathRefused, is_canonical_abs, is_within, lstat_at, open_dir_at, open_dir_beneath,
+    open_restore_base)
 
 READ_CHUNK = 1 << 20
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -173,13 +174,9 @@ class Restorer:
             rel = original[len(base):]
         self._root_of(original)
         parts = [p for p in rel.split("/") if p]
-        try:
-            base_fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except FileNotFoundError:
-            if self.check_mode:
-                return None, parts[-1]
-            os.makedirs(base, 0o700, exist_ok=True)
-            base_fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        base_fd = open_restore_base(base, create=not self.check_mode)
+        if base_fd is None:
+            return None, parts[-1]
         try:
             try:
                 fd = open_dir_beneath(base_fd, parts[:-1], create=not self.check_mode, created=self._created,

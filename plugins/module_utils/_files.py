@@ -437,6 +437,20 @@ def open_parent_nofollow(path: str) -> t.Tuple[int, str]:
         os.close(root_fd)
 
 
+def open_restore_base(path: str, create: bool) -> t.Optional[int]:
+    """A descriptor of the directory a restore writes beneath, created 0700 when missing and ``create``.
+
+    None when it is missing and not ``create`` (check mode: nothing may be made).
+    """
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except FileNotFoundError:
+        if not create:
+            return None
+        os.makedirs(path, 0o700, exist_ok=True)
+        return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
 def open_dir_beneath(base_fd: int, parts: t.Sequence[str], create: bool = False, mode: int = 0o700,
                      created: t.Optional[t.Callable[[str], None]] = None, where: str = "") -> int:
     """A new descriptor of ``base/parts...``, opened one component at a time, never through a symlink.

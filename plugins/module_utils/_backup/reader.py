@@ -26,7 +26,7 @@ import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import BeneathRefused, open_dir_beneath
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import BeneathRefused, open_dir_beneath, open_restore_base
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, pack as bpack
 
@@ -215,13 +215,9 @@ class Restorer:
             base, parts = self.dest, [p for p in root.split(b"/") if p]
         else:
             base, parts = posixpath.dirname(root), [posixpath.basename(root)]
-        try:
-            base_fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except FileNotFoundError:
-            if self.check_mode:
-                return None, parts[-1]
-            os.makedirs(base, 0o700, exist_ok=True)
-            base_fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        base_fd = open_restore_base(base, create=not self.check_mode)
+        if base_fd is None:
+            return None, parts[-1]
         try:
             return open_dir_beneath(base_fd, [os.fsdecode(p) for p in parts[:-1]], create=not self.check_mode,
                                     created=self._created, where=os.fsdecode(base)), parts[-1]
