@@ -96,3 +96,27 @@ def table_hashes(pg, dbname: str) -> dict:
         if hasattr(pg, "connect"):
             conn.close()
     return out
+
+
+def hashes_of_stopped(site, data_dir: str, dbname: str = "app") -> dict:
+    """Start a restored (stopped) cluster on a spare port without archiving, hash its tables, stop it."""
+    import psycopg2
+    from tests.harness.pgcluster import free_port
+    port = free_port()
+    bindir = site.pg.bindir
+    log = data_dir + ".log"
+    open(log, "a").close()
+    shutil.chown(log, "postgres", "postgres")
+    argv = ["runuser", "-u", "postgres", "--", os.path.join(bindir, "pg_ctl"), "-D", data_dir, "-l",
+            log, "-w", "-t", "60", "-o", "-p %d -c archive_mode=off" % port, "start"]
+    subprocess.run(argv, check=True, capture_output=True, cwd="/")
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", password=site.pg.password,
+                                dbname=dbname, sslmode="disable")
+        try:
+            return table_hashes(conn, dbname)
+        finally:
+            conn.close()
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(bindir, "pg_ctl"), "-D", data_dir,
+                        "-m", "fast", "-w", "stop"], capture_output=True, cwd="/", check=False)

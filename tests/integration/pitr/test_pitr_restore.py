@@ -4,15 +4,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import subprocess
 import time
 
-import psycopg2
 import pytest
 
 from tests.harness.ansible_runner import run_module_direct
-from tests.harness.pgcluster import free_port
-from tests.harness.pitrsite import Site, table_hashes
+from tests.harness.pitrsite import Site, hashes_of_stopped, table_hashes
 
 SCHEMA = """
 CREATE TABLE alerts (id bigserial PRIMARY KEY, severity int NOT NULL, summary text NOT NULL);
@@ -80,28 +77,6 @@ def _restore_args(site, data_dir, **extra):
     return args
 
 
-def _hashes_of(site, data_dir: str) -> dict:
-    """Start the restored (stopped) cluster on a spare port without archiving, hash its tables, stop it."""
-    port = free_port()
-    bindir = site.pg.bindir
-    log = data_dir + ".log"
-    open(log, "a").close()
-    shutil.chown(log, "postgres", "postgres")
-    argv = ["runuser", "-u", "postgres", "--", os.path.join(bindir, "pg_ctl"), "-D", data_dir, "-l",
-            log, "-w", "-t", "60", "-o", "-p %d -c archive_mode=off" % port, "start"]
-    subprocess.run(argv, check=True, capture_output=True, cwd="/")
-    try:
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", password=site.pg.password,
-                                dbname="app", sslmode="disable")
-        try:
-            return table_hashes(conn, "app")
-        finally:
-            conn.close()
-    finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(bindir, "pg_ctl"), "-D", data_dir,
-                        "-m", "fast", "-w", "stop"], capture_output=True, cwd="/", check=False)
-
-
 def test_restore_to_lsn_time_name_and_latest(history):
     site = history
     cases = [("target_lsn", site.marks["A"]["lsn"], "A"),
@@ -115,7 +90,7 @@ def test_restore_to_lsn_time_name_and_latest(history):
         assert result["_rc"] == 0, (kind, result.get("msg", "")[-1200:])
         assert result["timeline"] >= 2 and result["previous_data_dir"] is None
         assert not os.path.exists(data_dir + ".ransomeye-pitr")  # work dir and secret copy removed
-        assert _hashes_of(site, data_dir) == site.marks[expected]["hashes"], (kind, value, result.get("recovery"), result.get("tables"))
+        assert hashes_of_stopped(site, data_dir) == site.marks[expected]["hashes"], (kind, value, result.get("recovery"), result.get("tables"))
         shutil.rmtree(data_dir)
 
 
