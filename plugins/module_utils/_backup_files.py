@@ -24,6 +24,7 @@ import tarfile
 import time
 import typing as t
 
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import (
     AtomicWriterAt, BeneathRefused, is_canonical_abs, is_within, lstat_at, open_dir_at, open_dir_beneath,
@@ -139,15 +140,18 @@ class Restorer:
     host's own directories above a root are taken as they are).
     """
 
-    def __init__(self, roots: t.List[str], dest: t.Optional[str], check_mode: bool) -> None:
+    def __init__(self, roots: t.List[str], dest: t.Optional[str], check_mode: bool,
+                 keep_live: t.AbstractSet[str] = frozenset()) -> None:
         self.roots = roots
+        # Live files the restore leaves as they are (the certificate guard): never replaced, not even briefly.
+        self.keep_live = keep_live
         self.dest = os.path.normpath(os.path.abspath(dest)) if dest else None
         if self.dest == "/" or (self.dest and self.dest.startswith("//")):
             self.dest = None if self.dest == "/" else "/" + self.dest.lstrip("/")
         self.check_mode = check_mode
         self.is_root = os.geteuid() == 0
         self.stats = {"files_restored": 0, "files_unchanged": 0, "links_restored": 0, "dirs_created": 0,
-                      "modes_fixed": 0, "bytes_written": 0}
+                      "modes_fixed": 0, "bytes_written": 0, "files_kept_live": 0}
         self.files: t.Dict[str, str] = {}
         self.links: t.Dict[str, str] = {}
         self.changed_paths: t.List[str] = []
@@ -315,6 +319,9 @@ class Restorer:
         """Restore one file; ``chunks()`` yields its authenticated plaintext (called only when needed)."""
         path = self.target(original)
         self.files[path] = str(record.get("sha256"))
+        if not self.dest and original in self.keep_live:
+            self.stats["files_kept_live"] += 1
+            return
         parent, name = self._parent_fd(original)
         if parent is None:
             self.changed_paths.append(path)
@@ -357,6 +364,7 @@ class Restorer:
                 os.utime(name, ns=(mtime, mtime), dir_fd=parent, follow_symlinks=False)
         finally:
             os.close(parent)
+        hook("file_restored")
 
     def result_stats(self) -> dict:
         out = dict(self.stats)

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to ransomeye.ops
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private to ransomeye.ops: the crash-test hook of ransomeye_backup (test use only).
+"""Private to ransomeye.ops: the crash-test hook of ransomeye_backup and ransomeye_restore (test use only).
 
 ``RANSOMEYE_BACKUP_TEST_HOOK=<point>:<action>`` makes the backup send itself
 SIGKILL (action ``kill``) or kill its pg_dump child (``kill_pg_dump``) when it
@@ -9,7 +9,9 @@ reaches ``point``: ``dump_started`` (pg_dump just started), ``during_dump``
 (first chunk of the dump read), ``during_artifacts``, ``pack_sealed`` (a v2
 pack was renamed into objects/), ``index_written`` (the v2 run's index is in
 place), ``before_manifest``, ``after_manifest`` (manifest durable, v2 host-local
-cache not yet rewritten). Unset (always, in production) it does nothing.
+cache not yet rewritten); and in a restore, ``file_restored`` (right after each
+config/artifact file it wrote is in place). Unset (always, in production) it
+does nothing.
 """
 
 from __future__ import absolute_import, division, print_function, annotations

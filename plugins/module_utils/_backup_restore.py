@@ -279,15 +279,17 @@ def rollback_database(params: dict, check_mode: bool) -> dict:
 
 
 def restore_files(component: str, comp: dict, repo: brepo.Repo, decrypt: dict, dest: t.Optional[str],
-                  check_mode: bool, body: t.Optional[dict] = None) -> t.Any:
+                  check_mode: bool, body: t.Optional[dict] = None,
+                  keep_live: t.AbstractSet[str] = frozenset()) -> t.Any:
+    """Restore a config or artifacts component; the ``keep_live`` paths (without dest) are left as they are."""
     if v2reader.is_v2(comp):
         if body is None:
             raise RansomeyeError("internal error: a v2 component needs its manifest")
-        return v2reader.restore_component(repo, body, comp, decrypt, dest, check_mode)
+        return v2reader.restore_component(repo, body, comp, decrypt, dest, check_mode, keep_live)
     files = comp.get("files") or {}
     roots = comp.get("paths") or []
     bfiles.check_entries(component, roots, files)
-    restorer = bfiles.Restorer(roots, dest, check_mode)
+    restorer = bfiles.Restorer(roots, dest, check_mode, keep_live)
     if component == "artifacts":
         def chunks(original: str, record: dict) -> t.Iterable[bytes]:
             return object_chunks(repo, str(record.get("object")), decrypt)
@@ -404,8 +406,13 @@ def run_restore_module(module: t.Any) -> dict:
         creds = guard["credentials"] if guard and guard["env_files"] else None
         if creds is not None:
             result["credentials"] = creds[0]
+        # The certificate guard decides before anything is written: the live pairs it keeps are left out of the
+        # file restore altogether, so a restore that fails or is killed midway cannot leave the older pair behind.
+        keep_live: t.FrozenSet[str] = frozenset()
         if guard is not None:
             result["certificates"] = guard["certificates"][0]
+            keep_live = frozenset(path for pair in guard["certificates"][1].values() for path in pair)
+            result["certificates"]["kept_paths"] = sorted(keep_live)
         if "database" in components:
             from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
             require_psycopg2(module)
@@ -420,7 +427,8 @@ def run_restore_module(module: t.Any) -> dict:
                 continue
             try:
                 restorer = restore_files(component, body["components"][component], repo, decrypt,
-                                         params.get("dest"), module.check_mode, body)
+                                         params.get("dest"), module.check_mode, body,
+                                         keep_live if component == "config" else frozenset())
             except RansomeyeError as exc:
                 # The database may already be swapped: say so, so the caller rolls back exactly this run's swap.
                 exc.details.update({k: result.get(k) for k in ("backup_id", "seq", "previous_db", "restored_db")})
@@ -441,9 +449,6 @@ def run_restore_module(module: t.Any) -> dict:
             else:
                 _restore_creds.resync_role(creds[0], creds[2], params)
             result["changed"] = True
-        if guard is not None and guard["certificates"][1] and not module.check_mode:
-            from ansible_collections.ransomeye.ops.plugins.module_utils._restore_creds import put_back
-            put_back(guard["certificates"][1])
         if "config" in components or "artifacts" in components:
             result["files"] = files
             result["links"] = links

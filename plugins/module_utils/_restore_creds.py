@@ -18,7 +18,9 @@ Certificates get the same care: a certificate of the config backup that
 expires before the live one at the same path is an older certificate (the
 live one was renewed since); it is not brought back silently. With
 ``keep_newer`` (the default) the live certificate and its key (same name,
-``.key``) are put back after the files are restored.
+``.key``) are left out of the file restore: decided before the first write,
+they are never replaced, so a restore that fails or is killed midway cannot
+leave the older pair behind.
 """
 
 from __future__ import absolute_import, division, print_function, annotations
@@ -165,10 +167,11 @@ def _not_after(data: bytes) -> t.Any:
     return cert.not_valid_after_utc if hasattr(cert, "not_valid_after_utc") else cert.not_valid_after
 
 
-def cert_plan(mode: str, backup_texts: t.Dict[str, bytes]) -> t.Tuple[dict, t.Dict[str, t.Dict[str, bytes]]]:
-    """Which live certificates are newer than the backup's; their bytes (and keys) to put back with keep_newer."""
+def cert_plan(mode: str, backup_texts: t.Dict[str, bytes]) -> t.Tuple[dict, t.Dict[str, t.List[str]]]:
+    """Which live certificates are newer than the backup's; with keep_newer, each one's live paths (certificate,
+    and its key when present) that the restore must leave as they are."""
     older = []
-    keep: t.Dict[str, t.Dict[str, bytes]] = {}
+    keep: t.Dict[str, t.List[str]] = {}
     for path, data in sorted(backup_texts.items()):
         with open(path, "rb") as handle:
             live = handle.read(MAX_ENV_BYTES + 1)
@@ -180,25 +183,14 @@ def cert_plan(mode: str, backup_texts: t.Dict[str, bytes]) -> t.Tuple[dict, t.Di
         older.append({"path": path, "backup_not_after": backup_end.strftime("%Y-%m-%dT%H:%M:%SZ"),
                       "live_not_after": live_end.strftime("%Y-%m-%dT%H:%M:%SZ")})
         if mode == "keep_newer":
-            pair = {path: live}
             key = os.path.splitext(path)[0] + ".key"
-            if os.path.isfile(key):
-                with open(key, "rb") as handle:
-                    pair[key] = handle.read(MAX_ENV_BYTES + 1)
-            keep[path] = pair
+            keep[path] = [path] + ([key] if os.path.isfile(key) else [])
     report = {"older_in_backup": older, "action": (mode if older else "none")}
     if older:
         report["msg"] = "the backup holds older certificates than the live ones (%s): %s" % (
             ", ".join(o["path"] for o in older),
             "the live certificates and keys are kept" if mode == "keep_newer" else "the backup's are restored")
     return report, keep
-
-
-def put_back(keep: t.Dict[str, t.Dict[str, bytes]]) -> None:
-    for pair in keep.values():
-        for path, data in pair.items():
-            mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o600
-            atomic_write(path, data, mode=mode)
 
 
 def v2_file_bytes(repo: t.Any, body: dict, comp: dict, decrypt: dict, wanted: t.Sequence[str]

@@ -95,7 +95,9 @@ options:
     description:
       - A certificate (C(.crt), C(.pem), C(.cer)) of the config backup that expires before the live one at the same
         path is older than it (the live one was renewed since). V(keep_newer) keeps the live certificate and its key
-        (same name, C(.key)); V(restore) brings the backup's back. Reported in RV(certificates) either way.
+        (same name, C(.key)): decided before the first file is written, they are left out of the restore, so a
+        restore that fails or is killed midway leaves them as they were. V(restore) brings the backup's back.
+        Reported in RV(certificates) either way.
     type: str
     choices: [keep_newer, restore]
     default: keep_newer
@@ -282,7 +284,8 @@ manifest:
 stats:
   description:
     - Per component. C(database) has C(duration), C(bytes) (dump size), C(tables); C(config) and C(artifacts) have
-      C(files_restored), C(files_unchanged), C(links_restored), C(dirs_created), C(bytes_written), C(duration).
+      C(files_restored), C(files_unchanged), C(files_kept_live) (left as they are by O(certificates)),
+      C(links_restored), C(dirs_created), C(bytes_written), C(duration).
     - A point-in-time restore has C(base_backup_bytes), C(extract_seconds), C(recovery_seconds), C(duration).
   returned: always
   type: dict

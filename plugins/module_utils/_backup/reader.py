@@ -25,6 +25,7 @@ import stat
 import time
 import typing as t
 
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import BeneathRefused, open_dir_beneath, open_restore_base
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
@@ -162,13 +163,17 @@ def verify_component(repo: brepo.Repo, body: dict, comp: dict, decrypt: dict) ->
 class Restorer:
     """Writes one v2 component under ``dest`` (or at the original paths)."""
 
-    def __init__(self, reader: TreeReader, dest: t.Optional[str], check_mode: bool) -> None:
+    def __init__(self, reader: TreeReader, dest: t.Optional[str], check_mode: bool,
+                 keep_live: t.AbstractSet[str] = frozenset()) -> None:
         self.reader = reader
+        # Live files the restore leaves as they are (the certificate guard): never replaced, not even briefly.
+        self.keep_live = frozenset(os.fsencode(p) for p in keep_live) if not dest else frozenset()
         self.dest = os.fsencode(os.path.abspath(dest)) if dest else b""
         self.check_mode = check_mode
         self.is_root = os.geteuid() == 0
         self.stats = {"files_restored": 0, "files_unchanged": 0, "links_restored": 0, "hardlinks_restored": 0,
-                      "dirs_created": 0, "modes_fixed": 0, "bytes_written": 0, "packs_read": 0}
+                      "dirs_created": 0, "modes_fixed": 0, "bytes_written": 0, "packs_read": 0,
+                      "files_kept_live": 0}
         self.files: t.Dict[str, str] = {}
         self.links: t.Dict[str, str] = {}
         self.truncated = False
@@ -265,6 +270,9 @@ class Restorer:
 
     def _file(self, dir_fd: t.Optional[int], name: bytes, path: bytes, entry: dict) -> None:
         self._note(self.files, self.dest + path, entry["sha256"])
+        if path in self.keep_live:
+            self.stats["files_kept_live"] += 1
+            return
         st = self._lstat(dir_fd, name)
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise EntryRefused("refusing to replace directory %s with a file" % os.fsdecode(self.dest + path))
@@ -316,6 +324,7 @@ class Restorer:
         os.close(fd)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         self.stats["bytes_written"] += offset
+        hook("file_restored")
 
     def _symlink(self, dir_fd: t.Optional[int], name: bytes, path: bytes, entry: dict) -> None:
         target = fmt.unb64(entry["target"], "symlink target")
@@ -424,12 +433,12 @@ def _hash_at(dir_fd: int, name: bytes) -> str:
 
 
 def restore_component(repo: brepo.Repo, body: dict, comp: dict, decrypt: dict, dest: t.Optional[str],
-                      check_mode: bool) -> Restorer:
+                      check_mode: bool, keep_live: t.AbstractSet[str] = frozenset()) -> Restorer:
     workers = max(1, min(4, os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as executor:
         reader = TreeReader(repo, body, decrypt, executor)
         try:
-            restorer = Restorer(reader, dest, check_mode)
+            restorer = Restorer(reader, dest, check_mode, keep_live)
             restorer.restore(comp)
         finally:
             reader.close()
