@@ -33,6 +33,7 @@ import typing as t
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain as pchain
+from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_prefetch as prefetch
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_install as inst
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import load_decryption, load_trust
@@ -397,7 +398,14 @@ def run_pitr(module: t.Any) -> dict:
         major = int(plan.comp.get("server_version") or 150000) // 10000
         side_port = int(params.get("side_port") or _free_port())
         side_running = False
+        spool = os.path.join(work, "spool")
+        os.makedirs(spool, 0o700)
+        if os.geteuid() == 0:
+            os.chown(spool, user.uid, user.gid)
+        ahead = prefetch.Prefetcher(repo.path, [(n, plan.report.good[n].entry) for n in plan.names], decrypt, spool,
+                                     user.uid if os.geteuid() == 0 else None, user.gid if os.geteuid() == 0 else None)
         try:
+            ahead.start()
             record = plan.item.body["objects"][plan.comp["object"]]
             size = extract_base(repo, plan.comp, record, decrypt, data_dir, user)
             result["stats"]["base_backup_bytes"] = size
@@ -411,7 +419,7 @@ def run_pitr(module: t.Any) -> dict:
             if os.geteuid() == 0:
                 os.chown(sock, user.uid, user.gid)
             settings = {
-                "restore_command": inst.restore_command(prog, config_path),
+                "restore_command": prefetch.restore_command(spool, inst.restore_command(prog, config_path)),
                 "recovery_target_action": "promote",
                 "recovery_target_timeline": params.get("target_timeline") or ("latest" if kind == "target"
                                                                               else "current"),
@@ -468,6 +476,7 @@ def run_pitr(module: t.Any) -> dict:
                 _remove_tree(data_dir)
             raise
         finally:
+            result["stats"].update(ahead.stop())
             _scrub_work(work)
         if live:
             result.update(_swap(params, live, data_dir, user, major))

@@ -286,7 +286,9 @@ stats:
     - Per component. C(database) has C(duration), C(bytes) (dump size), C(tables); C(config) and C(artifacts) have
       C(files_restored), C(files_unchanged), C(files_kept_live) (left as they are by O(certificates)),
       C(links_restored), C(dirs_created), C(bytes_written), C(duration).
-    - A point-in-time restore has C(base_backup_bytes), C(extract_seconds), C(recovery_seconds), C(duration).
+    - A point-in-time restore has C(base_backup_bytes), C(extract_seconds), C(recovery_seconds), C(duration),
+      C(wal_read_ahead) (segments decrypted and checked ahead of the server, which then took them without starting
+      the WAL program) and C(wal_read_ahead_error) (the last segment it could not take, left to the program; null).
   returned: always
   type: dict
 target:
