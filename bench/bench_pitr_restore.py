@@ -211,10 +211,28 @@ def restore_ours(pg, keys, repo, base):
                 recovery_timeout=3600, db="bench")
     out = {}
     thread = threading.Thread(target=lambda: out.update(run_module_direct("ransomeye_restore", args, timeout=7200)))
+    peak = [0]
+
+    def sample():
+        # The module process decrypts the base backup and reads WAL ahead: its peak RSS, sampled every 0.1 s.
+        import psutil
+        while thread.is_alive():
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    if any("ransomeye_restore" in part for part in child.cmdline()):
+                        peak[0] = max(peak[0], child.memory_info().rss)
+                except psutil.Error:
+                    pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
     start = time.monotonic()
     thread.start()
+    sampler.start()
     accepted = wait_accepting(pg, port, start + 7200, thread.is_alive)
     thread.join()
+    sampler.join()
+    out["module_peak_rss_MiB"] = round(peak[0] / 1048576, 1)
     total = time.monotonic() - start
     if out.get("_rc") != 0 or accepted is None:
         raise SystemExit("ransomeye_restore failed: %s" % str(out.get("msg"))[-3000:])
@@ -400,7 +418,8 @@ def main() -> int:
         line(figure="PITR restore + replay to accepting connections", ours_s=round(ours_accept, 2),
              pgbackrest_s=round(theirs, 2), ratio=round(ours_accept / theirs, 2), target="<= 1.2x",
              ours_module_total_s=round(ours_total, 2), wal_files=out.get("wal_files"),
-             ours_stats=out.get("stats"), load=os.getloadavg()[0])
+             ours_stats=out.get("stats"), ours_module_peak_rss_MiB=out["module_peak_rss_MiB"],
+             load=os.getloadavg()[0])
         if their_rows != rows:
             raise SystemExit("pgBackRest's restore has %s rows at the target, expected %s" % (their_rows, rows))
         ours_rows = (out.get("tables") or {}).get("public.walload")
