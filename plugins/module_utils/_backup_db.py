@@ -104,7 +104,47 @@ class DumpResult(t.NamedTuple):
 
 
 def dump_database(repo: t.Any, enc: t.Any, info: pgu.ConnInfo, db: str, object_id: str) -> DumpResult:
-    """Stream ``pg_dump -Fc`` of ``db`` into a new object; fail (and commit nothing) on any dump error."""
+    """Stream ``pg_dump -Fc`` of ``db`` into a new v1 object; fail (and commit nothing) on any dump error."""
+    def consume(proc: t.Any, check: t.Callable[[], None]) -> dict:
+        first = True
+        with NewObject(repo, enc, object_id, "database") as obj:
+            while True:
+                block = proc.stdout.read(READ_CHUNK)
+                if not block:
+                    break
+                obj.write(block)
+                if first:
+                    first = False
+                    hook("during_dump", child=proc)
+            check()   # inside the object's context: a failed dump is never committed
+        return t.cast(dict, obj.record)
+    return _dump(info, db, [], consume)
+
+
+def dump_database_v2(engine: t.Any, info: pgu.ConnInfo, db: str, mtime_ns: int) -> DumpResult:
+    """Stream ``pg_dump -Fc -Z0`` of ``db`` into v2 packs, cut by the keyed content-defined chunker.
+
+    pg_dump's own compression is off: its compressed output differs throughout
+    when a few rows change, so nothing would deduplicate; each chunk is
+    compressed in its pack instead. The result's ``record`` holds the
+    component's stream fields (tree id, size, SHA-256, chunker parameters) and
+    ``stats``. A failed dump raises; the packs it wrote are referenced by no
+    manifest and the next run's sweep removes them.
+    """
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import chunker as bchunker
+    run = engine.stream("database", bchunker.DB_PARAMS)
+
+    def consume(proc: t.Any, check: t.Callable[[], None]) -> dict:
+        record = run.store(proc.stdout.read, b"%s.pgdump" % db.encode("utf-8"), mtime_ns,
+                           on_first=lambda: hook("during_dump", child=proc))
+        check()
+        record["stats"] = dict(run.stats)
+        return record
+    return _dump(info, db, ["--compress=0"], consume)
+
+
+def _dump(info: pgu.ConnInfo, db: str, options: t.List[str],
+          consume: t.Callable[[t.Any, t.Callable[[], None]], dict]) -> DumpResult:
     started = time.monotonic()
     dbinfo = info.with_db(db)
     conn = pgu.connect(dbinfo, autocommit=False)
@@ -119,10 +159,10 @@ def dump_database(repo: t.Any, enc: t.Any, info: pgu.ConnInfo, db: str, object_i
         pg_dump = pgu.find_pg_binary("pg_dump", major)
         pg_dump_version = subprocess.run([pg_dump, "--version"], capture_output=True, text=True,
                                          check=False).stdout.strip()
-        argv = [pg_dump, "--format=custom", "--no-password", "--snapshot=" + snapshot,
-                "--dbname=" + pgu.dbname_conninfo(db)]
+        argv = [pg_dump, "--format=custom"] + options + ["--no-password", "--snapshot=" + snapshot,
+                                                         "--dbname=" + pgu.dbname_conninfo(db)]
         with pgu.client_env(dbinfo) as env:
-            record = _stream_into_object(repo, enc, argv, env, object_id, info.password)
+            record = _run_pg_dump(argv, env, info.password, consume)
     finally:
         try:
             conn.rollback()
@@ -131,37 +171,30 @@ def dump_database(repo: t.Any, enc: t.Any, info: pgu.ConnInfo, db: str, object_i
     return DumpResult(record, tables, version, pg_dump_version, time.monotonic() - started)
 
 
-def _stream_into_object(repo: t.Any, enc: t.Any, argv: t.List[str], env: dict, object_id: str,
-                        password: t.Optional[str]) -> dict:
+def _run_pg_dump(argv: t.List[str], env: dict, password: t.Optional[str],
+                 consume: t.Callable[[t.Any, t.Callable[[], None]], dict]) -> dict:
+    """Run pg_dump; ``consume(proc, check)`` reads its stdout and calls ``check`` (raises on a failed dump)."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     collector = _StderrCollector(proc.stderr)
     collector.start()
     hook("dump_started", child=proc)
-    first = True
+
+    def check() -> None:
+        rc = proc.wait()
+        collector.join(timeout=30)
+        err = collector.text(password)
+        if rc != 0:
+            reason = "killed by signal %d" % -rc if rc < 0 else "exit status %d" % rc
+            raise RansomeyeError("pg_dump failed (%s); no backup was recorded: %s" % (reason, err or "no message"))
+        if stderr_failed(err):
+            raise RansomeyeError("pg_dump reported an error; no backup was recorded: %s" % err)
     try:
-        with NewObject(repo, enc, object_id, "database") as obj:
-            while True:
-                block = proc.stdout.read(READ_CHUNK)
-                if not block:
-                    break
-                obj.write(block)
-                if first:
-                    first = False
-                    hook("during_dump", child=proc)
-            rc = proc.wait()
-            collector.join(timeout=30)
-            err = collector.text(password)
-            if rc != 0:
-                reason = "killed by signal %d" % -rc if rc < 0 else "exit status %d" % rc
-                raise RansomeyeError("pg_dump failed (%s); no backup was recorded: %s" % (reason, err or "no message"))
-            if stderr_failed(err):
-                raise RansomeyeError("pg_dump reported an error; no backup was recorded: %s" % err)
+        return consume(proc, check)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
-    return obj.record
 
 
 def restore_database(info: pgu.ConnInfo, target_db: str, chunks: t.Iterator[bytes], jobs: int = 1,

@@ -30,6 +30,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects impo
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import anchor_param, verify_repo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_files as bfiles
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import reader as v2reader
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup import stream as v2stream
 
 MARKER_RE = re.compile(r"^ransomeye\.ops (restored|rolled-back) backup=(\S+) seq=(\d+) previous=(\S+)(?: xid=(\d+))?$")
 MAX_IDENT = 63
@@ -158,7 +159,9 @@ def restore_database(params: dict, repo: brepo.Repo, item: brepo.LoadedManifest,
                            stats={"duration": round(time.monotonic() - started, 3), "bytes": 0,
                                   "tables": len(expected), "unchanged": True})
                 return out
-        out["space"] = _space_preflight(pgu, conn, db, exists, body["objects"].get(comp["object"]) or {})
+        record = {"plaintext_size": comp.get("size")} if v2stream.is_v2_stream(comp) \
+            else body["objects"].get(comp.get("object")) or {}
+        out["space"] = _space_preflight(pgu, conn, db, exists, record)
         if check_mode:
             out.update(changed=True, stats={"duration": 0.0, "bytes": 0, "tables": len(expected), "unchanged": False})
             if exists:
@@ -173,7 +176,7 @@ def restore_database(params: dict, repo: brepo.Repo, item: brepo.LoadedManifest,
             create = pgu.sql.SQL("{} OWNER {}").format(create, pgu.ident(owner))
         pgu.query(conn, create)
         try:
-            size = _load_dump(info, staging_db, repo, comp["object"], decrypt, params, pgu.server_major(conn))
+            size = _load_dump(info, staging_db, repo, body, comp, decrypt, params, pgu.server_major(conn))
             counts = _counts(info, staging_db)
             if counts != expected:
                 diff = sorted(k for k in set(counts) | set(expected) if counts.get(k) != expected.get(k))
@@ -220,10 +223,15 @@ def _space_preflight(pgu: t.Any, conn: t.Any, db: str, exists: bool, record: dic
     return space.check_space(needed, space.free_bytes(path), path)
 
 
-def _load_dump(info: t.Any, target: str, repo: brepo.Repo, object_id: str, decrypt: dict, params: dict,
+def _load_dump(info: t.Any, target: str, repo: brepo.Repo, body: dict, comp: dict, decrypt: dict, params: dict,
                major: int) -> int:
+    """pg_restore from the dump's authenticated plaintext: a v2 stream from its packs, a v1 object as before."""
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import restore_database as pg_restore
-    return pg_restore(info, target, object_chunks(repo, object_id, decrypt), jobs=max(1, params.get("jobs") or 1),
+    if v2stream.is_v2_stream(comp):
+        chunks = v2reader.stream_chunks(repo, body, comp, decrypt)
+    else:
+        chunks = object_chunks(repo, str(comp.get("object")), decrypt)
+    return pg_restore(info, target, chunks, jobs=max(1, params.get("jobs") or 1),
                       staging_parent=params.get("staging_dir"), server_major=major)
 
 

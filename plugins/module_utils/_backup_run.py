@@ -199,45 +199,74 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     result: t.Dict[str, t.Any] = {}
     objects: t.Dict[str, dict] = {}
     # The dump runs in a worker thread while config and artifacts are read in
-    # this one: pg_dump's compression and our hashing/encryption (both release
-    # the GIL) then use both cores instead of running one after the other.
+    # this one: pg_dump, our chunking/hashing and zlib/AES (which release the
+    # GIL) then use both cores instead of running one after the other. In v2
+    # the dump goes into the same run's packs (content-defined chunks, dedup
+    # against the previous dump); in v1 it is one object of its own.
     enc.prepare()
+    v2 = (params.get("format") or "v2") == "v2"
     executor = None
     dump_future = None
-    if "database" in components:
-        from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ConnInfo
-        from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import dump_database
-        db_object_id = brepo.new_object_id()
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        dump_future = executor.submit(dump_database, repo, enc, ConnInfo.from_params(params), params["db"],
-                                      db_object_id)
+    db_object_id = ""
+    dump = None
     engine = None
+    cache = None
     try:
-        if (params.get("format") or "v2") == "v2":
-            engine = _v2_components(module, repo, enc, signer, components, config_roots, artifact_roots, manifests,
-                                    clock_backwards, now, body, stats, objects)
-            cache = None
-        else:
+        if v2:
+            engine = _v2_engine(module, repo, enc, signer, components, manifests, clock_backwards, now)
+        if "database" in components:
+            from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ConnInfo
+            from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_db as bdb
+            executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            if engine is not None:
+                dump_future = executor.submit(bdb.dump_database_v2, engine, ConnInfo.from_params(params),
+                                              params["db"], int(now * 1e9))
+            else:
+                db_object_id = brepo.new_object_id()
+                dump_future = executor.submit(bdb.dump_database, repo, enc, ConnInfo.from_params(params),
+                                              params["db"], db_object_id)
+        if engine is not None:
+            _v2_components(engine, components, config_roots, artifact_roots, body, stats)
+        elif not v2:
             cache = _files_components(params, repo, enc, components, config_roots, artifact_roots, manifests,
                                       clock_backwards, now, body, stats, objects)
+        dump = dump_future.result() if dump_future is not None else None
+        if engine is not None:
+            before = set(objects)
+            objects.update(engine.finish())
+            stored = sum(rec["ciphertext_size"] for oid, rec in objects.items()
+                         if oid not in before and oid in engine.new_packs)
+            db_stored = int(dump.record["stats"]["bytes_stored"]) if dump is not None else 0
+            files_last = [c for c in ("config", "artifacts") if c in stats]
+            if files_last:
+                stats[files_last[-1]]["bytes_stored"] = max(0, stored - db_stored)
     except BaseException:
+        if executor is not None:
+            executor.shutdown(wait=True)   # the dump thread may still write into the engine
         if engine is not None:
             engine.abort()
         raise
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
-    if dump_future is not None:
-        dump = dump_future.result()
-        objects[db_object_id] = dump.record
-        body["components"]["database"] = {
-            "db": params["db"], "format": "pg_dump-custom", "object": db_object_id, "tables": dump.tables,
-            "server_version": dump.server_version, "pg_dump_version": dump.pg_dump_version,
-            "row_counts_snapshot": "same exported snapshot as the dump",
-        }
-        stats["database"] = dict(_empty_stats(), bytes_read=dump.record["plaintext_size"],
-                                 bytes_stored=dump.record["ciphertext_size"], objects_new=1,
-                                 duration=round(dump.duration, 3))
+    if dump is not None:
+        common = {"db": params["db"], "format": "pg_dump-custom", "tables": dump.tables,
+                  "server_version": dump.server_version, "pg_dump_version": dump.pg_dump_version,
+                  "row_counts_snapshot": "same exported snapshot as the dump"}
+        if engine is not None:
+            dstats = dump.record.pop("stats")
+            body["components"]["database"] = dict(common, compression="none", **dump.record)
+            stats["database"] = dict(_empty_stats(), bytes_read=dump.record["size"],
+                                     bytes_stored=dstats["bytes_stored"],
+                                     bytes_deduplicated=dstats["bytes_reused"],
+                                     objects_new=dstats["blobs_new"], objects_reused=dstats["blobs_reused"],
+                                     duration=round(dump.duration, 3))
+        else:
+            objects[db_object_id] = dump.record
+            body["components"]["database"] = dict(common, object=db_object_id)
+            stats["database"] = dict(_empty_stats(), bytes_read=dump.record["plaintext_size"],
+                                     bytes_stored=dump.record["ciphertext_size"], objects_new=1,
+                                     duration=round(dump.duration, 3))
         result["tables"] = dump.tables
     if "physical" in components:
         from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_base import backup_physical
@@ -280,12 +309,10 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     return result
 
 
-def _v2_components(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, components: t.List[str],
-                   config_roots: t.List[str], artifact_roots: t.List[str], manifests: t.List[brepo.LoadedManifest],
-                   clock_backwards: bool, now: float, body: dict, stats: dict, objects: dict) -> t.Any:
-    """Repository v2: config and artifacts as trees in packs (plugins/module_utils/_backup/)."""
-    wanted = [(c, r) for c, r in (("config", config_roots), ("artifacts", artifact_roots)) if c in components]
-    if not wanted:
+def _v2_engine(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, components: t.List[str],
+               manifests: t.List[brepo.LoadedManifest], clock_backwards: bool, now: float) -> t.Any:
+    """The run's v2 engine (plugins/module_utils/_backup/), or None when no component is stored in packs."""
+    if not any(c in components for c in ("database", "config", "artifacts")):
         return None
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup import engine as v2engine
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup import cache as v2cache
@@ -295,29 +322,25 @@ def _v2_components(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, c
     if is_within(os.path.realpath(repo.path), os.path.realpath(cache_dir)):
         raise RansomeyeError("cache_dir %s must not be inside the repository: the host-local cache and key are "
                              "what an attacker who can write the repository must not reach" % cache_dir)
-    engine = v2engine.Engine(repo, enc, signer.public_key(), manifests, cache_dir, now, rehash, clock_backwards,
-                             module.warn)
-    try:
-        for component, roots in wanted:
-            started = time.monotonic()
-            record, cstats = engine.backup(component, roots)
-            body["components"][component] = record
-            stats[component] = dict(_empty_stats(), files_new=cstats["files_read"],
-                                    files_unchanged=cstats["files_unchanged"], bytes_read=cstats["bytes_read"],
-                                    files_rehashed=cstats.get("files_rehashed", 0),
-                                    objects_new=cstats["blobs_new"] + cstats["trees_new"],
-                                    objects_reused=cstats["blobs_reused"] + cstats["trees_reused"],
-                                    duration=round(time.monotonic() - started, 3))
-        before = set(objects)
-        objects.update(engine.finish())
-        stored = sum(rec["ciphertext_size"] for oid, rec in objects.items()
-                     if oid not in before and oid in engine.new_packs)
-        last = wanted[-1][0]
-        stats[last]["bytes_stored"] = stored
-    except BaseException:
-        engine.abort()
-        raise
-    return engine
+    return v2engine.Engine(repo, enc, signer.public_key(), manifests, cache_dir, now, rehash, clock_backwards,
+                           module.warn)
+
+
+def _v2_components(engine: t.Any, components: t.List[str], config_roots: t.List[str],
+                   artifact_roots: t.List[str], body: dict, stats: dict) -> None:
+    """Repository v2: config and artifacts as trees in packs (the caller finishes the engine)."""
+    for component, roots in (("config", config_roots), ("artifacts", artifact_roots)):
+        if component not in components:
+            continue
+        started = time.monotonic()
+        record, cstats = engine.backup(component, roots)
+        body["components"][component] = record
+        stats[component] = dict(_empty_stats(), files_new=cstats["files_read"],
+                                files_unchanged=cstats["files_unchanged"], bytes_read=cstats["bytes_read"],
+                                files_rehashed=cstats.get("files_rehashed", 0),
+                                objects_new=cstats["blobs_new"] + cstats["trees_new"],
+                                objects_reused=cstats["blobs_reused"] + cstats["trees_reused"],
+                                duration=round(time.monotonic() - started, 3))
 
 
 def _files_components(params: dict, repo: brepo.Repo, enc: t.Any, components: t.List[str],

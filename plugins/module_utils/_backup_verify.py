@@ -24,6 +24,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_anchor as banchor
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_trust as btrust
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import reader as v2reader
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup import stream as v2stream
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
     container, load_decryption, load_trust)
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import open_object
@@ -52,6 +53,8 @@ def _component_object_refs(body: dict) -> t.List[t.Tuple[str, str]]:
     refs: t.List[t.Tuple[str, str]] = []
     components = body.get("components") or {}
     v2 = [name for name in ("config", "artifacts") if v2reader.is_v2(components.get(name))]
+    if v2stream.is_v2_stream(components.get("database")):
+        v2.append("database")
     if v2:
         # v2 components share packs and indexes; each needs all of them (which blob is where is in the indexes)
         for object_id, record in sorted((body.get("objects") or {}).items()):
@@ -284,13 +287,18 @@ def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level:
                 problems.append(_problem(item.backup_id, object_id, reason))
                 ok = False
         if level == "full" and ok:
-            for name in ("config", "artifacts"):
+            for name in ("config", "artifacts", "database"):
                 comp = (item.body.get("components") or {}).get(name)
-                if v2reader.is_v2(comp) and (only_components is None or name in only_components):
+                if only_components is not None and name not in only_components:
+                    continue
+                reason = None
+                if v2reader.is_v2(comp):
                     reason = v2reader.verify_component(repo, item.body, comp, decrypt_kwargs)
-                    if reason:
-                        problems.append(_problem(item.backup_id, "component:%s" % name, reason))
-                        ok = False
+                elif v2stream.is_v2_stream(comp):
+                    reason = v2reader.verify_stream(repo, item.body, comp, decrypt_kwargs)
+                if reason:
+                    problems.append(_problem(item.backup_id, "component:%s" % name, reason))
+                    ok = False
         if ok and not blocking:
             verified.append(item.backup_id)
     objects_checked = len({key[0] for key in checker.cache})

@@ -58,16 +58,18 @@ class Base(t.NamedTuple):
 
 
 def choose_base(manifests: t.List[brepo.LoadedManifest], repo: brepo.Repo, signer_public: t.Any, describe: dict,
-                component: str) -> t.Optional[Base]:
+                component: str, accept: t.Optional[t.Callable[[t.Any], bool]] = None) -> t.Optional[Base]:
     """The newest manifest with a v2 ``component``, same encryption, a valid signature by our signing key.
 
     Only its packs that exist with their recorded size may be reused; nothing
-    from an unsigned, foreign or damaged manifest is ever reused.
+    from an unsigned, foreign or damaged manifest is ever reused. ``accept``
+    says which component records count as v2 (default: a tree-v2 component).
     """
     for item in reversed(manifests):
         body = item.body
         comp = (body.get("components") or {}).get(component)
-        if not isinstance(comp, dict) or comp.get("format") != fmt.COMPONENT_FORMAT:
+        if not isinstance(comp, dict) or not (accept(comp) if accept is not None
+                                              else comp.get("format") == fmt.COMPONENT_FORMAT):
             continue
         if body.get("encryption") != describe or body.get("repo_id") != repo.repo_id:
             continue
@@ -234,8 +236,10 @@ class ComponentRun:
                 continue
             if stored is None:  # cannot happen: known blobs stay known
                 raise RansomeyeError("internal error: blob %s vanished from the dedup index" % blob.hex())
+            if not eng.claim(blob):  # a stream stored the same chunk meanwhile (another thread)
+                self.stats["blobs_reused"] += 1
+                continue
             packs.add(eng.data_writer.add(blob, stored, raw_length, comp))
-            eng.new_blobs.add(blob)
             self.stats["blobs_new"] += 1
         self.stats["bytes_read"] += result.size
         self.stats["files_read"] += 1
@@ -330,11 +334,12 @@ class ComponentRun:
             if found is not None:
                 packs.add(found.pack)
                 self.stats["trees_reused"] += 1
-            else:
+            elif eng.claim(blob):
                 stored, comp = fmt.encode_blob(tree)
                 packs.add(eng.tree_writer.add(blob, stored, len(tree), comp))
-                eng.new_blobs.add(blob)
                 self.stats["trees_new"] += 1
+            else:
+                self.stats["trees_reused"] += 1
         self.used_packs.update(packs)
         offset = self.writer.add(bcache.CacheRecord(tree, blob.hex(), sorted(packs), children))
         return blob.hex(), offset
@@ -460,12 +465,40 @@ class Engine:
         self.new_blobs: t.Set[bytes] = set()
         self.workers = max(1, min(4, os.cpu_count() or 1))
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
-        self.data_writer = bpack.PackWriter(repo, enc, fmt.BLOB_DATA, self._on_pack, self.records, self.packs)
-        self.tree_writer = bpack.PackWriter(repo, enc, fmt.BLOB_TREE, self._on_pack, self.records, self.packs)
-        self.runs: t.List[ComponentRun] = []
+        # A stream (the database dump) is stored from another thread while the walk runs: the pack table,
+        # the index records and the new-blob set are shared under this lock.
+        self.lock = threading.Lock()
+        self.data_writer = self.new_data_writer()
+        self.tree_writer = bpack.PackWriter(repo, enc, fmt.BLOB_TREE, self._on_pack, self.records, self.packs,
+                                            self.lock)
+        self.writers = [self.data_writer, self.tree_writer]
+        self.runs: t.List[t.Any] = []
 
     def _on_pack(self, pack_id: str, record: dict) -> None:
         self.new_packs[pack_id] = record
+
+    def new_data_writer(self) -> bpack.PackWriter:
+        writer = bpack.PackWriter(self.repo, self.enc, fmt.BLOB_DATA, self._on_pack, self.records, self.packs,
+                                  self.lock)
+        if hasattr(self, "writers"):
+            self.writers.append(writer)
+        return writer
+
+    def claim(self, blob: bytes) -> bool:
+        """True when this caller is the first of the run to store ``blob`` (it must then store it)."""
+        with self.lock:
+            if blob in self.new_blobs:
+                return False
+            self.new_blobs.add(blob)
+            return True
+
+    def stream(self, component: str, params: t.Any) -> t.Any:
+        """A StreamRun (plugins/module_utils/_backup/stream.py) for a stream such as a pg_dump."""
+        from ansible_collections.ransomeye.ops.plugins.module_utils._backup import stream as bstream
+        run = bstream.StreamRun(self, component, params)
+        with self.lock:
+            self.runs.append(run)
+        return run
 
     def backup(self, component: str, roots: t.List[str]) -> t.Tuple[dict, dict]:
         run = ComponentRun(self, component, roots)
@@ -477,8 +510,8 @@ class Engine:
     def finish(self) -> t.Dict[str, dict]:
         """Seal the last packs, write the run's index; return every object the manifest must list."""
         try:
-            self.data_writer.seal()
-            self.tree_writer.seal()
+            for writer in self.writers:
+                writer.seal()
         finally:
             self.executor.shutdown(wait=True)
         objects: t.Dict[str, dict] = {}

@@ -4,7 +4,8 @@ It deliberately imports nothing from the collection (only the standard library a
 document is incomplete or wrong, this reader fails to decode what the collection wrote.
 
     python independent_reader.py REPO MANIFEST (--key-file F | --private-key F) COMPONENT DEST
-extracts one component of one manifest under DEST.
+extracts one component of one manifest under DEST (the database component: DEST/<db>.pgdump, a pg_dump
+custom-format file).
 """
 from __future__ import annotations
 
@@ -176,9 +177,35 @@ class Repo:
 
     def extract(self, component, dest):
         comp = self.body["components"][component]
+        if comp.get("layout") == "stream-v2":   # section 5.12: the database dump, one file in a one-entry tree
+            return self._extract_stream(comp, os.fsencode(dest))
         assert comp["format"] == "tree-v2"
         dest = os.fsencode(dest)
         self._extract(self.tree(comp["tree"]), b"", dest, top=True)
+        return None
+
+    def _extract_stream(self, comp, dest):
+        entries = self.tree(comp["tree"])
+        if len(entries) != 1 or entries[0][1]["type"] != "file":
+            raise ReaderError("a stream tree holds exactly one file entry")
+        name, entry = entries[0]
+        if entry["name"] != comp["name"] or entry["size"] != comp["size"] or entry["sha256"] != comp["sha256"]:
+            raise ReaderError("stream entry does not match the manifest")
+        if b"/" in name or name in (b"", b".", b".."):
+            raise ReaderError("bad stream name")
+        os.makedirs(dest, exist_ok=True)
+        target = os.path.join(dest, name)
+        digest = hashlib.sha256()
+        size = 0
+        with open(target, "wb") as handle:
+            for blob in entry["chunks"]:   # chunk lengths do not matter to a reader: the stream is their concatenation
+                data = self.blob(blob, 1)
+                digest.update(data)
+                size += len(data)
+                handle.write(data)
+        if digest.hexdigest() != comp["sha256"] or size != comp["size"]:
+            raise ReaderError("stream hash")
+        return target
 
     def _extract(self, entries, path, dest, top):
         dirs = []
