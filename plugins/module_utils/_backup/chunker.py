@@ -151,5 +151,7 @@ class Chunker:
                 continue
             if cut == start:
                 return
-            yield bytes(buffer[start:cut])
+            with memoryview(buffer) as view:   # one copy, and the view is gone before the buffer changes size
+                chunk = bytes(view[start:cut])
+            yield chunk
             start = cut

@@ -44,15 +44,16 @@ def blob_id(id_key: bytes, context: str, kind: int, plaintext_sha256: bytes) -> 
     return hmac.new(id_key, message, hashlib.sha256).digest()
 
 
-def encode_blob(data: bytes) -> t.Tuple[bytes, int]:
-    """(stored bytes, compression): zlib level 1 when it saves at least 3 %, else raw (decided on a sample first)."""
+def encode_blob(data: bytes, level: int = 1) -> t.Tuple[bytes, int]:
+    """(stored bytes, compression): zlib (level 1 unless told) when it saves at least 3 %, else raw (decided on a
+    sample first)."""
     if len(data) < 128:
         return data, COMP_NONE
     if len(data) > 65536:
         sample = data[:16384]
         if len(zlib.compress(sample, 1)) > len(sample) * 0.9:
             return data, COMP_NONE
-    packed = zlib.compress(data, 1)
+    packed = zlib.compress(data, level)
     if len(packed) >= len(data) * 0.97:
         return data, COMP_NONE
     return packed, COMP_ZLIB

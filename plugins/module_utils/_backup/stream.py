@@ -26,6 +26,9 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._errors import Ranso
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, pack as bpack, chunker as bchunker
 
 STREAM_LAYOUT = "stream-v2"
+# pg_dump -Fc compresses at zlib's default level 6; with -Z0 that work moves here (zlib releases the GIL, so it
+# runs beside the file walk), and the repository stays about as small as a compressed dump.
+STREAM_ZLIB_LEVEL = 6
 
 
 def is_v2_stream(comp: t.Any) -> bool:
@@ -93,7 +96,7 @@ class StreamRun:
                 self.stats["blobs_reused"] += 1
                 self.stats["bytes_reused"] += len(chunk)
             elif eng.claim(blob):
-                stored, comp = fmt.encode_blob(chunk)
+                stored, comp = fmt.encode_blob(chunk, STREAM_ZLIB_LEVEL)
                 self.used_packs.add(writer.add(blob, stored, len(chunk), comp))
                 self.stats["blobs_new"] += 1
             else:
