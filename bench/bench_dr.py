@@ -31,7 +31,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "bench"))
 
+import modrun  # noqa: E402
 from tests.harness.paths import ensure_collection_link  # noqa: E402
 from tests.harness.pgcluster import PgCluster  # noqa: E402
 
@@ -40,34 +42,7 @@ COLLECTIONS = ensure_collection_link()
 
 def run_module(name, args, env=None):
     """Run a module file directly; return (result, wall seconds, peak RSS bytes of the module process)."""
-    import psutil
-    path = os.path.join(REPO, "plugins", "modules", name + ".py")
-    data = dict(args, _ansible_check_mode=False, _ansible_diff=False, _ansible_tmpdir=None,
-                _ansible_remote_tmp=tempfile.gettempdir())
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": data}, handle)
-    run_env = dict(os.environ, PYTHONPATH=COLLECTIONS, LC_ALL="C.UTF-8")
-    run_env.update(env or {})
-    started = time.monotonic()
-    proc = psutil.Popen([sys.executable, path, handle.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                        env=run_env)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, proc.memory_info().rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.02)
-    out, err = proc.communicate()
-    wall = time.monotonic() - started
-    os.unlink(handle.name)
-    try:
-        result = json.loads(out)
-    except ValueError:
-        raise SystemExit("%s printed no JSON: %s %s" % (name, out[-2000:], err[-2000:]))
-    if result.get("failed"):
-        raise SystemExit("%s failed: %s" % (name, result.get("msg")))
-    return result, wall, peak
+    return modrun.run_module(name, args, COLLECTIONS, env)
 
 
 def timed(argv, **kwargs):

@@ -370,9 +370,15 @@ def run_restore_module(module: t.Any) -> dict:
     decrypt = load_decryption(params.get("private_key"), params.get("private_key_passphrase"), params.get("key_file"))
     with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
         level = params.get("verify_level") or "ciphertext"
+        # A restore of config and artifacts only reads each v2 pack once: it authenticates every pack (AES-GCM,
+        # the signed plaintext SHA-256) while staging files under temp names, and renames nothing before all
+        # of them passed; so its verify step checks the packs' sizes, not their SHA-256 a first time. With the
+        # database in the restore the packs are hashed first, as before: the database is swapped in first.
+        files_only = bool(params.get("components")) and not set(params["components"]) - {"config", "artifacts"}
         checked = verify_repo(repo, trusted, params.get("backup") or "latest", level,
                               decrypt if level == "full" else None, only_components=params.get("components"),
-                              anchor=anchor, mark=incident_from_params(params))
+                              anchor=anchor, mark=incident_from_params(params),
+                              packs_quick=files_only and level == "ciphertext")
         # repo.json differing from its signed copy is reported, not blocking: the signed copy is what is used.
         stopping = [p for p in checked.problems if p not in checked.view.repo_problems]
         if stopping or not checked.selected:
@@ -430,13 +436,18 @@ def run_restore_module(module: t.Any) -> dict:
             result.update(db_result)
         files: t.Dict[str, str] = {}
         links: t.Dict[str, str] = {}
-        for component in ("config", "artifacts"):
-            if component not in components:
-                continue
+        wanted = [c for c in ("config", "artifacts") if c in components]
+        staged: t.Dict[str, t.Any] = {}
+        for component in wanted:
             try:
-                restorer = restore_files(component, body["components"][component], repo, decrypt,
-                                         params.get("dest"), module.check_mode, body,
-                                         keep_live if component == "config" else frozenset())
+                if component not in staged and v2reader.is_v2(body["components"][component]):
+                    # every v2 component in one go: all staged, all packs authenticated, then all committed
+                    staged = v2reader.restore_components(
+                        repo, body, [(c, body["components"][c]) for c in wanted if v2reader.is_v2(body["components"][c])],
+                        decrypt, params.get("dest"), module.check_mode, {"config": keep_live})
+                restorer = staged.get(component) or restore_files(
+                    component, body["components"][component], repo, decrypt, params.get("dest"), module.check_mode, body,
+                    keep_live if component == "config" else frozenset())
             except RansomeyeError as exc:
                 # The database may already be swapped: say so, so the caller rolls back exactly this run's swap.
                 exc.details.update({k: result.get(k) for k in ("backup_id", "seq", "previous_db", "restored_db")})

@@ -143,7 +143,10 @@ class PackCache:
     """Decrypted, authenticated pack plaintexts: prefetched in pack order by worker threads, a few kept.
 
     A pack is used only after its plaintext SHA-256 equals the manifest's
-    record, so every blob in it is authentic before a byte is written.
+    record, so every blob in it is authentic before a byte is written. One
+    read of each pack does it all (AES-GCM per chunk, the signed SHA-256):
+    a restore does not hash the ciphertext first. ``get`` may be called from
+    several threads.
     """
 
     def __init__(self, repo: brepo.Repo, objects: t.Dict[str, dict], decrypt: dict,
@@ -156,12 +159,21 @@ class PackCache:
         self.order: t.List[str] = []
         self.position: t.Dict[str, int] = {}
         self.lock = threading.Lock()
+        self.count_lock = threading.Lock()
+        self.loaded: t.Set[str] = set()    # packs authenticated by this cache (whatever was evicted since)
         self.packs_read = 0
         self.bytes_read = 0
 
     def set_order(self, order: t.List[str]) -> None:
         self.order = order
         self.position = {p: i for i, p in enumerate(order)}
+
+    def note(self, pack_id: str) -> None:
+        """The restore's walk met ``pack_id`` (the order packs are first needed in, for prefetching)."""
+        if pack_id not in self.position:
+            with self.lock:
+                self.position[pack_id] = len(self.order)
+                self.order.append(pack_id)
 
     def _load(self, pack_id: str) -> bytes:
         record = self.objects.get(pack_id)
@@ -182,10 +194,15 @@ class PackCache:
         if digest.hexdigest() != record.get("plaintext_sha256") or len(data) != record.get("plaintext_size"):
             raise RansomeyeError("pack %s does not match the signed manifest (plaintext SHA-256)" % pack_id,
                                  object=pack_id)
-        with self.lock:
+        with self.count_lock:
             self.packs_read += 1
             self.bytes_read += int(record.get("ciphertext_size") or 0)
+            self.loaded.add(pack_id)
         return data
+
+    def authenticate(self, pack_id: str) -> None:
+        """Read and authenticate a pack without keeping it (a listed pack nothing else reads)."""
+        self._load(pack_id)
 
     def _prefetch(self, index: int) -> None:
         if self.executor is None:
@@ -195,28 +212,40 @@ class PackCache:
                 self.pending[pack_id] = self.executor.submit(self._load, pack_id)
 
     def get(self, pack_id: str) -> bytes:
-        if pack_id in self.position:
-            self._prefetch(self.position[pack_id])
-        data = self.done.get(pack_id)
-        if data is not None:
+        with self.lock:
+            if pack_id in self.position:
+                self._prefetch(self.position[pack_id])
+            data = self.done.get(pack_id)
+            if data is not None:
+                self.done.move_to_end(pack_id)
+                return data
+            future = self.pending.get(pack_id)
+            if future is None and self.executor is not None:
+                future = self.pending[pack_id] = self.executor.submit(self._load, pack_id)
+        try:
+            data = future.result() if future is not None else self._load(pack_id)
+        finally:
+            if future is not None:
+                with self.lock:
+                    self.pending.pop(pack_id, None)
+        with self.lock:
+            self.done[pack_id] = data
             self.done.move_to_end(pack_id)
-            return data
-        future = self.pending.pop(pack_id, None)
-        data = future.result() if future is not None else self._load(pack_id)
-        self.done[pack_id] = data
-        while len(self.done) > self.keep:
-            self.done.popitem(last=False)
+            while len(self.done) > self.keep:
+                self.done.popitem(last=False)
         return data
 
     def close(self) -> None:
-        for future in self.pending.values():
+        with self.lock:
+            pending = list(self.pending.values())
+            self.pending.clear()
+        for future in pending:
             future.cancel()
-        for future in self.pending.values():
+        for future in pending:
             try:
                 future.result()
             except BaseException:  # noqa: B902 - a cancelled prefetch's failure no longer matters
                 pass
-        self.pending.clear()
 
 
 def read_blob(packs: PackCache, entry: fmt.IndexEntry) -> bytes:

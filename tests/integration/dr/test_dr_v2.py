@@ -300,6 +300,51 @@ def test_tampered_pack_or_index_is_caught_by_verify_and_refused_by_restore(v2sit
     assert index in reasons and "modified" in reasons[index]
 
 
+def test_a_pack_failing_late_in_a_restore_replaces_nothing(v2site, monkeypatch):
+    """The restore reads each pack once and stages files under temp names: a pack that fails authentication after
+    many files were staged must leave the target exactly as it was, with no temp file and no new directory."""
+    site = v2site
+    backup(site)
+    dest = site["tmp"] / "dest"
+    restore(site, dest)
+    before = restored_view(dest, site["roots"][0])
+    # the last file in walk order gets new content: backup 2 needs a new pack only at the very end of its walk
+    last = os.fsencode(site["roots"][0]) + b"/evidence/sample-5.bin"
+    with open(last, "ab") as handle:
+        handle.write(os.urandom(3 << 19))   # 1.5 MiB: two container chunks; the damage goes into the second
+    second = backup(site)
+    objects = json.load(open(second["manifest"]))["manifest"]["objects"]
+    new_packs = [o for o in objects if objects[o]["kind"] == "pack" and o not in json.dumps(
+        [json.load(open(os.path.join(site["repo"], "manifests", m)))["manifest"]["objects"]
+         for m in sorted(os.listdir(os.path.join(site["repo"], "manifests")))[:-1]])]
+    # a data pack and a tree pack; the trees are read as the walk goes, the data pack (the larger) only for the
+    # last file (the restore's key probe decrypts the first chunk of one object: the damage is past it)
+    assert len(new_packs) == 2, new_packs
+    data_pack = max(new_packs, key=lambda o: objects[o]["plaintext_size"])
+    path = os.path.join(site["repo"], "objects", data_pack[:2], data_pack)
+    with open(path, "r+b") as handle:
+        handle.seek(objects[data_pack]["ciphertext_size"] - 1000)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0x10]))
+    # restore into a fresh tree too, so that files are really staged before the bad pack is met
+    fresh = site["tmp"] / "fresh"
+    staged = []
+    original = v2reader.Restorer._collect
+
+    def counting(self, batch, results):
+        staged.extend(outcome for outcome, _n in results if outcome == "written")
+        return original(self, batch, results)
+    monkeypatch.setattr(v2reader.Restorer, "_collect", counting)
+    for target in (dest, fresh):
+        with pytest.raises(RansomeyeError, match="refusing to restore.*nothing was replaced"):
+            restore(site, target)
+    assert len(staged) > 200, len(staged)
+    assert restored_view(dest, site["roots"][0]) == before
+    leftovers = [f for _d, _s, fs in os.walk(dest) for f in fs if f.startswith(".ransomeye-tmp")]
+    assert leftovers == [] and not os.path.exists(fresh)
+
+
 def test_a_v1_repository_is_migrated_by_a_v2_backup_and_both_stay_restorable(v2site):
     site = v2site
     # v1 cannot store names that are not UTF-8 (one of the reasons for v2): a v1-era tree has none
