@@ -121,7 +121,7 @@ def dump_database(repo: t.Any, enc: t.Any, info: pgu.ConnInfo, db: str, object_i
     return _dump(info, db, [], consume)
 
 
-def dump_database_v2(engine: t.Any, info: pgu.ConnInfo, db: str, mtime_ns: int) -> DumpResult:
+def dump_database_v2(engine: t.Any, info: pgu.ConnInfo, db: str) -> DumpResult:
     """Stream ``pg_dump -Fc -Z0`` of ``db`` into v2 packs, cut by the keyed content-defined chunker.
 
     pg_dump's own compression is off: its compressed output differs throughout
@@ -135,7 +135,7 @@ def dump_database_v2(engine: t.Any, info: pgu.ConnInfo, db: str, mtime_ns: int) 
     run = engine.stream("database", bchunker.DB_PARAMS)
 
     def consume(proc: t.Any, check: t.Callable[[], None]) -> dict:
-        record = run.store(proc.stdout.read, b"%s.pgdump" % db.encode("utf-8"), mtime_ns,
+        record = run.store(proc.stdout.read, b"%s.pgdump" % db.encode("utf-8"),
                            on_first=lambda: hook("during_dump", child=proc))
         check()
         record["stats"] = dict(run.stats)

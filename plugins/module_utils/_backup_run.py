@@ -220,7 +220,7 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
             executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
             if engine is not None:
                 dump_future = executor.submit(bdb.dump_database_v2, engine, ConnInfo.from_params(params),
-                                              params["db"], int(now * 1e9))
+                                              params["db"])
             else:
                 db_object_id = brepo.new_object_id()
                 dump_future = executor.submit(bdb.dump_database, repo, enc, ConnInfo.from_params(params),
@@ -260,6 +260,7 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
                                      bytes_stored=dstats["bytes_stored"],
                                      bytes_deduplicated=dstats["bytes_reused"],
                                      objects_new=dstats["blobs_new"], objects_reused=dstats["blobs_reused"],
+                                     chunks=dstats["chunks"], segments=dstats["segments"],
                                      duration=round(dump.duration, 3))
         else:
             objects[db_object_id] = dump.record

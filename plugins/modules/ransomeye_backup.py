@@ -174,13 +174,16 @@ options:
     version_added: "0.2.0"
   format:
     description:
-      - Repository format of the C(config) and C(artifacts) components.
+      - Repository format of the C(database), C(config) and C(artifacts) components.
       - V(v2) stores them as per-directory trees of deduplicated, compressed blobs in packs, reads each
         unchanged file not at all and each changed file once, and stores nothing new when nothing changed
         (docs/BACKUP_FORMAT.md section 5). V(v1) writes the version 1 layout (a config tar, one object per artifact).
       - Both can live in one repository; running with V(v2) on a repository written by V(v1) is the migration
         step, and every earlier v1 backup stays verifiable and restorable.
-      - The C(database) component is the same in both.
+      - With V(v2) the C(database) dump (C(pg_dump --compress=0), streamed) is cut into keyed content-defined
+        chunks stored in the same packs and compressed there, so a nightly dump of a mostly unchanged database
+        adds only its changed chunks (docs/BACKUP_FORMAT.md sections 5.11 and 5.12). V(v1) stores each dump as
+        one compressed object.
     type: str
     choices: [v1, v2]
     default: v2
@@ -281,6 +284,9 @@ stats:
     - Keys C(bytes_read) (plaintext read), C(bytes_stored) (ciphertext written), C(bytes_deduplicated)
       (plaintext not stored again because identical content already was), C(files_new), C(files_changed),
       C(files_unchanged), C(files_rehashed), C(objects_new), C(objects_reused), C(duration) (seconds).
+    - A C(database) stored with O(format=v2) also has C(chunks) (content-defined chunks of the dump) and
+      C(segments); its C(objects_new) counts the chunks stored by this run, C(bytes_deduplicated) the dump bytes
+      already in the repository.
   returned: always
   type: dict
   sample:

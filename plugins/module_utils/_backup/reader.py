@@ -163,37 +163,41 @@ def verify_component(repo: brepo.Repo, body: dict, comp: dict, decrypt: dict) ->
     return None
 
 
-def stream_entry(reader: TreeReader, comp: dict) -> dict:
-    """The file entry of a v2 stream (the database dump), checked against the component's signed fields."""
-    entries = reader.tree(str(comp.get("tree")))
-    if len(entries) != 1 or entries[0][1]["type"] != "file":
-        raise RansomeyeError("the stream's tree does not hold exactly one file entry")
-    name, entry = entries[0]
-    if fmt.b64(name) != comp.get("name") or entry["size"] != comp.get("size") or entry["sha256"] != comp.get("sha256"):
-        raise RansomeyeError("the stream's file entry does not match the manifest (name, size or SHA-256)")
-    return entry
+def stream_segments(reader: TreeReader, comp: dict) -> t.Iterator[t.Tuple[dict, t.List[fmt.IndexEntry]]]:
+    """(file entry, its located chunks) of each segment of a v2 stream (the database dump), in stream order.
 
-
-def stream_plan(reader: TreeReader, comp: dict) -> t.Tuple[dict, t.List[fmt.IndexEntry], t.List[str]]:
-    """(entry, located blobs in stream order, packs in first-use order); every blob located before any is read."""
-    entry = stream_entry(reader, comp)
-    located = [reader.locate(blob, fmt.BLOB_DATA) for blob in entry["chunks"]]
-    if sum(found.raw_length for found in located) != entry["size"]:
-        raise RansomeyeError("the stream's chunks do not add up to its recorded size")
-    order: t.List[str] = []
-    seen: t.Set[str] = set()
-    for found in located:
-        if found.pack not in seen:
-            seen.add(found.pack)
-            order.append(found.pack)
-    return entry, located, order
+    Every entry is checked against the format (5.12): the top tree holds ``dir`` entries named 00000000,
+    00000001, ...; each of their trees holds exactly one ``file`` entry with the stream's name, whose chunks are
+    located data blobs adding up to its size. The sizes of all segments must add up to the signed ``size``
+    (checked once the last segment was given out). One segment's chunk list is in memory at a time.
+    """
+    top = reader.tree(str(comp.get("tree")))
+    if not top:
+        raise RansomeyeError("the stream's tree is empty")
+    total = 0
+    for number, (name, seg) in enumerate(top):
+        if name != b"%08d" % number or seg["type"] != "dir":
+            raise RansomeyeError("the stream's tree has an unexpected entry %r" % name[:40])
+        entries = reader.tree(seg["tree"])
+        if len(entries) != 1 or entries[0][1]["type"] != "file" or fmt.b64(entries[0][0]) != comp.get("name"):
+            raise RansomeyeError("stream segment %d does not hold exactly one file entry named as the stream"
+                                 % number)
+        entry = entries[0][1]
+        located = [reader.locate(blob, fmt.BLOB_DATA) for blob in entry["chunks"]]
+        if sum(found.raw_length for found in located) != entry["size"]:
+            raise RansomeyeError("the chunks of stream segment %d do not add up to its size" % number)
+        total += entry["size"]
+        yield entry, located
+    if total != comp.get("size"):
+        raise RansomeyeError("the stream's segments hold %d bytes, the manifest says %s" % (total, comp.get("size")))
 
 
 def verify_stream(repo: brepo.Repo, body: dict, comp: dict, decrypt: dict) -> t.Optional[str]:
-    """Full verify of a v2 stream's structure (its tree, every chunk located, sizes add up); None: fine."""
+    """Full verify of a v2 stream's structure (its trees, every chunk located, sizes add up); None: fine."""
     reader = TreeReader(repo, body, decrypt)
     try:
-        stream_plan(reader, comp)
+        for _segment in stream_segments(reader, comp):
+            pass
     except RansomeyeError as exc:
         return exc.msg
     finally:
@@ -204,21 +208,30 @@ def verify_stream(repo: brepo.Repo, body: dict, comp: dict, decrypt: dict) -> t.
 def stream_chunks(repo: brepo.Repo, body: dict, comp: dict, decrypt: dict) -> t.Iterator[bytes]:
     """The stream's plaintext in order, for pg_restore's stdin: packs are decrypted ahead by worker threads and
     each is authenticated against the signed manifest before a byte of it is yielded; nothing touches the disk.
-    The SHA-256 of the whole stream is compared at the end (a mismatch raises, failing the restore)."""
+    Each segment's and the whole stream's SHA-256 are compared as they end (a mismatch raises, failing the
+    restore before anything is swapped)."""
     workers = max(1, min(4, os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as executor:
         reader = TreeReader(repo, body, decrypt, executor)
         try:
-            entry, located, order = stream_plan(reader, comp)
-            reader.data.set_order(order)
-            digest = hashlib.sha256()
-            size = 0
-            for found in located:
-                data = bpack.read_blob(reader.data, found)
-                digest.update(data)
-                size += len(data)
-                yield data
-            if digest.hexdigest() != entry["sha256"] or size != entry["size"]:
+            whole = hashlib.sha256()
+            for entry, located in stream_segments(reader, comp):
+                order: t.List[str] = []
+                seen: t.Set[str] = set()
+                for found in located:
+                    if found.pack not in seen:
+                        seen.add(found.pack)
+                        order.append(found.pack)
+                reader.data.set_order(order)
+                part = hashlib.sha256()
+                for found in located:
+                    data = bpack.read_blob(reader.data, found)
+                    part.update(data)
+                    whole.update(data)
+                    yield data
+                if part.hexdigest() != entry["sha256"]:
+                    raise RansomeyeError("a segment of the restored stream does not match its recorded SHA-256")
+            if whole.hexdigest() != comp.get("sha256"):
                 raise RansomeyeError("the restored stream does not match its recorded SHA-256")
         finally:
             reader.close()

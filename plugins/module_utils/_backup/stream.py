@@ -19,7 +19,6 @@ __metaclass__ = type
 
 import hashlib
 import os
-import threading
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
@@ -29,6 +28,8 @@ STREAM_LAYOUT = "stream-v2"
 # pg_dump -Fc compresses at zlib's default level 6; with -Z0 that work moves here (zlib releases the GIL, so it
 # runs beside the file walk), and the repository stays about as small as a compressed dump.
 STREAM_ZLIB_LEVEL = 6
+SEGMENT_MASK = 0x0FFF      # a segment holds about 4096 chunks (~160 MiB of dump) ...
+SEGMENT_MAX = 16384        # ... and never more than this many
 
 
 def is_v2_stream(comp: t.Any) -> bool:
@@ -56,9 +57,8 @@ class StreamRun:
         self.used_packs: t.Set[str] = set()
         self.writer = _NoCache()
         self.stats = {"bytes_read": 0, "blobs_new": 0, "blobs_reused": 0, "bytes_reused": 0, "bytes_stored": 0,
-                      "chunks": 0}
+                      "chunks": 0, "segments": 0}
         self._index: t.Optional[fmt.IndexSet] = None
-        self.lock = threading.Lock()
 
     def index(self) -> fmt.IndexSet:
         if self._index is None:
@@ -73,52 +73,76 @@ class StreamRun:
                     self._index = fmt.IndexSet({})
         return self._index
 
-    def store(self, read: t.Callable[[int], bytes], name: bytes, mtime_ns: int,
+    def _blob(self, blob: bytes, data: bytes, writer: t.Any, level: int) -> bool:
+        """Store ``data`` as ``blob`` unless the base or this run has it; True when it was stored now."""
+        found = self.index().lookup(blob)
+        if found is not None:
+            self.used_packs.add(found.pack)
+            return False
+        if not self.engine.claim(blob):
+            return False   # stored earlier in this run: in a new pack of this run, which the manifest lists anyway
+        stored, comp = fmt.encode_blob(data, level)
+        self.used_packs.add(writer.add(blob, stored, len(data), comp))
+        return True
+
+    def _tree(self, entries: t.List[dict]) -> str:
+        eng = self.engine
+        tree = fmt.encode_tree(entries)
+        blob = fmt.blob_id(eng.id_key, eng.enc.context, fmt.BLOB_TREE, hashlib.sha256(tree).digest())
+        self._blob(blob, tree, eng.tree_writer, 1)
+        return blob.hex()
+
+    def store(self, read: t.Callable[[int], bytes], name: bytes,
               on_first: t.Optional[t.Callable[[], None]] = None) -> dict:
-        """Chunk, dedup and pack everything ``read`` returns; return the component fields (tree id, size, ...)."""
+        """Chunk, dedup and pack everything ``read`` returns; return the component fields (tree id, size, ...).
+
+        The stream is kept as segments (5.12): a segment ends after a chunk whose blob id has its low 12 bits
+        (of the first two bytes) zero, or after SEGMENT_MAX chunks, so memory holds one segment's chunk ids
+        whatever the dump's size, and an unchanged segment yields the same tree blob as the day before.
+        """
         eng = self.engine
         cutter = bchunker.Chunker(bchunker.chunker_key(eng.id_key), self.params)
         writer = eng.new_data_writer()
-        index = self.index()
+        self.index()
         whole = hashlib.sha256()
-        ids: t.List[str] = []
         size = 0
+        segments: t.List[dict] = []
+        ids: t.List[str] = []
+        part = hashlib.sha256()
+        part_size = 0
+
+        def close_segment() -> None:
+            nonlocal ids, part, part_size
+            entry = {"name": fmt.b64(name), "type": "file", "mode": 0o600, "uid": os.getuid(), "gid": os.getgid(),
+                     "mtime_ns": 0, "size": part_size, "sha256": part.hexdigest(), "chunks": ids}
+            segments.append({"name": fmt.b64(b"%08d" % len(segments)), "type": "dir", "mode": 0o700,
+                             "uid": os.getuid(), "gid": os.getgid(), "mtime_ns": 0, "tree": self._tree([entry])})
+            ids, part, part_size = [], hashlib.sha256(), 0
+
         for chunk in cutter.chunks(read):
             if on_first is not None and not size:
                 on_first()
             whole.update(chunk)
+            part.update(chunk)
             size += len(chunk)
+            part_size += len(chunk)
             blob = fmt.blob_id(eng.id_key, eng.enc.context, fmt.BLOB_DATA, hashlib.sha256(chunk).digest())
             ids.append(blob.hex())
-            found = index.lookup(blob)
-            if found is not None:
-                self.used_packs.add(found.pack)
-                self.stats["blobs_reused"] += 1
-                self.stats["bytes_reused"] += len(chunk)
-            elif eng.claim(blob):
-                stored, comp = fmt.encode_blob(chunk, STREAM_ZLIB_LEVEL)
-                self.used_packs.add(writer.add(blob, stored, len(chunk), comp))
+            self.stats["chunks"] += 1
+            if self._blob(blob, chunk, writer, STREAM_ZLIB_LEVEL):
                 self.stats["blobs_new"] += 1
             else:
-                # stored earlier in this run (by this stream or another component): a new pack of this run,
-                # which the manifest lists anyway
                 self.stats["blobs_reused"] += 1
                 self.stats["bytes_reused"] += len(chunk)
+            if ((blob[0] << 8) | blob[1]) & SEGMENT_MASK == 0 or len(ids) >= SEGMENT_MAX:
+                close_segment()
+        if ids or not segments:
+            close_segment()
         writer.seal()
         self.stats["bytes_stored"] = writer.bytes_stored
-        entry = {"name": fmt.b64(name), "type": "file", "mode": 0o600, "uid": os.getuid(), "gid": os.getgid(),
-                 "mtime_ns": int(mtime_ns), "size": size, "sha256": whole.hexdigest(), "chunks": ids}
-        tree = fmt.encode_tree([entry])
-        tree_blob = fmt.blob_id(eng.id_key, eng.enc.context, fmt.BLOB_TREE, hashlib.sha256(tree).digest())
-        found = index.lookup(tree_blob)
-        if found is not None:
-            self.used_packs.add(found.pack)
-        elif eng.claim(tree_blob):
-            stored, comp = fmt.encode_blob(tree)
-            self.used_packs.add(eng.tree_writer.add(tree_blob, stored, len(tree), comp))
         self.stats["bytes_read"] = size
-        self.stats["chunks"] = len(ids)
-        return {"layout": STREAM_LAYOUT, "tree": tree_blob.hex(), "name": fmt.b64(name), "size": size,
+        self.stats["segments"] = len(segments)
+        return {"layout": STREAM_LAYOUT, "tree": self._tree(segments), "name": fmt.b64(name), "size": size,
                 "sha256": whole.hexdigest(), "chunker": self.params.describe()}
 
     def commit_cache(self, manifest_seq: int, manifest_sha256: str) -> None:

@@ -138,3 +138,45 @@ def test_a_daily_dump_of_a_mostly_unchanged_database_adds_little_and_restores(dr
     assert restore["_rc"] == 0, restore.get("msg")
     assert restore["backup_id"] == old["backup_id"] and restore["changed"] is True
     assert _rows_digest(table_rows(pg, db)) == _rows_digest(rows_first)
+
+
+def test_a_segmented_stream_round_trips_and_reuse_never_trusts_a_missing_pack(dr_site, run_module_direct,
+                                                                              monkeypatch):
+    """Segments of a few chunks (in-process, so that the test can make them small): a restore walks all of them;
+    a dump pack deleted from the repository (attacker R) is stored again by the next backup, never referenced."""
+    from tests.integration.dr.conftest import module_namespace
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import chunker as bchunker
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_run import run_backup
+
+    site = dr_site
+    pg, db = site["pg"], site["db"]
+    monkeypatch.setattr(v2stream, "SEGMENT_MAX", 3)
+    monkeypatch.setattr(bchunker, "DB_PARAMS", bchunker.Params(min_size=2048, bits=11, max_size=16384, region=4096))
+    args = dict(site["args"], components=["database"])
+    first = run_backup(module_namespace(**args))
+    assert first["stats"]["database"]["objects_new"] >= 20
+    with open(first["manifest"]) as handle:
+        body = json.load(handle)["manifest"]
+    packs = [oid for oid, rec in body["objects"].items() if rec["kind"] == "pack"]
+    victim = max(packs, key=lambda oid: body["objects"][oid]["plaintext_size"])   # a data pack of the dump
+    os.unlink(os.path.join(site["repo"], "objects", victim[:2], victim))
+    pg.execute("UPDATE public.hosts SET os = 'linux' WHERE id = 3", dbname=db)
+    rows = table_rows(pg, db)
+    second = run_backup(module_namespace(**args))
+    with open(second["manifest"]) as handle:
+        body2 = json.load(handle)["manifest"]
+    assert victim not in body2["objects"]
+    assert second["stats"]["database"]["objects_new"] >= 1
+    assert second["stats"]["database"]["segments"] >= 5, second["stats"]["database"]
+    verify = run_module_direct("ransomeye_backup_verify", dict(site["verify_args"], backup="latest", level="full"))
+    assert verify["_rc"] == 0 and verify["problems"] == [], verify.get("msg")
+    old = run_module_direct("ransomeye_backup_verify",
+                            dict(site["verify_args"], backup="all", level="quick", fail_on_problems=False))
+    assert any(p["object"] == victim for p in old["problems"])   # the damaged first backup is reported
+    pg.execute('DROP DATABASE "%s" WITH (FORCE)' % db)
+    restore = run_module_direct("ransomeye_restore", dict(
+        pg.conn_params(), repo=site["repo"], trusted_keys=[site["keys"]["signing_pub"]],
+        private_key=site["keys"]["recipient_key"], db=db, components=["database"], jobs=2))
+    assert restore["_rc"] == 0, restore.get("msg")
+    assert restore["backup_id"] == second["backup_id"]
+    assert _rows_digest(table_rows(pg, db)) == _rows_digest(rows)

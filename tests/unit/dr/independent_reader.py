@@ -185,12 +185,9 @@ class Repo:
         return None
 
     def _extract_stream(self, comp, dest):
-        entries = self.tree(comp["tree"])
-        if len(entries) != 1 or entries[0][1]["type"] != "file":
-            raise ReaderError("a stream tree holds exactly one file entry")
-        name, entry = entries[0]
-        if entry["name"] != comp["name"] or entry["size"] != comp["size"] or entry["sha256"] != comp["sha256"]:
-            raise ReaderError("stream entry does not match the manifest")
+        # 5.12: the top tree lists segments 00000000, 00000001, ... (dir entries); each segment's tree holds one
+        # file entry named as the stream; the stream is the segments' contents in order
+        name = base64.b64decode(comp["name"])
         if b"/" in name or name in (b"", b".", b".."):
             raise ReaderError("bad stream name")
         os.makedirs(dest, exist_ok=True)
@@ -198,11 +195,22 @@ class Repo:
         digest = hashlib.sha256()
         size = 0
         with open(target, "wb") as handle:
-            for blob in entry["chunks"]:   # chunk lengths do not matter to a reader: the stream is their concatenation
-                data = self.blob(blob, 1)
-                digest.update(data)
-                size += len(data)
-                handle.write(data)
+            for number, (seg_name, seg) in enumerate(self.tree(comp["tree"])):
+                if seg_name != b"%08d" % number or seg["type"] != "dir":
+                    raise ReaderError("bad segment entry")
+                entries = self.tree(seg["tree"])
+                if len(entries) != 1 or entries[0][0] != name or entries[0][1]["type"] != "file":
+                    raise ReaderError("a segment holds exactly one file entry named as the stream")
+                entry = entries[0][1]
+                part = hashlib.sha256()
+                for blob in entry["chunks"]:   # chunk lengths do not matter to a reader: the stream is their concatenation
+                    data = self.blob(blob, 1)
+                    part.update(data)
+                    digest.update(data)
+                    size += len(data)
+                    handle.write(data)
+                if part.hexdigest() != entry["sha256"]:
+                    raise ReaderError("segment hash")
         if digest.hexdigest() != comp["sha256"] or size != comp["size"]:
             raise ReaderError("stream hash")
         return target
