@@ -27,7 +27,9 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import 
     container, load_decryption, load_trust)
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import (
     ChunkReader, object_chunks, open_object)
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_info import sizes as backup_sizes
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import anchor_param, verify_repo
+from ansible_collections.ransomeye.ops.plugins.module_utils._units import throughput
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_files as bfiles
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import reader as v2reader
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import stream as v2stream
@@ -362,6 +364,7 @@ def run_restore_module(module: t.Any) -> dict:
         from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
         require_psycopg2(module)
         return rollback_database(params, module.check_mode)
+    started = time.monotonic()
     repo = btrust.open_repo(params["repo"])
     trusted = load_trust(params.get("trusted_keys") or [])
     anchor = anchor_param(params, repo)
@@ -415,6 +418,7 @@ def run_restore_module(module: t.Any) -> dict:
             _probe_key(repo, first_object, decrypt)
         result: t.Dict[str, t.Any] = {"changed": False, "backup_id": item.backup_id, "seq": body["seq"],
                                       "backup_time": (body.get("time") or {}).get("end"),
+                                      "backup_size": backup_sizes(body)[0],
                                       "manifest": item.path, "previous_db": None, "stats": {}}
         guard = _credentials_plan(params, repo, body, components, decrypt)
         creds = guard["credentials"] if guard and guard["env_files"] else None
@@ -473,4 +477,16 @@ def run_restore_module(module: t.Any) -> dict:
             result["links"] = links
         if "database" not in components and "database" in body["components"]:
             result["manifest_tables"] = body["components"]["database"].get("tables") or {}
+    _add_throughput(result, started)
     return result
+
+
+def _add_throughput(result: dict, started: float) -> None:
+    """Bytes, seconds and rate of each component and of the whole run (the playbooks' summary line reads them)."""
+    total = 0
+    for stats in result["stats"].values():
+        nbytes = int(stats.get("bytes", stats.get("bytes_written", 0)) or 0)
+        total += nbytes
+        stats["bytes_per_second"] = throughput(nbytes, stats.get("duration") or 0)["bytes_per_second"]
+    result["bytes_restored"] = total
+    result.update(throughput(total, time.monotonic() - started))

@@ -16,9 +16,11 @@ import concurrent.futures
 import hashlib
 import os
 import threading
+import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._units import throughput
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_incident import from_params as incident_from_params
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_anchor as banchor
@@ -317,6 +319,7 @@ def anchor_param(params: dict, repo: brepo.Repo) -> t.Optional[t.Tuple[str, t.Op
 
 def run_verify_module(module: t.Any) -> dict:
     params = module.params
+    started = time.monotonic()
     repo = btrust.open_repo(params["repo"])
     trusted = load_trust(params["trusted_keys"])
     anchor = anchor_param(params, repo)
@@ -334,6 +337,7 @@ def run_verify_module(module: t.Any) -> dict:
             result = verify_hook(repo.path, result, trusted, params["level"], decrypt_kwargs)
     out = {"changed": False, "verified": result.verified, "problems": result.problems, "backups": result.backups,
            "level": params["level"], "objects_checked": result.objects_checked, "bytes_checked": result.bytes_checked}
+    out.update(throughput(result.bytes_checked, time.monotonic() - started))
     if getattr(result, "wal", None) is not None:
         out["wal"] = result.wal
     if result.problems and params["fail_on_problems"]:

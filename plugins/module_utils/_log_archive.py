@@ -46,7 +46,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._errors import Ranso
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import (
     BeneathRefused, fsync_dir, lstat_at, open_parent_nofollow, sha256_file)
 from ansible_collections.ransomeye.ops.plugins.module_utils._open_files import OpenFiles
-from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration
+from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration, throughput
 
 CHUNK = 1024 * 1024
 SUFFIXES = {"gzip": "gz", "zstd": "zst"}
@@ -532,6 +532,7 @@ def _ensure_archive_dir(path: str) -> bool:
 def run(params: dict, check_mode: bool, now: t.Optional[float] = None) -> dict:
     """The whole module: returns the result dict; raises RansomeyeError when a file failed its checks."""
     opts = build_options(params)
+    started = time.monotonic()
     now = time.time() if now is None else now
     candidates, skipped = find_candidates(opts, now)
     busy = OpenFiles()
@@ -586,6 +587,9 @@ def run(params: dict, check_mode: bool, now: t.Optional[float] = None) -> dict:
     finally:
         lock.release()
     result["changed"] = bool(result["archived"] or result["pruned"] or result["cleaned_temp"] or result["created_dirs"])
+    # Check mode compresses nothing: no rate to report.
+    result.update(throughput(0 if check_mode else result["bytes_before"], time.monotonic() - started))
+    result["files_archived"] = len(result["archived"])
     if result["errors"]:
         raise RansomeyeError(
             "%d file(s) could not be archived safely and were kept: %s"

@@ -59,3 +59,10 @@ def parse_size(value: t.Union[str, int, None], name: str = "size") -> t.Optional
         raise RansomeyeError("%s must be a size such as 16GB or 512MB, not %r" % (name, value))
     number, unit = match.groups()
     return int(float(number) * _SIZE_UNITS[unit.lower()])
+
+
+def throughput(nbytes: int, seconds: float) -> t.Dict[str, t.Any]:
+    """The figures a long step reports (bytes, seconds): ``duration`` and ``bytes_per_second`` (0 when too fast to
+    measure), so that a summary line can say how much, how long and how fast."""
+    seconds = max(float(seconds), 0.0)
+    return {"duration": round(seconds, 3), "bytes_per_second": int(nbytes / seconds) if seconds >= 0.001 else 0}

@@ -141,6 +141,16 @@ bytes_checked:
   description: Ciphertext bytes read (levels V(ciphertext) and V(full)).
   returned: always
   type: int
+duration:
+  description: Seconds the verification took.
+  returned: always
+  type: float
+  version_added: "0.2.0"
+bytes_per_second:
+  description: RV(bytes_checked) over RV(duration) (0 at level V(quick), or when too fast to measure).
+  returned: always
+  type: int
+  version_added: "0.2.0"
 wal:
   description:
     - The WAL archive (docs/BACKUP_FORMAT.md section 4), checked at the same O(level) as the objects. C(entries)

@@ -184,6 +184,21 @@ bytes_after:
   description: Total size of their archives (0 in check mode).
   returned: always
   type: int
+files_archived:
+  description: Number of files archived (in check mode, that would be).
+  returned: always
+  type: int
+  version_added: "0.2.0"
+duration:
+  description: Seconds the run took.
+  returned: always
+  type: float
+  version_added: "0.2.0"
+bytes_per_second:
+  description: RV(bytes_before) (originals compressed and verified) over RV(duration); 0 in check mode.
+  returned: always
+  type: int
+  version_added: "0.2.0"
 '''
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._log_archive import run

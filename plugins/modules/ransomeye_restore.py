@@ -206,6 +206,26 @@ backup_time:
   returned: with O(state=restored)
   type: str
   version_added: "0.2.0"
+backup_size:
+  description: Plaintext size of the backup restored, in bytes, from its manifest (also in check mode).
+  returned: with O(state=restored)
+  type: int
+  version_added: "0.2.0"
+bytes_restored:
+  description: Bytes this run restored (the database dump read plus the config and artifact bytes written).
+  returned: with O(state=restored)
+  type: int
+  version_added: "0.2.0"
+duration:
+  description: Seconds the whole run took (verification, key probe and restore).
+  returned: with O(state=restored)
+  type: float
+  version_added: "0.2.0"
+bytes_per_second:
+  description: RV(bytes_restored) over RV(duration) (0 when too fast to measure).
+  returned: with O(state=restored)
+  type: int
+  version_added: "0.2.0"
 certificates:
   description:
     - The certificate check of the config restore. C(older_in_backup) (C(path), C(backup_not_after),
@@ -285,7 +305,8 @@ stats:
   description:
     - Per component. C(database) has C(duration), C(bytes) (dump size), C(tables); C(config) and C(artifacts) have
       C(files_restored), C(files_unchanged), C(files_kept_live) (left as they are by O(certificates)),
-      C(links_restored), C(dirs_created), C(bytes_written), C(duration).
+      C(links_restored), C(dirs_created), C(bytes_written), C(duration). Each component also has
+      C(bytes_per_second) (its bytes over its duration).
     - A point-in-time restore has C(base_backup_bytes), C(extract_seconds), C(recovery_seconds), C(duration),
       C(wal_read_ahead) (segments decrypted and checked ahead of the server, which then took them without starting
       the WAL program) and C(wal_read_ahead_error) (the last segment it could not take, left to the program; null).

@@ -110,6 +110,8 @@ def inventory_vars(layout: Layout, state: t.Dict[str, t.Any]) -> t.Dict[str, t.A
         "ransomeye_pg_restart_command": _pg_restart_command(layout, state),
         "ransomeye_services": list(services.PROGRAMS),
         "ransomeye_health_url": health_url(state),
+        # Long steps run as async jobs polled this often: a short poll keeps the demo's runs quick.
+        "ransomeye_async_poll": 1,
     }
 
 

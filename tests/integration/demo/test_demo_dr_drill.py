@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import threading
 import time
 
@@ -63,6 +64,17 @@ def test_demo_dr_drill_passes_end_to_end_and_proves_the_restore(demo_factory, ru
     assert all(new_pids.values()) and set(new_pids.values()).isdisjoint(pids.values())
     summary = _task(run, "Drill summary")["result"]["msg"]
     assert any("PASSED" in line for line in summary) and any("RTO" in line for line in summary)
+    # Long steps: a start and an end line with sizes and rates, and an async heartbeat for each (AWX shows them).
+    assert re.match(r"Verifying backup \S+ at full level .*: [\d.]+ MiB stored\.$",
+                    _task(run, "Step 2, the full verification starts")["result"]["msg"])
+    assert re.match(r"Verified backup \S+ at full level: \d+ objects, [\d.]+ MiB in [\d.]+ s \([\d.]+ MiB/s\), "
+                    r"0 problem\(s\)\.$", _task(run, "Step 2, the full verification")["result"]["msg"])
+    assert re.match(r"Restoring backup \S+ \(database, config, artifacts\): [\d.]+ MiB stored\.$",
+                    _task(run, "Step 4, the restore starts")["result"]["msg"])
+    restored = _task(run, "Step 4, the restore")["result"]["msg"]
+    assert re.match(r"Restored backup \S+: [\d.]+ MiB in [\d.]+ s \([\d.]+ MiB/s\): database [\d.]+ MiB in [\d.]+ s; "
+                    r"config [\d.]+ MiB in [\d.]+ s; artifacts [\d.]+ MiB in [\d.]+ s\.$", restored), restored
+    assert run.stdout.count("ASYNC OK on localhost") >= 2
     _no_secret(demo, run)
 
 
@@ -151,6 +163,11 @@ def test_demo_restore_playbook_restores_and_rolls_back_on_failure(demo_factory, 
     assert database.row_counts(demo.cluster()) == counts
     result = _task(run, "Restore the backup")["result"]
     assert result["changed"] and result["previous_db"]
+    assert re.search(r", [\d.]+ MiB\), components ", _task(run, "The backup this run restores")["result"]["msg"])
+    report = _task(run, "Report the restore")["result"]["msg"]
+    assert re.match(r"Restored \S+; previous database kept as \w+\. [\d.]+ MiB in [\d.]+ s \([\d.]+ MiB/s\): "
+                    r"database [\d.]+ MiB in [\d.]+ s; config .*; artifacts [\d.]+ MiB in [\d.]+ s\.", report), report
+    assert "ASYNC OK on localhost" in run.stdout   # the restore ran as an async job
     status, body = services.health(demo.health_url)
     assert status == 200 and body["counts"] == counts
 

@@ -19,6 +19,12 @@ def test_backup_prints_id_seq_sizes_and_rate_without_verbose(demo_host, run_play
     assert line.startswith("Backup %s (seq %d):" % (result["backup_id"], result["seq"])), line
     for component in ("database", "config", "artifacts"):
         assert re.search(r"%s [\d.]+ MiB read, [\d.]+ MiB stored in [\d.]+ s \([\d.]+ MiB/s\)" % component, line), line
+    # The verification that follows ran as an async job (heartbeat lines in AWX) and ends with its own line.
+    verified = run.task("Verification summary")["result"]["msg"]
+    assert verified in run.stdout
+    assert re.match(r"Verified backup %s \(ciphertext\): \d+ objects, [\d.]+ MiB in [\d.]+ s \([\d.]+ MiB/s\)\.$"
+                    % result["backup_id"], verified), verified
+    assert "ASYNC OK on localhost" in run.stdout
 
 
 def test_tune_refuses_an_inventory_that_names_no_database(run_playbook, tmp_path):

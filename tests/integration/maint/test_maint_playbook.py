@@ -50,6 +50,8 @@ def test_nightly_maintenance_on_the_demo_host(demo, run_playbook):
     assert len(archive_line.split(": ", 1)[1][:-4].split(", ")) == 3
     assert all(p in rotated for p in archive_line.split(": ", 1)[1][:-4].split(", "))
     assert re.match(r"would remove \d+ entr(y|ies): ", remove_line) and buffer_dir in remove_line
+    assert re.match(r"Would archive 11 log file\(s\): [\d.]+ MiB; 0 old archive\(s\) pruned\.$",
+                    check.task("The log archiving")["result"]["msg"])
     assert not glob.glob(os.path.join(demo["root"], "reports", "nightly-health-*.json"))  # check mode writes nothing
 
     run = run_playbook(PLAYBOOK, inventory=demo["inventory"])
@@ -58,6 +60,10 @@ def test_nightly_maintenance_on_the_demo_host(demo, run_playbook):
     archived = run.task("Archive old logs (verified before the originals are removed)")["result"]
     assert sorted(a["path"] for a in archived["archived"]) == rotated
     assert glob.glob(os.path.join(log_dir, "*.log.*")) == []
+    # The end line of the (async) archive run: files, sizes, duration and rate, shown without -v.
+    assert re.match(r"Archived 11 log file\(s\): [\d.]+ MiB into [\d.]+ MiB in [\d.]+ s \([\d.]+ MiB/s\); "
+                    r"\d+ old archive\(s\) pruned\.$", run.task("The log archiving")["result"]["msg"])
+    assert "ASYNC OK on localhost" in run.stdout
     clean = run.task("Clean temp files, orphaned upload chunks and empty directories")["result"]
     left = names(buffer_dir)
     expected_gone = {n for n in before_buffer if n.startswith("orphan-")} | {"chunk-9999"}
