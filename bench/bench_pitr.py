@@ -1,15 +1,23 @@
-"""WAL archive throughput and peak memory: ransomeye-wal push versus pgbackrest archive-push, same run.
+"""WAL archive throughput and peak memory: ransomeye-wal push/get versus pgbackrest archive-push/-get, same run.
 
-    .venv/bin/python bench/bench_pitr.py [--segments 24] [--rounds 2]
+    .venv/bin/python bench/bench_pitr.py [--segments 32] [--rounds 2]
 
-Both tools archive the same 16 MiB segments (synthetic, with a valid long page header for the cluster they
-archive for; half random, half text-like), each run as the postgres OS user, one process per segment as
-PostgreSQL runs them, synchronously. Ours encrypts (AES-256-GCM, RSA-3072 recipient), fsyncs file and directory
-and signs the chain entry (Ed25519); pgBackRest uses repo1-cipher-type=aes-256-cbc, compress-type=zst
-(its default archive-push settings otherwise, archive-async off). Peak RSS is GNU time's maximum resident size
-of each process; every segment is a fresh process, so memory is flat in segment count by construction and the
-figure is per segment. The baseline is the Debian package pgbackrest, installed by this bench when missing
-(apt-get install -y pgbackrest, as root), never by the product.
+Both tools archive 16 MiB segments (synthetic, with a valid long page header for the cluster they archive for;
+half random, half text-like), each run as the postgres OS user, one process per segment as PostgreSQL runs them,
+synchronously (pgBackRest: archive-async off). The runs are interleaved segment by segment (ours, theirs, theirs,
+ours, ...), so both see the same load on a shared machine; the figure is the ratio of the two throughputs.
+
+Like with like: both compress and encrypt. Ours: zlib level 1 per 1 MiB frame (a frame that three 4 KiB probes
+show incompressible is stored as is), AES-256-GCM under an RSA-3072 recipient, SHA-256 of plaintext and
+ciphertext, an Ed25519 signature on every chain entry (sign_every 1), fsync of file, directory and chain log.
+pgBackRest 2.45: compress-type=zst (its default level 3), repo1-cipher-type=aes-256-cbc, its default fsyncs.
+The stored size of each repository is printed too.
+
+Peak RSS is GNU time's maximum resident size of each process. Memory flat in segment count: the peak of the first
+quarter of our pushes (short chain) is printed beside that of the last quarter (longest chain), and likewise for
+``get`` (the restore_command) reading the segments back with a restore plan naming all of them. The baseline is
+the Debian package pgbackrest, installed by this bench when missing (apt-get install -y pgbackrest, as root),
+never by the product.
 """
 from __future__ import annotations
 
@@ -52,24 +60,74 @@ def as_postgres(argv):
     return ["runuser", "-u", "postgres", "--"] + argv if os.geteuid() == 0 else argv
 
 
-def timed(argvs):
-    """Wall time of running every argv in turn; peak RSS (KiB) of any one run (GNU time's maximum resident size)."""
-    peak = 0
+def run_one(argv):
+    """(wall seconds, cpu seconds, peak RSS KiB) of one run as the postgres user, under GNU time."""
     start = time.monotonic()
-    for argv in argvs:
-        proc = subprocess.run(as_postgres(["/usr/bin/time", "-f", "MAXRSS=%M"] + argv), capture_output=True,
-                              text=True, cwd="/", check=False)
-        if proc.returncode != 0:
-            raise SystemExit("failed: %s\n%s%s" % (" ".join(argv), proc.stdout, proc.stderr))
-        for line in proc.stderr.splitlines():
-            if line.startswith("MAXRSS="):
-                peak = max(peak, int(line[7:]))
-    return time.monotonic() - start, peak
+    proc = subprocess.run(as_postgres(["/usr/bin/time", "-f", "RUSAGE=%M %U %S"] + argv), capture_output=True,
+                          text=True, cwd="/", check=False)
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit("failed: %s\n%s%s" % (" ".join(argv), proc.stdout, proc.stderr))
+    for line in proc.stderr.splitlines():
+        if line.startswith("RUSAGE="):
+            rss, user, system = line[7:].split()
+            return wall, float(user) + float(system), int(rss)
+    raise SystemExit("no rusage from GNU time: %s" % proc.stderr)
+
+
+def du(path):
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def get_bench(base, pushed, rec_key, conf, segs):
+    """The restore_command (get) reading archived segments back, versus pgbackrest archive-get, interleaved."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain as pchain
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import load_trusted
+    repo = os.path.join(base, "repo")
+    report = pchain.check_chain(repo, load_trusted([os.path.join(base, "sig.pub")]), "quick")
+    assert not report.problems and all(n in report.good for n in pushed), report.problems
+    files = {n: {"plaintext_sha256": report.good[n].entry["plaintext_sha256"],
+                 "plaintext_size": report.good[n].entry["plaintext_size"],
+                 "compression": report.good[n].entry.get("compression", "none")} for n in pushed}
+    prog = os.path.join(base, "prog")
+    config = os.path.join(prog, "restore-bench.json")
+    with open(config, "w") as handle:
+        json.dump({"format": "ransomeye-wal-program", "version": 1, "repo": repo, "files": files,
+                   "private_key": rec_key, "timeout": 60}, handle)
+    os.chmod(config, 0o644)
+    theirs = [n[:8] + "%08X" % (int(n[8:16], 16) + 1) + n[16:] for n in pushed]  # pgBackRest's names
+    walls = {"ours": 0.0, "pgbackrest": 0.0}
+    peaks = []
+    for i, (ours, other) in enumerate(zip(pushed, theirs)):
+        for tool in (("ours", "pgbackrest") if i % 2 == 0 else ("pgbackrest", "ours")):
+            dest = os.path.join(segs, "restored")
+            if tool == "ours":
+                argv = [os.path.join(prog, "ransomeye-wal"), "get", "--config", config, ours, dest]
+            else:
+                argv = ["pgbackrest", "--config=" + conf, "--stanza=bench", "archive-get", other, dest]
+            wall, _cpu, rss = run_one(argv)
+            walls[tool] += wall
+            if tool == "ours":
+                peaks.append(rss)
+            os.unlink(dest)
+    mb = len(pushed) * 16.0
+    quarter = max(1, len(peaks) // 4)
+    print(json.dumps({"summary": "archive-get, %d segments each" % len(pushed),
+                      "ours_MB_per_s": round(mb / walls["ours"], 1),
+                      "pgbackrest_MB_per_s": round(mb / walls["pgbackrest"], 1),
+                      "throughput_ratio_ours_vs_pgbackrest": round(walls["pgbackrest"] / walls["ours"], 2),
+                      "ours_peak_rss_MiB_first_vs_last_quarter": [round(max(peaks[:quarter]) / 1024, 1),
+                                                                 round(max(peaks[-quarter:]) / 1024, 1)],
+                      "load": os.getloadavg()}))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--segments", type=int, default=24)
+    parser.add_argument("--segments", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     if not shutil.which("pgbackrest") and os.geteuid() == 0 and shutil.which("apt-get"):
@@ -88,6 +146,13 @@ def main() -> int:
         pem = serialization.Encoding.PEM
         with open(os.path.join(base, "rec.pub"), "wb") as handle:
             handle.write(rec.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo))
+        rec_key = os.path.join(base, "rec.key")
+        with open(rec_key, "wb") as handle:
+            handle.write(rec.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        shutil.chown(rec_key, "postgres", "postgres")
+        os.chmod(rec_key, 0o600)
+        with open(os.path.join(base, "sig.pub"), "wb") as handle:
+            handle.write(sig.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo))
         key = os.path.join(base, "sig.key")
         with open(key, "wb") as handle:
             handle.write(sig.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
@@ -122,31 +187,59 @@ def main() -> int:
             raise SystemExit("pgbackrest stanza-create failed: %s%s" % (proc.stdout, proc.stderr))
         segs = os.path.join(base, "segs")
         os.makedirs(segs)
-        names = ["00000001000000%02X000000%02X" % (r + 1, i) for r in range(args.rounds * 2)
-                 for i in range(args.segments)]
-        print("segments: %d x 16 MiB per round, %d rounds, load %s" % (args.segments, args.rounds,
-                                                                       os.getloadavg()))
+        os.chmod(segs, 0o777)
+        print("segments: %d x 16 MiB per round and tool, %d rounds, load %s" % (args.segments, args.rounds,
+                                                                              os.getloadavg()))
+        print("ours: zlib-1 frames (incompressible frames stored as is), AES-256-GCM, RSA-3072 recipient, Ed25519 "
+              "signature per segment; pgbackrest: compress-type=zst (level 3), aes-256-cbc; both sync, fsync")
+        total = {"ours": [0.0, 0.0], "pgbackrest": [0.0, 0.0]}
+        peaks = {"ours": [], "pgbackrest": []}
+        pushed = []
+        seq = 0
         for r in range(args.rounds):
-            for tool in ("ours", "pgbackrest"):
-                batch = names[(2 * r + (tool == "pgbackrest")) * args.segments:][:args.segments]
-                paths = []
-                for i, name in enumerate(batch):
+            rnd = {"ours": [0.0, 0.0, 0], "pgbackrest": [0.0, 0.0, 0]}
+            for i in range(args.segments):
+                order = ("ours", "pgbackrest") if (seq % 2 == 0) else ("pgbackrest", "ours")
+                for tool in order:
+                    # distinct names per tool: pgBackRest and ours never see each other's files
+                    name = "00000001%08X%08X" % (r * 2 + 1 + (tool == "pgbackrest"), i)
                     path = os.path.join(segs, name)
-                    segment(path, name, sysid, i)
-                    paths.append((path, name))
-                if tool == "ours":
-                    argvs = [[os.path.join(prog, "ransomeye-wal"), "push", "--config",
-                              os.path.join(prog, "archive.json"), p, n] for p, n in paths]
-                else:
-                    argvs = [["pgbackrest", "--config=" + conf, "--stanza=bench", "archive-push", p]
-                             for p, _n in paths]
-                elapsed, peak = timed(argvs)
-                mb = args.segments * 16.0
-                print(json.dumps({"round": r + 1, "tool": tool, "seconds": round(elapsed, 2),
-                                  "MB_per_s": round(mb / elapsed, 1), "peak_rss_MiB": round(peak / 1024, 1),
-                                  "load": os.getloadavg()[0]}))
-                for path, _n in paths:
+                    segment(path, name, sysid, seq)
+                    if tool == "ours":
+                        argv = [os.path.join(prog, "ransomeye-wal"), "push", "--config",
+                                os.path.join(prog, "archive.json"), path, name]
+                        pushed.append(name)
+                    else:
+                        argv = ["pgbackrest", "--config=" + conf, "--stanza=bench", "archive-push", path]
+                    wall, cpu, rss = run_one(argv)
+                    rnd[tool][0] += wall
+                    rnd[tool][1] += cpu
+                    rnd[tool][2] = max(rnd[tool][2], rss)
+                    peaks[tool].append(rss)
                     os.unlink(path)
+                seq += 1
+            mb = args.segments * 16.0
+            for tool in ("ours", "pgbackrest"):
+                total[tool][0] += rnd[tool][0]
+                total[tool][1] += rnd[tool][1]
+                print(json.dumps({"round": r + 1, "tool": tool, "seconds": round(rnd[tool][0], 2),
+                                  "MB_per_s": round(mb / rnd[tool][0], 1),
+                                  "cpu_ms_per_segment": round(1000 * rnd[tool][1] / args.segments, 1),
+                                  "peak_rss_MiB": round(rnd[tool][2] / 1024, 1), "load": os.getloadavg()[0]}))
+        mb = args.segments * args.rounds * 16.0
+        quarter = max(1, len(peaks["ours"]) // 4)
+        print(json.dumps({
+            "summary": "archive-push, %d segments each" % (args.segments * args.rounds),
+            "ours_MB_per_s": round(mb / total["ours"][0], 1),
+            "pgbackrest_MB_per_s": round(mb / total["pgbackrest"][0], 1),
+            "throughput_ratio_ours_vs_pgbackrest": round(total["pgbackrest"][0] / total["ours"][0], 2),
+            "cpu_ms_per_segment": {k: round(1000 * v[1] / (args.segments * args.rounds), 1) for k, v in total.items()},
+            "stored_MiB": {"ours": round(du(os.path.join(base, "repo", "wal", "segments")) / 2**20, 1),
+                           "pgbackrest": round(du(os.path.join(pgb, "repo", "archive")) / 2**20, 1)},
+            "ours_peak_rss_MiB_first_vs_last_quarter": [round(max(peaks["ours"][:quarter]) / 1024, 1),
+                                                       round(max(peaks["ours"][-quarter:]) / 1024, 1)],
+            "load": os.getloadavg()}))
+        get_bench(base, pushed, rec_key, conf, segs)
         return 0
     finally:
         pg.destroy()

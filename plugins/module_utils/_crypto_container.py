@@ -33,7 +33,10 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._errors import Ranso
 
 try:
     from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes, serialization
+    # Not the serialization package: it imports the SSH key code, which costs the WAL program (a process per
+    # segment) more than all its other imports; its loaders are imported where a PEM is parsed.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import _serialization as ser
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -112,6 +115,12 @@ class _ParsedHeader(t.NamedTuple):
     stanzas: t.Tuple[_Stanza, ...]
 
 
+def _pem_loaders() -> t.Any:
+    """cryptography's serialization package, imported on first use (see the import above)."""
+    from cryptography.hazmat.primitives import serialization
+    return serialization
+
+
 def require_cryptography() -> None:
     """Raise ContainerError when the cryptography library is missing."""
     if not HAS_CRYPTOGRAPHY:
@@ -180,7 +189,7 @@ def public_key_id(key: t.Any) -> str:
     require_cryptography()
     if hasattr(key, "public_key"):
         key = key.public_key()
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()[: 2 * KEY_ID_SIZE]
 
 
@@ -197,7 +206,7 @@ def load_public_key(path: str) -> t.Any:
     require_cryptography()
     data = _read_small(path)
     try:
-        key = serialization.load_pem_public_key(data)
+        key = _pem_loaders().load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         if b"PRIVATE KEY" in data:
             raise ContainerError("%s holds a private key; give the recipient's public key" % path, path=path)
@@ -212,7 +221,7 @@ def load_private_key(path: str, passphrase: t.Optional[t.Union[str, bytes]] = No
     if isinstance(passphrase, str):
         passphrase = passphrase.encode("utf-8")
     try:
-        key = serialization.load_pem_private_key(data, password=passphrase or None)
+        key = _pem_loaders().load_pem_private_key(data, password=passphrase or None)
     except TypeError as exc:
         if passphrase:
             raise ContainerError("%s is not encrypted but a passphrase was given" % path, path=path)
@@ -343,6 +352,7 @@ class ContainerWriter:
         object_id: str = "",
         chunk_size: int = CHUNK_SIZE,
         session: t.Optional[EncryptionSession] = None,
+        hash_plaintext: bool = True,
         _file_key: t.Optional[bytes] = None,
         _salt: t.Optional[bytes] = None,
         _wrap_nonce: t.Optional[bytes] = None,
@@ -383,7 +393,8 @@ class ContainerWriter:
         self._aad = hashlib.sha256(raw + mac).digest()
         self._counter = 0
         self._pending: t.Any = None
-        self._pt_hash = hashlib.sha256()
+        # A caller that hashes its own input (e.g. before transforming it) skips this pass: info.plaintext_sha256 is "".
+        self._pt_hash = hashlib.sha256() if hash_plaintext else None
         self._ct_hash = hashlib.sha256()
         self._pt_size = 0
         self._ct_size = 0
@@ -438,7 +449,8 @@ class ContainerWriter:
         size = len(view)
         if not size:
             return 0
-        self._pt_hash.update(view)
+        if self._pt_hash is not None:
+            self._pt_hash.update(view)
         self._pt_size += size
         chunk = self._chunk
         pending = self._pending
@@ -473,7 +485,8 @@ class ContainerWriter:
         self._pending = None
         self._state = "closed"
         self.flush()
-        self.info = ContainerInfo(self._pt_hash.hexdigest(), self._pt_size, self._ct_hash.hexdigest(), self._ct_size)
+        pt_sha = self._pt_hash.hexdigest() if self._pt_hash is not None else ""
+        self.info = ContainerInfo(pt_sha, self._pt_size, self._ct_hash.hexdigest(), self._ct_size)
         return self.info
 
     def abort(self) -> None:
@@ -499,6 +512,7 @@ def encryptor(
     key: t.Optional[bytes] = None,
     object_id: str = "",
     chunk_size: int = CHUNK_SIZE,
+    hash_plaintext: bool = True,
 ) -> ContainerWriter:
     """Start a container on ``dst``: exactly one of ``recipients`` (RSA public keys or paths) or ``key``.
 
@@ -506,7 +520,8 @@ def encryptor(
 
     ``chunk_size`` exists for tests and special cases; the format default is 1 MiB.
     """
-    return ContainerWriter(dst, recipients=recipients, key=key, object_id=object_id, chunk_size=chunk_size)
+    return ContainerWriter(dst, recipients=recipients, key=key, object_id=object_id, chunk_size=chunk_size,
+                           hash_plaintext=hash_plaintext)
 
 
 def _pump(src: t.BinaryIO, writer: "ContainerWriter", chunk_size: int) -> ContainerInfo:

@@ -25,7 +25,8 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _postgres as 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_db import _StderrCollector
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import NewObject
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import file_lock, fsync_dir
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import file_lock
+from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_chain import prune_chain
 
 READ_CHUNK = 1 << 20
 _START_RE = re.compile(r"^START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)", re.M)
@@ -168,7 +169,7 @@ def _wait_archived(info: pgu.ConnInfo, layout: wf.WalLayout, name: str, timeout:
     deadline = time.monotonic() + timeout
     switched = False
     while True:
-        if any(entry_name == name for _n, entry_name, _p in layout.chain_files()):
+        if name in wf.chain_names(layout):
             return
         if not switched:
             with pgu.connection(info) as conn:
@@ -199,7 +200,7 @@ def prune_wal(repo: t.Any, check_mode: bool = False) -> dict:
     from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
     layout = wf.WalLayout(repo.path)
     out = {"segments": 0, "bytes": 0}
-    if not os.path.isdir(layout.chain):
+    if not os.path.isdir(layout.chain) and not os.path.isdir(layout.log):
         return out
     bases = []
     for seq, path in repo.manifest_files():
@@ -221,31 +222,11 @@ def prune_wal(repo: t.Any, check_mode: bool = False) -> dict:
     min_segno = min(s[0] for s in starts)
     min_tli = min(s[1] for s in starts)
     size = starts[0][2]
+    def removable(name: str) -> bool:
+        if wf.wal_kind(name) == "history":
+            return int(name[:8], 16) <= min_tli
+        return wf.segment_number(name, size) < min_segno
+
     with file_lock(layout.lock, "WAL archive run", timeout=60):
-        touched = set()
-        for _n, name, path in layout.chain_files():
-            kind = wf.wal_kind(name)
-            if kind == "history":
-                removable = int(name[:8], 16) <= min_tli
-            else:
-                removable = wf.segment_number(name, size) < min_segno
-            if not removable:
-                break
-            stored = layout.stored_path(name)
-            try:
-                out["bytes"] += os.lstat(stored).st_size
-            except FileNotFoundError:
-                pass
-            out["segments"] += 1
-            if check_mode:
-                continue
-            try:
-                os.unlink(stored)
-                touched.add(os.path.dirname(stored))
-            except FileNotFoundError:
-                pass
-            os.unlink(path)
-            touched.add(layout.chain)
-        for directory in touched:
-            fsync_dir(directory)
+        out = prune_chain(layout, removable, check_mode)
     return out

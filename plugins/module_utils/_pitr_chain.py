@@ -20,6 +20,7 @@ import typing as t
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import container, signing
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import fsync_dir
 
 READ_CHUNK = 1 << 20
 
@@ -35,6 +36,12 @@ class ChainReport(t.NamedTuple):
 
 def _problem(obj: str, reason: str) -> dict:
     return {"backup": None, "object": obj, "reason": reason}
+
+
+def stored_plaintext(src: t.BinaryIO, entry: wf.ChainEntry, decrypt: dict) -> t.Iterator[bytes]:
+    """The archived WAL file's bytes: decrypted, authenticated and (version-2 entries) unframed."""
+    chunks = container.decrypt_chunks(src, expected_object_id="wal/" + entry.name, **decrypt)
+    return wf.unframe(chunks) if entry.entry.get("compression") == wf.COMPRESSION else chunks
 
 
 def _check_stored(layout: wf.WalLayout, entry: wf.ChainEntry, level: str, decrypt: dict) -> t.Optional[str]:
@@ -59,9 +66,11 @@ def _check_stored(layout: wf.WalLayout, entry: wf.ChainEntry, level: str, decryp
         digest = hashlib.sha256()
         plain = 0
         try:
-            for chunk in container.decrypt_chunks(src, expected_object_id="wal/" + entry.name, **decrypt):
+            for chunk in stored_plaintext(src, entry, decrypt):
                 digest.update(chunk)
                 plain += len(chunk)
+        except wf.WalError as exc:
+            return "decrypted content is damaged: %s" % exc.msg
         except RansomeyeError as exc:
             return "decryption failed: %s" % exc.msg
     if digest.hexdigest() != entry.entry["plaintext_sha256"] or plain != entry.entry["plaintext_size"]:
@@ -80,12 +89,10 @@ def check_chain(repo_path: str, trusted: t.Dict[str, t.Any], level: str = "quick
     segment_size = int(config.get("segment_size") or wf.DEFAULT_SEGMENT_SIZE)
     problems: t.List[dict] = []
     loaded: t.List[t.Optional[wf.ChainEntry]] = []
-    files = layout.chain_files()
-    for n, name, path in files:
-        try:
-            item = wf.load_entry(n, name, path)
-        except (wf.WalError, OSError) as exc:
-            problems.append(_problem("wal-chain:%s" % os.path.basename(path), getattr(exc, "msg", str(exc))))
+    files = wf.read_chain(layout)
+    for n, name, label, item, error in files:
+        if item is None:
+            problems.append(_problem("wal-chain:%s" % label, error or "unreadable"))
             loaded.append(None)
             continue
         if item.entry["repo_id"] != repo_id:
@@ -95,7 +102,7 @@ def check_chain(repo_path: str, trusted: t.Dict[str, t.Any], level: str = "quick
         loaded.append(item)
     # broken[i]: the link from entry i-1 to entry i cannot be trusted
     broken = [False] * len(files)
-    for i, (n, name, path) in enumerate(files):
+    for i, (n, name, _label, _item, _error) in enumerate(files):
         item = loaded[i]
         if item is None:
             broken[i] = True
@@ -108,7 +115,11 @@ def check_chain(repo_path: str, trusted: t.Dict[str, t.Any], level: str = "quick
                 broken[i] = True
             continue
         prev_n = files[i - 1][0]
-        if prev_n != n - 1:
+        if prev_n >= n:
+            problems.append(_problem("wal:%s" % name, "chain entry %d comes after entry %d (entries reordered or "
+                                     "replayed)" % (n, prev_n)))
+            broken[i] = True
+        elif prev_n != n - 1:
             problems.append(_problem("wal:%s" % name, "chain entries %d..%d are missing (deleted WAL records)"
                                      % (prev_n + 1, n - 1)))
             broken[i] = True
@@ -163,6 +174,81 @@ def check_chain(repo_path: str, trusted: t.Dict[str, t.Any], level: str = "quick
             continue
         good[item.name] = item
     return ChainReport(good, problems, tail, len(files), segment_size, repo_id)
+
+
+# ----------------------------------------------------------------------------- retention
+
+
+def prune_chain(layout: wf.WalLayout, removable: t.Callable[[str], bool], check_mode: bool = False) -> dict:
+    """Remove the oldest chain entries while ``removable(name)`` holds, then their stored files.
+
+    Only a prefix goes, and never the last entry (the running hash the next push
+    links to). Entries go first (a log is rewritten atomically without them, or
+    removed when all its entries go), stored files after, so a crash leaves at
+    worst unreferenced files, never an entry without its segment. Call with the
+    archive's lock held.
+    """
+    out = {"segments": 0, "bytes": 0}
+    chain = wf.read_chain(layout)
+    count = 0
+    for item in chain[:-1]:
+        if item.item is None or not removable(item.name):
+            break
+        count += 1
+    if not count:
+        return out
+    doomed = [layout.stored_path(c.name) for c in chain[:count]]
+    for path in doomed:
+        try:
+            out["bytes"] += os.lstat(path).st_size
+        except FileNotFoundError:
+            pass
+    out["segments"] = count
+    if check_mode:
+        return out
+    left = count
+    touched: t.Set[str] = set()
+    for _n, _name, path in layout.chain_files():
+        if not left:
+            break
+        os.unlink(path)
+        touched.add(layout.chain)
+        left -= 1
+    for _k, path in layout.log_files():
+        if not left:
+            break
+        with open(path, "rb") as handle:
+            data = handle.read(wf.LOG_MAX_BYTES + 1)
+        lines = data.split(b"\n")[:-1]
+        if left >= len(lines):
+            os.unlink(path)
+            left -= len(lines)
+        else:
+            rest = b"".join(line + b"\n" for line in lines[left:])
+            tmp = os.path.join(layout.log, ".prune.%d.tmp" % os.getpid())
+            st = os.lstat(path)
+            with open(tmp, "wb") as handle:
+                handle.write(rest)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o640)
+            if os.geteuid() == 0:
+                os.chown(tmp, st.st_uid, st.st_gid)  # the archive program (the server's user) appends to it
+            os.rename(tmp, path)
+            left = 0
+        touched.add(layout.log)
+    for directory in touched:
+        fsync_dir(directory)
+    touched = set()
+    for path in doomed:
+        try:
+            os.unlink(path)
+            touched.add(os.path.dirname(path))
+        except FileNotFoundError:
+            pass
+    for directory in touched:
+        fsync_dir(directory)
+    return out
 
 
 # ----------------------------------------------------------------------------- what a base backup can reach
@@ -225,8 +311,10 @@ def history_switches(report: ChainReport, repo_path: str, decrypt: t.Optional[di
         child = int(name[:8], 16)
         data = b""
         with open(layout.stored_path(name), "rb") as src:
-            for chunk in container.decrypt_chunks(src, expected_object_id="wal/" + name, **decrypt):
+            for chunk in stored_plaintext(src, item, decrypt):
                 data += chunk
+                if len(data) > 1 << 20:
+                    raise RansomeyeError("history file %s is larger than 1 MiB" % name)
         lines = wf.parse_history(data)
         if lines:
             parent, lsn = lines[-1]
@@ -245,7 +333,8 @@ def backup_wal_problems(repo_path: str, manifests: t.List[t.Any], trusted: t.Any
     names the first missing (or unauthentic) segment.
     """
     bases = [m for m in manifests if isinstance((m.body.get("components") or {}).get("physical"), dict)]
-    if not bases and not os.path.isdir(wf.WalLayout(repo_path).chain):
+    layout = wf.WalLayout(repo_path)
+    if not bases and not os.path.isdir(layout.chain) and not os.path.isdir(layout.log):
         return [], {}
     report = check_chain(repo_path, trusted, "full" if level == "full" else level, decrypt)
     problems = list(report.problems)

@@ -95,7 +95,10 @@ class Prefetcher:
             digest = hashlib.sha256()
             size = 0
             with open(self.layout.stored_path(name), "rb") as src, os.fdopen(os.open(tmp, flags, 0o600), "wb") as dst:
-                for chunk in container.decrypt_chunks(src, expected_object_id="wal/" + name, **self.decrypt):
+                chunks = container.decrypt_chunks(src, expected_object_id="wal/" + name, **self.decrypt)
+                if entry.get("compression") == wf.COMPRESSION:
+                    chunks = wf.unframe(chunks)  # version-2 entries store zlib frames (BACKUP_FORMAT 4.3.1)
+                for chunk in chunks:
                     digest.update(chunk)
                     size += len(chunk)
                     dst.write(chunk)

@@ -532,7 +532,8 @@ def _restore_config(work: str, repo: brepo.Repo, plan: Plan, decrypt: dict, para
     files = {}
     for name in plan.names:
         entry = plan.report.good[name].entry
-        files[name] = {"plaintext_sha256": entry["plaintext_sha256"], "plaintext_size": entry["plaintext_size"]}
+        files[name] = {"plaintext_sha256": entry["plaintext_sha256"], "plaintext_size": entry["plaintext_size"],
+                       "compression": entry.get("compression") or "none"}
     config = {"format": "ransomeye-wal-program", "version": 1, "repo": repo.path, "files": files,
               "timeout": 300, "private_key": secret if params.get("private_key") else None,
               "key_file": secret if params.get("key_file") else None}

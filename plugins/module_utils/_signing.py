@@ -24,7 +24,10 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._errors import Ranso
 
 try:
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes, serialization
+    # Not the serialization package: it imports the SSH key code, which costs the WAL program (a process per
+    # segment) more than all its other imports; its loaders are imported where a PEM is parsed.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import _serialization as ser
     from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
     HAS_CRYPTOGRAPHY = True
@@ -46,6 +49,12 @@ class SignatureError(RansomeyeError):
 
 class CanonicalJSONError(RansomeyeError, ValueError):
     """The value cannot be written as canonical JSON (a float, a non-string key, ...)."""
+
+
+def _pem_loaders() -> t.Any:
+    """cryptography's serialization package, imported on first use (see the import above)."""
+    from cryptography.hazmat.primitives import serialization
+    return serialization
 
 
 def require_cryptography() -> None:
@@ -134,15 +143,15 @@ def private_key_pem(key: t.Any, passphrase: t.Optional[t.Union[str, bytes]] = No
     if isinstance(passphrase, str):
         passphrase = passphrase.encode("utf-8")
     enc: t.Any = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+        ser.BestAvailableEncryption(passphrase) if passphrase else ser.NoEncryption()
     )
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+    return key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, enc)
 
 
 def public_key_pem(key: t.Any) -> bytes:
     """SubjectPublicKeyInfo PEM of a public key (or of a private key's public half)."""
     require_cryptography()
-    return _public(key).public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return _public(key).public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _read(path: str) -> bytes:
@@ -161,7 +170,7 @@ def load_signing_private_key(path: str, passphrase: t.Optional[t.Union[str, byte
     if isinstance(passphrase, str):
         passphrase = passphrase.encode("utf-8")
     try:
-        key = serialization.load_pem_private_key(data, password=passphrase or None)
+        key = _pem_loaders().load_pem_private_key(data, password=passphrase or None)
     except TypeError:
         if passphrase:
             raise SignatureError("%s is not encrypted but a passphrase was given" % path, path=path)
@@ -177,7 +186,7 @@ def public_key_from_pem(data: t.Union[str, bytes], what: str = "public key") -> 
     if isinstance(data, str):
         data = data.encode("ascii", "replace")
     try:
-        key = serialization.load_pem_public_key(data)
+        key = _pem_loaders().load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm, TypeError):
         if b"PRIVATE KEY" in data:
             raise SignatureError("%s holds a private key; a public key is expected" % what)
@@ -193,7 +202,7 @@ def load_signing_public_key(path: str) -> t.Any:
 def key_id(public_key: t.Any) -> str:
     """Hex SHA-256 of the SubjectPublicKeyInfo DER, first 32 hex characters (a private key gives its public key's id)."""
     require_cryptography()
-    der = _public(public_key).public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = _public(public_key).public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()[:KEY_ID_HEX]
 
 

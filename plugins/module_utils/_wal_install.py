@@ -121,7 +121,26 @@ def install_files(root: str, files: t.Dict[str, t.Tuple[bytes, int]], check_mode
             os.makedirs(directory, 0o755)
             os.chmod(directory, 0o755)
         atomic_write(path, data, mode=mode, gid=gid)
+    if LAUNCHER in files and not check_mode:
+        compile_program(root, files[LAUNCHER][0])
     return changed
+
+
+def compile_program(root: str, launcher: bytes) -> None:
+    """Byte-compile the program's modules with its own interpreter (hash-checked .pyc beside them).
+
+    PostgreSQL starts the program once per segment as a user who cannot write
+    here, so without this every run would compile ~100 KB of source again: about
+    a fifth of its CPU time. A failure only costs that time, so it is not fatal.
+    """
+    python = launcher.split(b"\n", 1)[0][2:].split(b" ", 1)[0].decode("utf-8", "replace")
+    if not os.path.isabs(python):
+        return
+    try:
+        subprocess.run([python, "-I", "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
+                        os.path.join(root, "lib")], capture_output=True, timeout=120, cwd="/", check=False)
+    except (OSError, subprocess.SubprocessError):
+        pass
 
 
 class OsUser(t.NamedTuple):

@@ -77,21 +77,90 @@ def load_program_config(path: str) -> dict:
 # ----------------------------------------------------------------------------- push (archive_command)
 
 
-def _find_entry(layout: wf.WalLayout, name: str) -> t.Optional[wf.ChainEntry]:
+class _Head(t.NamedTuple):
+    """The end of the chain, read without listing every entry."""
+    n: int                          # last entry's n (0: empty chain)
+    digest: t.Optional[str]         # its running hash (SHA-256 of canonical_json(entry))
+    log: t.Optional[str]            # the current log file (None: no log yet)
+    log_entries: int                # complete lines in it
+    log_bytes: bytes                # its complete lines (at most LOG_SPAN of them)
+
+
+def _read_head(layout: wf.WalLayout) -> _Head:
+    """The last entry, from the current log (cutting off what a crashed run left unfinished) or the v1 files."""
+    logs = layout.log_files()
+    while logs:
+        path = logs[-1][1]
+        with open(path, "rb") as handle:
+            data = handle.read(wf.LOG_MAX_BYTES + 1)
+        if len(data) > wf.LOG_MAX_BYTES:
+            raise wf.WalError("chain log %s is larger than %d bytes; it was not written by this program"
+                              % (path, wf.LOG_MAX_BYTES))
+        complete = data.rfind(b"\n") + 1
+        if complete != len(data) or not complete:
+            # Never acknowledged (the run died before its fsync returned): cut it off so the next line starts
+            # clean; an empty log (died right after creating it) goes, and the previous one is the head again.
+            if complete:
+                with open(path, "r+b") as handle:
+                    handle.truncate(complete)
+                    os.fsync(handle.fileno())
+                data = data[:complete]
+            else:
+                os.unlink(path)
+                fsync_dir(layout.log)
+                logs.pop()
+                continue
+        lines = data.count(b"\n")
+        last = data[data.rfind(b"\n", 0, complete - 1) + 1:complete - 1]
+        item = wf.parse_line(last, wf.log_label(path, lines))
+        return _Head(item.n, item.digest, path, lines, data)
+    files = layout.chain_files()
+    if files:
+        last = wf.load_entry(*files[-1])
+        return _Head(last.n, last.digest, None, 0, b"")
+    return _Head(0, None, None, 0, b"")
+
+
+def _make_durable(layout: wf.WalLayout, name: str, entry: wf.ChainEntry) -> None:
+    """fsync what an earlier, killed run may have written but not synced, before a retry acknowledges it."""
+    paths = [layout.stored_path(name)]
+    if entry.path.endswith(".json"):
+        paths.append(entry.path)
+    else:
+        paths.append(os.path.join(layout.log, entry.path.rsplit(":", 1)[0]))
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(os.path.dirname(path))
+
+
+def _find_entry(layout: wf.WalLayout, name: str, head: _Head, everywhere: bool) -> t.Optional[wf.ChainEntry]:
+    """The chain entry for ``name``: in the current log, or (``everywhere``) in any log or v1 file, newest first."""
+    needle = b'"name":"%s"' % name.encode("ascii")
+    if needle in head.log_bytes:
+        for number, line in enumerate(head.log_bytes.split(b"\n")[:-1], 1):
+            if needle in line:
+                item = wf.parse_line(line, wf.log_label(t.cast(str, head.log), number))
+                if item.name == name:
+                    return item
+    if not everywhere:
+        return None
+    for _k, path in reversed(layout.log_files()):
+        if path == head.log:
+            continue
+        with open(path, "rb") as handle:
+            for number, line in enumerate(handle, 1):
+                if needle in line and line.endswith(b"\n"):
+                    item = wf.parse_line(line[:-1], wf.log_label(path, number))
+                    if item.name == name:
+                        return item
     for n, entry_name, path in reversed(layout.chain_files()):
         if entry_name == name:
             return wf.load_entry(n, entry_name, path)
     return None
-
-
-def _hash_file(path: str) -> t.Tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(READ_CHUNK), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 def _check_segment_header(name: str, first: bytes, size: int, config: dict) -> None:
@@ -114,20 +183,111 @@ def _check_segment_header(name: str, first: bytes, size: int, config: dict) -> N
                           "refusing to mix clusters" % (name, header["system_identifier"], expected))
 
 
+def _pem_der(data: bytes, label: bytes) -> t.Optional[bytes]:
+    """The DER inside a single ``-----BEGIN <label>-----`` PEM block, or None."""
+    import base64
+    import binascii
+    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
+    text = data.strip()
+    if not text.startswith(begin) or not text.endswith(end) or text.count(b"-----BEGIN") != 1:
+        return None
+    try:
+        return base64.b64decode(b"".join(text[len(begin):-len(end)].split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _der_len(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _der_int(value: int) -> bytes:
+    raw = value.to_bytes(value.bit_length() // 8 + 1, "big")
+    return b"\x02" + _der_len(len(raw)) + raw
+
+
+_RSA_ALGORITHM = bytes.fromhex("300d06092a864886f70d0101010500")
+_ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")
+
+
+def _rsa_spki(der: bytes) -> t.Optional[t.Tuple[int, int]]:
+    """(n, e) of an RSA SubjectPublicKeyInfo, only when ``der`` is exactly its canonical DER encoding."""
+    def tlv(data: bytes, pos: int, tag: int) -> t.Tuple[int, int]:
+        if pos + 2 > len(data) or data[pos] != tag:
+            raise ValueError
+        length, pos = data[pos + 1], pos + 2
+        if length & 0x80:
+            count = length & 0x7F
+            length, pos = int.from_bytes(data[pos:pos + count], "big"), pos + count
+        if pos + length > len(data):
+            raise ValueError
+        return pos, pos + length
+    try:
+        start, stop = tlv(der, 0, 0x30)
+        if not der[start:].startswith(_RSA_ALGORITHM):
+            return None
+        bits, _end = tlv(der, start + len(_RSA_ALGORITHM), 0x03)
+        seq, _end = tlv(der, bits + 1, 0x30)
+        n_at, n_end = tlv(der, seq, 0x02)
+        e_at, e_end = tlv(der, n_end, 0x02)
+        n, e = int.from_bytes(der[n_at:n_end], "big"), int.from_bytes(der[e_at:e_end], "big")
+    except (ValueError, IndexError):
+        return None
+    body = b"\x30" + _der_len(len(_der_int(n) + _der_int(e))) + _der_int(n) + _der_int(e)
+    bitstring = b"\x03" + _der_len(len(body) + 1) + b"\x00" + body
+    canonical = b"\x30" + _der_len(len(_RSA_ALGORITHM + bitstring)) + _RSA_ALGORITHM + bitstring
+    return (n, e) if canonical == der and stop == len(der) else None
+
+
+def _recipient(path: str) -> t.Any:
+    """A recipient's RSA public key; the common PEM form is decoded here, without cryptography's serialization
+    package (its import costs a process per segment more than everything else it loads), anything else by it."""
+    with open(path, "rb") as handle:
+        data = handle.read(1 << 16)
+    der = _pem_der(data, b"PUBLIC KEY")
+    numbers = _rsa_spki(der) if der else None
+    if numbers is None:
+        return container.load_public_key(path)
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    return rsa.RSAPublicNumbers(numbers[1], numbers[0]).public_key()
+
+
 def _encryption(config: dict) -> dict:
     if config.get("mode") == "aes":
         return {"key": container.load_key_file(config["key_file"])}
     recipients = config.get("recipients") or []
     if not recipients:
         raise RansomeyeError("config names no recipients")
-    return {"recipients": [container.load_public_key(p) for p in recipients]}
+    return {"recipients": [_recipient(p) for p in recipients]}
 
 
 def _signer(config: dict) -> t.Any:
+    """The WAL signing key: an unencrypted Ed25519 PKCS#8 PEM decoded here (see _recipient), else by _signing."""
     path = config.get("signing_key")
     if not path:
         raise RansomeyeError("config names no signing_key")
+    try:
+        with open(path, "rb") as handle:
+            der = _pem_der(handle.read(1 << 16), b"PRIVATE KEY")
+    except OSError:
+        der = None  # _signing reports it
+    if der is not None and len(der) == 48 and der.startswith(_ED25519_PKCS8):
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+        return ed25519.Ed25519PrivateKey.from_private_bytes(der[16:])
     return signing.load_signing_private_key(path)
+
+
+def _hash_file(path: str) -> t.Tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(READ_CHUNK), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 def push(config: dict, source: str, name: str) -> str:
@@ -139,10 +299,13 @@ def push(config: dict, source: str, name: str) -> str:
         raise RansomeyeError("repository %s has id %s, not %s" % (layout.repo, wal_config.get("repo_id"),
                                                                   config["repo_id"]))
     enc = _encryption(config)
-    signer = _signer(config)
     with file_lock(layout.lock, "WAL archive run", timeout=float(config.get("lock_timeout") or 30)):
         _clean_tmp(layout)
-        existing = _find_entry(layout, name)
+        head = _read_head(layout)
+        stored_exists = os.path.lexists(layout.stored_path(name))
+        # A name is in the chain only if its stored file was written first, so a missing stored file means "new"
+        # unless the current log (where a retry finds it) names it: then the repository was damaged.
+        existing = _find_entry(layout, name, head, everywhere=stored_exists)
         if existing is not None:
             sha, size = _hash_file(source)
             entry = existing.entry
@@ -155,12 +318,13 @@ def push(config: dict, source: str, name: str) -> str:
                     raise RansomeyeError("%s is in the chain (entry %d) but its stored file is missing or has the "
                                          "wrong size; the repository was damaged, run ransomeye_backup_verify"
                                          % (name, existing.n))
+                _make_durable(layout, name, existing)
                 return "already archived"
             raise RansomeyeError("%s was already archived with different content (chain entry %d: sha256 %s, this "
                                  "file: %s); refusing to overwrite. Is another cluster archiving into this "
                                  "repository?" % (name, existing.n, entry["plaintext_sha256"][:16], sha[:16]))
         record = _store(layout, config, enc, source, name, kind)
-        _append(layout, config, signer, name, kind, record)
+        _append(layout, config, head, name, kind, record)
     return "archived"
 
 
@@ -179,28 +343,32 @@ def _clean_tmp(layout: wf.WalLayout) -> None:
 
 
 def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str, kind: str) -> dict:
+    """Encrypt ``source`` into segments/ in one pass (hash, frame, encrypt); durable (file and directory) on return."""
     ensure_directory(layout.tmp, 0o700)
     tmp = os.path.join(layout.tmp, "%s.%d.tmp" % (name, os.getpid()))
     final = layout.stored_path(name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
-        with os.fdopen(fd, "wb") as dst, open(source, "rb") as src:
-            writer = container.encryptor(dst, object_id="wal/" + name, **enc)
-            first = True
+        with os.fdopen(fd, "wb", buffering=0) as dst, open(source, "rb", buffering=0) as src:
+            writer = container.encryptor(dst, object_id="wal/" + name, hash_plaintext=False, **enc)
+            digest = hashlib.sha256()
             size = 0
             try:
-                for block in iter(lambda: src.read(READ_CHUNK), b""):
-                    if first and kind in ("segment", "partial"):
-                        _check_segment_header(name, block, os.fstat(src.fileno()).st_size, config)
-                    first = False
-                    writer.write(block)
+                block = src.read(wf.FRAME_SIZE)
+                if block and kind in ("segment", "partial"):
+                    _check_segment_header(name, block, os.fstat(src.fileno()).st_size, config)
+                while block:
+                    digest.update(block)
                     size += len(block)
+                    header, data = wf.frame(block)
+                    writer.write(header)
+                    writer.write(data)
                     _hook("during_encrypt")
+                    block = src.read(wf.FRAME_SIZE)
                 info = writer.close()
             except BaseException:
                 writer.abort()
                 raise
-            dst.flush()
             os.fsync(dst.fileno())
         _hook("before_rename")
         directory = os.path.dirname(final)
@@ -215,39 +383,66 @@ def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str
         except FileNotFoundError:
             pass
         raise
-    return {"plaintext_sha256": info.plaintext_sha256, "plaintext_size": int(info.plaintext_size),
+    return {"plaintext_sha256": digest.hexdigest(), "plaintext_size": size,
             "ciphertext_sha256": info.ciphertext_sha256, "ciphertext_size": int(info.ciphertext_size)}
 
 
-def _append(layout: wf.WalLayout, config: dict, signer: t.Any, name: str, kind: str, record: dict) -> wf.ChainEntry:
-    ensure_directory(layout.chain, 0o700)
-    files = layout.chain_files()
-    prev = None
-    n = 1
-    if files:
-        last_n, last_name, last_path = files[-1]
-        last = wf.load_entry(last_n, last_name, last_path)
-        prev = last.digest
-        n = last_n + 1
+def _append(layout: wf.WalLayout, config: dict, head: _Head, name: str, kind: str, record: dict) -> wf.ChainEntry:
+    """Append the entry as one line of the current log and fsync it: the commit point of a push."""
+    n = head.n + 1
+    every = int(config.get("sign_every") or 1)
+    signer = _signer(config)
     entry = {
-        "format": wf.CHAIN_FORMAT, "version": wf.FORMAT_VERSION, "repo_id": str(config.get("repo_id") or ""),
+        "format": wf.CHAIN_FORMAT, "version": wf.LOG_VERSION, "repo_id": str(config.get("repo_id") or ""),
         "system_identifier": str(config.get("system_identifier") or ""),
-        "n": n, "name": name, "kind": kind, "timeline": wf.timeline_of(name), "prev": prev,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "signer": signing.key_id(signer.public_key()),
+        "n": n, "name": name, "kind": kind, "timeline": wf.timeline_of(name), "prev": head.digest,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "compression": wf.COMPRESSION,
+        "signer": signing.key_id(signer.public_key()),
     }
     entry.update(record)
-    every = int(config.get("sign_every") or 1)
-    signatures = []
-    if every <= 1 or n % every == 0 or kind != "segment":
-        signatures = [signing.sign(signer, signing.canonical_json(entry))]
-    data = signing.canonical_json({"entry": entry, "signatures": signatures})
-    path = layout.chain_path(n, name)
-    atomic_write(path, data, mode=0o640)
+    due = every <= 1 or n % every == 0 or kind != "segment"
+    signatures = [signing.sign(signer, signing.canonical_json(entry))] if due else []
+    line = signing.canonical_json({"entry": entry, "signatures": signatures}) + b"\n"
+    if head.log is not None and head.log_entries < wf.LOG_SPAN:
+        path = head.log
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+        new_file = False
+    else:
+        ensure_directory(layout.log, 0o700)
+        path = layout.log_path(n)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o640)
+        new_file = True
+    try:
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(28, "short write to the chain log", path)
+        _hook("before_chain_sync")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if new_file:
+        fsync_dir(layout.log)
     _hook("after_chain")
-    return wf.ChainEntry(n, name, path, data, entry, signatures)
+    return wf.parse_line(line[:-1], wf.log_label(path, head.log_entries + 1 if not new_file else 1))
 
 
 # ----------------------------------------------------------------------------- get (restore_command)
+
+
+def _restore_key(path: str) -> t.Any:
+    """The recipient's private key, without cryptography's RSA consistency check (tens of ms per process, run
+    once per segment): the key is the operator's own, and a wrong one cannot decrypt (the unwrap authenticates)."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 20)
+        key = serialization.load_pem_private_key(data, None, unsafe_skip_rsa_key_validation=True)
+    except (TypeError, ValueError, OSError, ImportError):
+        return container.load_private_key(path)  # older cryptography, encrypted key, ...: the checked path
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < container.MIN_RSA_BITS:
+        return container.load_private_key(path)  # says what is wrong with it
+    return key
 
 
 def get(config: dict, name: str, dest: str) -> str:
@@ -258,7 +453,7 @@ def get(config: dict, name: str, dest: str) -> str:
         return "missing"
     layout = wf.WalLayout(config["repo"])
     if config.get("private_key"):
-        decrypt = {"private_key": container.load_private_key(config["private_key"])}
+        decrypt = {"private_key": _restore_key(config["private_key"])}
     else:
         decrypt = {"key": container.load_key_file(config["key_file"])}
     tmp = dest + ".ransomeye-tmp"
@@ -266,7 +461,12 @@ def get(config: dict, name: str, dest: str) -> str:
     size = 0
     try:
         with open(layout.stored_path(name), "rb") as src, open(tmp, "wb") as dst:
-            for chunk in container.decrypt_chunks(src, expected_object_id="wal/" + name, **decrypt):
+            chunks = container.decrypt_chunks(src, expected_object_id="wal/" + name, **decrypt)
+            if expected.get("compression") == wf.COMPRESSION:
+                chunks = wf.unframe(chunks)
+            elif expected.get("compression") not in (None, "none"):
+                raise RansomeyeError("%s: unknown compression %r in the restore plan" % (name, expected["compression"]))
+            for chunk in chunks:
                 digest.update(chunk)
                 size += len(chunk)
                 dst.write(chunk)

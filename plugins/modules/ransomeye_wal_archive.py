@@ -22,8 +22,9 @@ description:
     C(replica).
   - Before C(archive_command) is changed, the installed program runs its own check as O(os_user) (it must read its
     config and keys and write into the repository); when it cannot, the module fails and the server is untouched.
-  - The archive command encrypts every WAL segment and timeline history file, fsyncs the file and its directory,
-    appends an entry to a hash chain (signed every O(sign_every) entries) and only then exits 0. It exits 0 for a
+  - The archive command compresses (zlib, where it pays) and encrypts every WAL segment and timeline history file,
+    fsyncs the file and its directory, appends an entry line to the append-only log of a hash chain (signed every
+    O(sign_every) entries) and only then exits 0. It exits 0 for a
     segment already archived with identical content and fails loudly for different content. It gives up after
     O(command_timeout) seconds with one C(ransomeye-wal:) line in the server log; PostgreSQL keeps the WAL and
     retries.

@@ -62,8 +62,8 @@ class Site:
         raise AssertionError("%s not archived within %ss; log:\n%s" % (name, timeout, self.pg.log_text()[-3000:]))
 
     def chain_names(self) -> list:
-        chain = os.path.join(self.repo, "wal", "chain")
-        return [n.split(".", 1)[1][:-5] for n in sorted(os.listdir(chain))] if os.path.isdir(chain) else []
+        from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
+        return wf.chain_names(wf.WalLayout(self.repo))
 
     def program(self, args: list, env: dict = None, timeout: int = 120) -> subprocess.CompletedProcess:
         argv = ["runuser", "-u", "postgres", "--", os.path.join(self.program_dir, "ransomeye-wal")] + args

@@ -112,25 +112,66 @@ def test_bad_segment_named_and_restore_refused(damage, how):
     shutil.rmtree(data_dir)
 
 
+def _log(site):
+    logs = os.path.join(site.repo, "wal", "log")
+    return os.path.join(logs, sorted(os.listdir(logs))[-1])
+
+
 def test_forged_and_moved_chain_entries(damage, pitr_keys):
     site = damage
-    chain = os.path.join(site.repo, "wal", "chain")
-    files = sorted(os.listdir(chain))
-    last = json.load(open(os.path.join(chain, files[-1])))
+    path = _log(site)
+    with open(path, "rb") as handle:
+        lines = handle.read().splitlines()
+    last = json.loads(lines[-1])
     from ansible_collections.ransomeye.ops.plugins.module_utils import _signing as signing
     rogue = serialization.load_pem_private_key(open(pitr_keys["rogue_key"], "rb").read(), None)
     forged = dict(last["entry"], n=last["entry"]["n"] + 1, name="0000000100000000000000AA",
                   prev=hashlib.sha256(signing.canonical_json(last["entry"])).hexdigest())
     doc = {"entry": forged, "signatures": [signing.sign(rogue, signing.canonical_json(forged))]}
-    with open(os.path.join(chain, "%012d.0000000100000000000000AA.json" % forged["n"]), "wb") as handle:
-        handle.write(signing.canonical_json(doc))
+    with open(path, "ab") as handle:
+        handle.write(signing.canonical_json(doc) + b"\n")
     result = _verify(site, "quick")
     assert any(p["object"] == "wal:0000000100000000000000AA" and "trusted" in p["reason"]
                for p in result["problems"]), result["problems"]
     assert "0000000100000000000000AA" in result["wal"]["unsigned_tail"]
-    os.rename(os.path.join(chain, files[1]), os.path.join(chain, files[1].replace(files[1][:12], "%012d" % 999)))
+    # two entries swapped in the log: the links break and the later segment is named
+    names = [json.loads(line)["entry"]["name"] for line in lines]
+    i = names.index(site.segments[1])
+    lines[i], lines[i + 1] = lines[i + 1], lines[i]
+    with open(path, "wb") as handle:
+        handle.write(b"".join(line + b"\n" for line in lines))
     moved = _verify(site, "quick")
-    assert any("moved or replayed" in p["reason"] or "missing" in p["reason"] for p in moved["problems"])
+    assert any(p["object"] == "wal:%s" % names[i + 1] and "missing" in p["reason"]
+               for p in moved["problems"]), moved["problems"]
+    assert any(p["object"] == "wal:%s" % names[i] and "reordered" in p["reason"]
+               for p in moved["problems"]), moved["problems"]
+    assert moved["verified"] == []
+
+
+@pytest.mark.parametrize("how", ["edited", "deleted", "cut"])
+def test_damaged_chain_log_names_the_segment(damage, how):
+    """An entry edited, deleted or cut short in the chain log: verify names the first segment it no longer covers."""
+    site = damage
+    path = _log(site)
+    with open(path, "rb") as handle:
+        lines = handle.read().splitlines()
+    names = [json.loads(line)["entry"]["name"] for line in lines]
+    i = names.index(site.segments[1])
+    if how == "edited":  # still canonical JSON, still a valid shape: only the signature and the links catch it
+        doc = json.loads(lines[i])
+        doc["entry"]["plaintext_size"] += 1
+        from ansible_collections.ransomeye.ops.plugins.module_utils import _signing as signing
+        lines[i] = signing.canonical_json(doc)
+    elif how == "deleted":
+        del lines[i]
+    else:
+        lines[i] = lines[i][:40]
+    with open(path, "wb") as handle:
+        handle.write(b"".join(line + b"\n" for line in lines))
+    result = _verify(site)
+    assert any(p["backup"] == site.base_id and p["object"] == "wal:%s" % site.segments[1]
+               for p in result["problems"]), result["problems"]
+    assert site.base_id not in result["verified"]
 
 
 def test_retention_keeps_wal_of_retained_base_backup(archive):

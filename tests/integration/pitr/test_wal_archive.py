@@ -52,9 +52,12 @@ def test_enable_check_mode_idempotent_and_archiving(pitr_site):
     stored = os.path.join(site.repo, "wal", "segments", name[:16], name)
     with open(stored, "rb") as handle:
         assert handle.read(8) == b"RYECNTR\n"  # encrypted, never plaintext WAL
-    entry = json.load(open(os.path.join(site.repo, "wal", "chain", sorted(os.listdir(
-        os.path.join(site.repo, "wal", "chain")))[-1])))
+    logs = os.path.join(site.repo, "wal", "log")
+    with open(os.path.join(logs, sorted(os.listdir(logs))[-1]), "rb") as handle:
+        entry = json.loads(handle.read().splitlines()[-1])
     assert entry["signatures"] and entry["entry"]["name"] == name
+    assert entry["entry"]["compression"] == "zlib-frames" and entry["entry"]["plaintext_size"] == 16 * 1024 * 1024
+    assert not os.path.exists(os.path.join(site.repo, "wal", "chain"))  # one log, not a file per segment
 
 
 def test_unusable_program_never_reaches_the_server(pitr_site, tmp_path):
@@ -105,16 +108,19 @@ def test_duplicate_same_content_ok_different_content_refused(enabled):
     assert bad_name.returncode == 1 and "not a WAL file name" in bad_name.stderr
 
 
-@pytest.mark.parametrize("point", ["during_encrypt", "before_rename", "after_rename", "after_chain"])
+POINTS = ["during_encrypt", "before_rename", "after_rename", "before_chain_sync", "after_chain"]
+
+
+@pytest.mark.parametrize("point", POINTS)
 def test_killed_at_each_step_never_acknowledges_early(enabled, point):
     site = enabled
-    points = ["during_encrypt", "before_rename", "after_rename", "after_chain"]
-    name = "0000000100000000000000%02X" % (0xE0 + points.index(point))
+    name = "0000000100000000000000%02X" % (0xE0 + POINTS.index(point))
     src = synthetic_segment(os.path.join(site.base, "seg-" + point), name, site.sysid)
     killed = site.program(["push", "--config", site.config, src, name], env={"RANSOMEYE_WAL_TEST_HOOK": point + ":kill"})
     assert killed.returncode != 0  # PostgreSQL would retry: the segment was not acknowledged
-    if point == "after_chain":
-        assert name in site.chain_names()  # durable before the (lost) exit 0
+    if point in ("before_chain_sync", "after_chain"):
+        # written (durable only after_chain); the retry fsyncs it before it acknowledges
+        assert name in site.chain_names()
     else:
         assert name not in site.chain_names()
     retry = site.program(["push", "--config", site.config, src, name])

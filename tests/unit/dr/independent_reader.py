@@ -1,11 +1,15 @@
-"""An independent reader of repository format v2, written from docs/BACKUP_FORMAT.md sections 1 and 5 alone.
+"""An independent reader of repository format v2 and of the WAL archive, written from docs/BACKUP_FORMAT.md
+sections 1, 2.2, 4.2-4.3 and 5 alone.
 
 It deliberately imports nothing from the collection (only the standard library and `cryptography`): if the
 document is incomplete or wrong, this reader fails to decode what the collection wrote.
 
     python independent_reader.py REPO MANIFEST (--key-file F | --private-key F) COMPONENT DEST
 extracts one component of one manifest under DEST (the database component: DEST/<db>.pgdump, a pg_dump
-custom-format file).
+custom-format file);
+
+    python independent_reader.py wal REPO DEST --trusted PUB (--key-file F | --private-key F)
+writes every authentic archived WAL file (4.2: linked, covered by a valid signature) into DEST.
 """
 from __future__ import annotations
 
@@ -242,7 +246,122 @@ class Repo:
             os.chmod(dest + full, entry["mode"])
 
 
+# ---------------------------------------------------------------- section 4: the WAL archive
+
+def _canonical(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _wal_docs(repo):
+    docs = []
+    chain = os.path.join(repo, "wal", "chain")
+    for fname in sorted(os.listdir(chain)) if os.path.isdir(chain) else []:
+        raw = open(os.path.join(chain, fname), "rb").read()
+        docs.append((raw, json.loads(raw)))
+    logdir = os.path.join(repo, "wal", "log")
+    logs = sorted(f for f in os.listdir(logdir) if f.endswith(".log")) if os.path.isdir(logdir) else []
+    for index, fname in enumerate(logs):
+        lines = open(os.path.join(logdir, fname), "rb").read().split(b"\n")
+        if lines.pop() and index != len(logs) - 1:
+            raise ReaderError("unterminated line inside the chain")
+        docs.extend((line, json.loads(line)) for line in lines)
+    return docs
+
+
+def _signature_ok(public, data, sig):
+    raw = base64.b64decode(sig["sig"], validate=True)
+    if base64.b64encode(raw).decode() != sig["sig"]:
+        return False
+    try:
+        if sig["alg"] == "ed25519":
+            public.verify(raw, data)
+        else:
+            public.verify(raw, data, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    except Exception:  # pylint: disable=broad-except
+        return False
+    return True
+
+
+def wal_authentic(repo, trusted_pub):
+    """{name: entry} of the entries up to the last one with a valid signature by ``trusted_pub`` (4.2.2)."""
+    der = trusted_pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    kid = hashlib.sha256(der).hexdigest()[:32]
+    docs = _wal_docs(repo)
+    last_signed = -1
+    for i, (raw, doc) in enumerate(docs):
+        entry = doc["entry"]
+        if _canonical(doc) != raw:
+            raise ReaderError("entry %d is not canonical JSON" % i)
+        if i and (entry["n"] != docs[i - 1][1]["entry"]["n"] + 1 or
+                  entry["prev"] != hashlib.sha256(_canonical(docs[i - 1][1]["entry"])).hexdigest()):
+            raise ReaderError("chain broken before entry %d" % entry["n"])
+        for sig in doc["signatures"]:
+            if sig["key_id"] == kid == entry["signer"] and _signature_ok(trusted_pub, _canonical(entry), sig):
+                last_signed = i
+    return {doc["entry"]["name"]: doc["entry"] for _raw, doc in docs[:last_signed + 1]}
+
+
+def _unframe(data):
+    out = []
+    pos = 0
+    while pos < len(data):
+        kind, raw_len, stored_len = struct.unpack(">BII", data[pos:pos + 9])
+        body = data[pos + 9:pos + 9 + stored_len]
+        if len(body) != stored_len or not 0 < raw_len <= 1 << 20:
+            raise ReaderError("bad frame")
+        if kind == 1:
+            inflater = zlib.decompressobj()
+            body = inflater.decompress(body, raw_len + 1)
+            if not inflater.eof:
+                raise ReaderError("zlib frame does not end")
+        elif kind != 0:
+            raise ReaderError("unknown frame kind")
+        if len(body) != raw_len:
+            raise ReaderError("frame size")
+        out.append(body)
+        pos += 9 + stored_len
+    return b"".join(out)
+
+
+def wal_file(repo, entry, key=None, private_key=None):
+    name = entry["name"]
+    subdir = "history" if name.endswith(".history") else name[:16]
+    data = open(os.path.join(repo, "wal", "segments", subdir, name), "rb").read()
+    if hashlib.sha256(data).hexdigest() != entry["ciphertext_sha256"]:
+        raise ReaderError("%s: ciphertext hash" % name)
+    plain = decrypt_container(data, "wal/" + name, key, private_key)
+    if entry.get("compression") == "zlib-frames":
+        plain = _unframe(plain)
+    elif "compression" in entry:
+        raise ReaderError("unknown compression")
+    if hashlib.sha256(plain).hexdigest() != entry["plaintext_sha256"] or len(plain) != entry["plaintext_size"]:
+        raise ReaderError("%s: plaintext hash" % name)
+    return plain
+
+
+def wal_main(argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("repo")
+    parser.add_argument("dest")
+    parser.add_argument("--trusted", required=True)
+    parser.add_argument("--key-file")
+    parser.add_argument("--private-key")
+    args = parser.parse_args(argv)
+    key = load_key_file(args.key_file) if args.key_file else None
+    private = None
+    if args.private_key:
+        private = serialization.load_pem_private_key(open(args.private_key, "rb").read(), password=None)
+    trusted = serialization.load_pem_public_key(open(args.trusted, "rb").read())
+    for name, entry in wal_authentic(args.repo, trusted).items():
+        with open(os.path.join(args.dest, name), "wb") as handle:
+            handle.write(wal_file(args.repo, entry, key, private))
+    return 0
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["wal"]:
+        return wal_main(argv[1:])
     parser = argparse.ArgumentParser()
     parser.add_argument("repo")
     parser.add_argument("manifest")
