@@ -120,8 +120,8 @@ def get_bench(base, pushed, rec_key, conf, segs):
                       "ours_MB_per_s": round(mb / walls["ours"], 1),
                       "pgbackrest_MB_per_s": round(mb / walls["pgbackrest"], 1),
                       "throughput_ratio_ours_vs_pgbackrest": round(walls["pgbackrest"] / walls["ours"], 2),
-                      "ours_peak_rss_MiB_first_vs_last_quarter": [round(max(peaks[:quarter]) / 1024, 1),
-                                                                 round(max(peaks[-quarter:]) / 1024, 1)],
+                      "ours_peak_rss_MiB_first_vs_last_quarter": [
+                          round(max(peaks[:quarter]) / 1024, 1), round(max(peaks[-quarter:]) / 1024, 1)],
                       "load": os.getloadavg()}))
 
 
@@ -188,8 +188,8 @@ def main() -> int:
         segs = os.path.join(base, "segs")
         os.makedirs(segs)
         os.chmod(segs, 0o777)
-        print("segments: %d x 16 MiB per round and tool, %d rounds, load %s" % (args.segments, args.rounds,
-                                                                              os.getloadavg()))
+        print("segments: %d x 16 MiB per round and tool, %d rounds, load %s"
+              % (args.segments, args.rounds, os.getloadavg()))
         print("ours: zlib-1 frames (incompressible frames stored as is), AES-256-GCM, RSA-3072 recipient, Ed25519 "
               "signature per segment; pgbackrest: compress-type=zst (level 3), aes-256-cbc; both sync, fsync")
         total = {"ours": [0.0, 0.0], "pgbackrest": [0.0, 0.0]}
@@ -236,8 +236,8 @@ def main() -> int:
             "cpu_ms_per_segment": {k: round(1000 * v[1] / (args.segments * args.rounds), 1) for k, v in total.items()},
             "stored_MiB": {"ours": round(du(os.path.join(base, "repo", "wal", "segments")) / 2**20, 1),
                            "pgbackrest": round(du(os.path.join(pgb, "repo", "archive")) / 2**20, 1)},
-            "ours_peak_rss_MiB_first_vs_last_quarter": [round(max(peaks["ours"][:quarter]) / 1024, 1),
-                                                       round(max(peaks["ours"][-quarter:]) / 1024, 1)],
+            "ours_peak_rss_MiB_first_vs_last_quarter": [
+                round(max(peaks["ours"][:quarter]) / 1024, 1), round(max(peaks["ours"][-quarter:]) / 1024, 1)],
             "load": os.getloadavg()}))
         get_bench(base, pushed, rec_key, conf, segs)
         return 0

@@ -222,6 +222,7 @@ def prune_wal(repo: t.Any, check_mode: bool = False) -> dict:
     min_segno = min(s[0] for s in starts)
     min_tli = min(s[1] for s in starts)
     size = starts[0][2]
+
     def removable(name: str) -> bool:
         if wf.wal_kind(name) == "history":
             return int(name[:8], 16) <= min_tli

@@ -35,12 +35,23 @@ LAUNCHER = "ransomeye-wal"
 LIB_PACKAGE_DIRS = ("ansible_collections", "ansible_collections/ransomeye", "ansible_collections/ransomeye/ops",
                     "ansible_collections/ransomeye/ops/plugins", "ansible_collections/ransomeye/ops/plugins/module_utils")
 
-_LAUNCHER_TEMPLATE = """#!%(python)s -I
+_LAUNCHER_TEMPLATE = """#!%(python)s -IS
 # ransomeye.ops WAL archive/restore program, installed by ransomeye.ops.ransomeye_wal_archive. Do not edit.
 # PostgreSQL runs it as archive_command (push) and restore_command (get); see docs/BACKUP_FORMAT.md section 4.
+# -S: it starts once per segment, and the site module is a good part of the start-up; a virtualenv's
+# site-packages is added directly, anything else falls back to the site module.
 import os
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "lib"))
+_venv = os.path.dirname(os.path.dirname(sys.executable))
+_packages = os.path.join(_venv, "lib", "python%%d.%%d" %% sys.version_info[:2], "site-packages")
+if os.path.isfile(os.path.join(_venv, "pyvenv.cfg")) and os.path.isdir(_packages):
+    sys.path.append(_packages)
+try:
+    import cryptography  # noqa: F401
+except ImportError:
+    import site
+    site.main()
 from ansible_collections.ransomeye.ops.plugins.module_utils._wal_program import main
 sys.exit(main())
 """

@@ -3,9 +3,10 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private to ransomeye.ops: the WAL archive/restore program that PostgreSQL runs (``ransomeye-wal``).
 
-``push`` is the archive_command: it encrypts one WAL file into the repository
-(the collection's container), fsyncs it and its directory, then appends a
-hash-chain entry (signed every ``sign_every`` entries) and only then exits 0.
+``push`` is the archive_command: it reads one WAL file once (hash, zlib frames
+where they pay, encryption into the collection's container), fsyncs it and its
+directory, then appends its hash-chain entry as one line of the current chain
+log (signed every ``sign_every`` entries), fsyncs that, and only then exits 0.
 ``get`` is the restore_command: it decrypts and authenticates one file, checks
 it against the verified plan written by ransomeye_restore, and only then
 renames it to where PostgreSQL wants it. ``check`` is the installer's preflight.
@@ -33,8 +34,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._errors import Ranso
 from ansible_collections.ransomeye.ops.plugins.module_utils import _crypto_container as container
 from ansible_collections.ransomeye.ops.plugins.module_utils import _signing as signing
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import (
-    atomic_write, ensure_directory, file_lock, fsync_dir)
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import ensure_directory, file_lock, fsync_dir
 
 PROGRAM_FORMAT = "ransomeye-wal-program"
 READ_CHUNK = 1 << 20

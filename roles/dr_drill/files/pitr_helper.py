@@ -9,6 +9,7 @@ Subcommands (JSON in on stdin, JSON out on stdout; the password only ever on std
   attack    {db..., "artifact_dir"}                -> {"garbled": table, "dropped": table, "locked_files": [...]}
   hashes    {db..., "expected": {...}}             -> {"hashes": {...}, "differing": [tables]}
   rpo       {"repo", "time"}                       -> {"rpo_seconds", "last_segment_before", "archived_at"}
+  archived  {"repo", "name"}                       -> {"archived": bool}   (the WAL file has a chain entry)
   cleanup   {"locked_files": [...]}                -> {"removed": n}
 """
 from __future__ import annotations
@@ -132,14 +133,27 @@ def attack(req: dict) -> dict:
     return {"garbled": garbled, "dropped": dropped, "locked_files": locked}
 
 
+def _entries(repo: str) -> t.Iterator[dict]:
+    """Chain entries in order (docs/BACKUP_FORMAT.md 4.2): old one-file entries, then complete log lines."""
+    chain = os.path.join(repo, "wal", "chain")
+    for name in sorted(os.listdir(chain)) if os.path.isdir(chain) else []:
+        if name.endswith(".json"):
+            with open(os.path.join(chain, name), "rb") as handle:
+                yield json.loads(handle.read().decode("utf-8"))["entry"]
+    logs = os.path.join(repo, "wal", "log")
+    for name in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+        if name.endswith(".log"):
+            with open(os.path.join(logs, name), "rb") as handle:
+                for line in handle:
+                    if line.endswith(b"\n"):
+                        yield json.loads(line.decode("utf-8"))["entry"]
+
+
 def rpo(req: dict) -> dict:
     """T minus the archive time of the last WAL file archived before T (chain entries carry no secret)."""
     target = datetime.datetime.fromisoformat(req["time"].replace("Z", "+00:00")).timestamp()
-    chain = os.path.join(req["repo"], "wal", "chain")
     best = None
-    for name in sorted(os.listdir(chain)):
-        with open(os.path.join(chain, name), "rb") as handle:
-            entry = json.loads(handle.read().decode("utf-8"))["entry"]
+    for entry in _entries(req["repo"]):
         when = datetime.datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%SZ").replace(
             tzinfo=datetime.timezone.utc).timestamp()
         if when <= target and entry["kind"] == "segment":
@@ -147,6 +161,10 @@ def rpo(req: dict) -> dict:
     if best is None:
         return {"rpo_seconds": None, "last_segment_before": None, "archived_at": None}
     return {"rpo_seconds": round(target - best[0], 1), "last_segment_before": best[1], "archived_at": best[2]}
+
+
+def archived(req: dict) -> dict:
+    return {"archived": any(entry["name"] == req["name"] for entry in _entries(req["repo"]))}
 
 
 def walkey(req: dict) -> dict:
@@ -182,7 +200,7 @@ def cleanup(req: dict) -> dict:
 
 
 COMMANDS = {"walkey": walkey, "workload": workload, "mark": mark, "attack": attack, "hashes": hashes, "rpo": rpo,
-            "cleanup": cleanup}
+            "cleanup": cleanup, "archived": archived}
 
 
 def main() -> int:
