@@ -13,6 +13,9 @@ alerts updated, the oldest events expired) and backs up again.
   repository of format version 2 (compression auto), which is how restic users back up PostgreSQL.
 * restic, compressed dump: the same with ``pg_dump -Fc`` (pg_dump's default compression), for reference: the
   usual way to dump, and why it does not deduplicate.
+* ours v1: ``format: v1`` (one pg_dump -Fc object per night), what the collection stored before.
+
+A last line times the write path's CPU stages (chunker, SHA-256, zlib level 6) on the final dump.
 
 Growth is the bytes the repository's files grew by (all files, metadata included). Times are wall clock of the
 backup step; the restic times include writing the dump file. restic is a Debian package installed by
@@ -87,6 +90,35 @@ class Restic:
         return time.monotonic() - started
 
 
+def throughput(pg: PgCluster, db: str) -> None:
+    """The write path's CPU stages on the last night's dump, one core each, same process and run."""
+    import hashlib
+    import io
+    import zlib
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import chunker as bchunker
+    params = pg.conn_params()
+    data = subprocess.run([os.path.join(server_bindir(), "pg_dump"), "--format=custom", "--compress=0",
+                           "--no-password", "--host", params["login_host"], "--port", str(params["login_port"]),
+                           "--username", params["login_user"], db],
+                          env=dict(os.environ, PGPASSWORD=params["login_password"]), capture_output=True,
+                          check=True).stdout
+    mb = len(data) / 1e6
+    cutter = bchunker.Chunker(os.urandom(32), bchunker.DB_PARAMS)
+    started = time.perf_counter()
+    chunks = list(cutter.chunks(io.BytesIO(data).read))
+    cdc = time.perf_counter() - started
+    started = time.perf_counter()
+    for chunk in chunks:
+        hashlib.sha256(chunk).digest()
+    sha = time.perf_counter() - started
+    started = time.perf_counter()
+    for chunk in chunks:
+        zlib.compress(chunk, 6)
+    deflate = time.perf_counter() - started
+    print("write path on a %.0f MB dump (MB/s, one core): chunker %.0f, SHA-256 %.0f, zlib-6 %.0f; %d chunks of "
+          "%.0f KiB on average" % (mb, mb / cdc, mb / sha, mb / deflate, len(chunks), len(data) / len(chunks) / 1024))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=240000)
@@ -109,9 +141,10 @@ def main() -> int:
         ours = dict(pg.conn_params(), repo=repo, db=db, components=["database"], mode="rsa",
                     recipients=[material["recipient"]], signing_key=material["signing_key"],
                     cache_dir=os.path.join(base, "cache"))
+        ours_v1 = dict(ours, repo=os.path.join(base, "ours-v1"), format="v1")
         peers = [("restic, same pg_dump -Fc -Z0 file", Restic(base, "restic", False)),
                  ("restic, pg_dump -Fc (compressed) file", Restic(base, "restic-z", True))]
-        sizes = {"ours": [0]}
+        sizes = {"ours": [0], "ours v1": [0]}
         sizes.update({name: [0] for name, _r in peers})
         print("database: %d events; each night changes about 1 %% of the rows (%d rows)"
               % (args.events, 900 * scale))
@@ -126,6 +159,12 @@ def main() -> int:
                 raise SystemExit("ransomeye_backup failed: %s" % result.get("msg"))
             dump_mb = result["stats"]["database"]["bytes_read"] / 1e6
             rows = [("ours (ransomeye_backup v2)", "ours", repo, took)]
+            started = time.monotonic()
+            result = run_module_direct("ransomeye_backup", ours_v1, timeout=3600)
+            if result.get("_rc") != 0:
+                raise SystemExit("ransomeye_backup format v1 failed: %s" % result.get("msg"))
+            rows.append(("ours v1 (one pg_dump -Fc object a night)", "ours v1", ours_v1["repo"],
+                         time.monotonic() - started))
             for name, peer in peers:
                 rows.append((name, name, peer.repo, peer.backup(pg, db)))
             for label, key, path, seconds in rows:
@@ -136,13 +175,15 @@ def main() -> int:
                 ratio = "%8.1f%%" % (100.0 * growth / first) if night else "%9s" % "-"
                 print("%-6d %-40s %12.1f %12.2f %s %9.1f" % (night, label, dump_mb, growth / 1e6, ratio, seconds))
         print("total repository after %d nights: %s" % (args.nights, ", ".join(
-            "%s %.1f MB" % (key if key == "ours" else key.split(",")[0] + (" (-Fc)" if "compressed" in key else ""),
+            "%s %.1f MB" % (key if key.startswith("ours") else key.split(",")[0] + (" (-Fc)" if "compressed" in key
+                                                                                    else ""),
                             sizes[key][-1] / 1e6) for key in sizes)))
         average = {key: (sizes[key][-1] - sizes[key][1]) / max(1, args.nights) for key in sizes}
         base_peer = peers[0][0]
         if average[base_peer] > 0:
             print("daily growth, ours vs restic on the same dump files: %.2f MB vs %.2f MB = %.2fx"
                   % (average["ours"] / 1e6, average[base_peer] / 1e6, average["ours"] / average[base_peer]))
+        throughput(pg, db)
     finally:
         pg.destroy()
         shutil.rmtree(base, ignore_errors=True)

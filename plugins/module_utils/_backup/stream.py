@@ -17,6 +17,8 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import collections
+import concurrent.futures
 import hashlib
 import os
 import typing as t
@@ -30,6 +32,8 @@ STREAM_LAYOUT = "stream-v2"
 STREAM_ZLIB_LEVEL = 6
 SEGMENT_MASK = 0x0FFF      # a segment holds about 4096 chunks (~160 MiB of dump) ...
 SEGMENT_MAX = 16384        # ... and never more than this many
+COMPRESS_WORKERS = max(1, min(3, os.cpu_count() or 1))
+COMPRESS_WINDOW = 16       # chunks in flight (at most 128 KiB each)
 
 
 def is_v2_stream(comp: t.Any) -> bool:
@@ -73,14 +77,19 @@ class StreamRun:
                     self._index = fmt.IndexSet({})
         return self._index
 
-    def _blob(self, blob: bytes, data: bytes, writer: t.Any, level: int) -> bool:
-        """Store ``data`` as ``blob`` unless the base or this run has it; True when it was stored now."""
+    def _known(self, blob: bytes) -> bool:
+        """True when the base or this run already has ``blob`` (the caller then only references it)."""
         found = self.index().lookup(blob)
         if found is not None:
             self.used_packs.add(found.pack)
+            return True
+        # not claimed: stored earlier in this run, in a new pack of this run, which the manifest lists anyway
+        return not self.engine.claim(blob)
+
+    def _blob(self, blob: bytes, data: bytes, writer: t.Any, level: int) -> bool:
+        """Store ``data`` as ``blob`` unless the base or this run has it; True when it was stored now."""
+        if self._known(blob):
             return False
-        if not self.engine.claim(blob):
-            return False   # stored earlier in this run: in a new pack of this run, which the manifest lists anyway
         stored, comp = fmt.encode_blob(data, level)
         self.used_packs.add(writer.add(blob, stored, len(data), comp))
         return True
@@ -119,23 +128,42 @@ class StreamRun:
                              "uid": os.getuid(), "gid": os.getgid(), "mtime_ns": 0, "tree": self._tree([entry])})
             ids, part, part_size = [], hashlib.sha256(), 0
 
-        for chunk in cutter.chunks(read):
-            if on_first is not None and not size:
-                on_first()
-            whole.update(chunk)
-            part.update(chunk)
-            size += len(chunk)
-            part_size += len(chunk)
-            blob = fmt.blob_id(eng.id_key, eng.enc.context, fmt.BLOB_DATA, hashlib.sha256(chunk).digest())
-            ids.append(blob.hex())
-            self.stats["chunks"] += 1
-            if self._blob(blob, chunk, writer, STREAM_ZLIB_LEVEL):
-                self.stats["blobs_new"] += 1
-            else:
-                self.stats["blobs_reused"] += 1
-                self.stats["bytes_reused"] += len(chunk)
-            if ((blob[0] << 8) | blob[1]) & SEGMENT_MASK == 0 or len(ids) >= SEGMENT_MAX:
-                close_segment()
+        # zlib releases the GIL: new chunks are compressed on worker threads while this one cuts and hashes the
+        # next ones (the work pg_dump -Fc would do in its own process); a bounded window keeps memory flat
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=COMPRESS_WORKERS)
+        pending: "collections.deque[t.Tuple[bytes, concurrent.futures.Future, int]]" = collections.deque()
+
+        def drain(limit: int) -> None:
+            while len(pending) > limit:
+                blob_done, future, raw_length = pending.popleft()
+                stored, comp = future.result()
+                self.used_packs.add(writer.add(blob_done, stored, raw_length, comp))
+
+        try:
+            for chunk in cutter.chunks(read):
+                if on_first is not None and not size:
+                    on_first()
+                whole.update(chunk)
+                part.update(chunk)
+                size += len(chunk)
+                part_size += len(chunk)
+                blob = fmt.blob_id(eng.id_key, eng.enc.context, fmt.BLOB_DATA, hashlib.sha256(chunk).digest())
+                ids.append(blob.hex())
+                self.stats["chunks"] += 1
+                if self._known(blob):
+                    self.stats["blobs_reused"] += 1
+                    self.stats["bytes_reused"] += len(chunk)
+                else:
+                    pending.append((blob, pool.submit(fmt.encode_blob, chunk, STREAM_ZLIB_LEVEL), len(chunk)))
+                    self.stats["blobs_new"] += 1
+                    drain(COMPRESS_WINDOW)
+                if ((blob[0] << 8) | blob[1]) & SEGMENT_MASK == 0 or len(ids) >= SEGMENT_MAX:
+                    close_segment()
+            drain(0)
+        finally:
+            for _blob, future, _length in pending:
+                future.cancel()
+            pool.shutdown(wait=True)
         if ids or not segments:
             close_segment()
         writer.seal()
