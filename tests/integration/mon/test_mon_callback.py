@@ -128,3 +128,27 @@ def test_callback_over_tls_with_client_certificate_via_ansible_cfg(rsyslog, run_
     assert {r["input"] for r in records} == {"mtls"}
     assert [r["msgid"] for r in records] == ["TASK_FAILED", "PLAY_RECAP"]
     assert "over tls" in records[0]["msg"]
+
+
+def test_empty_unsafe_extra_vars_do_not_break_the_callback(run_playbook, tmp_path):
+    # ansible-core 2.19 hands the callback tagged values: an empty !unsafe extra var (as AWX passes an unset survey
+    # answer) in a failed task's name, message and argv must still give complete alerts (spooled: no receiver).
+    extra = tmp_path / "extra.yml"
+    extra.write_text("empty_unsafe: !unsafe ''\ntmpl_unsafe: !unsafe '{{ not_templated }}'\n")
+    play = tmp_path / "p.yml"
+    play.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - name: fails with \"{{ empty_unsafe }}\"\n      ansible.builtin.fail:\n        msg: \"{{ empty_unsafe }}\"\n"
+        "      ignore_errors: true\n"
+        "    - name: argv with unsafe values\n      ansible.builtin.command:\n"
+        "        argv: [/bin/false, \"{{ empty_unsafe }}\", \"{{ tmpl_unsafe }}\"]\n")
+    spool = tmp_path / "spool"
+    run = run_playbook(str(play), args=["-e", "@%s" % extra], env={
+        "ANSIBLE_CALLBACKS_ENABLED": "ransomeye_recorder,ransomeye.ops.siem", "RANSOMEYE_SIEM_SPOOL_DIR": str(spool),
+        "RANSOMEYE_SIEM_SEND_IGNORED": "true"})
+    assert run.rc == 2 and "Traceback" not in run.stdout + run.stderr, run.stderr[-2000:]
+    assert "ransomeye.ops.siem" not in run.stdout + run.stderr   # no warning: nothing dropped or disabled
+    alerts = [json.loads((spool / name).read_text())["message"] for name in sorted(os.listdir(spool))
+              if name.endswith(".alert")]
+    assert [a.split()[5] for a in alerts] == ["TASK_FAILED", "TASK_FAILED", "PLAY_RECAP"], alerts
+    assert 'task="fails with \\"\\""' in alerts[0] and 'action="ansible.builtin.command"' in alerts[1]
