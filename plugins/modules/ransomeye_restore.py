@@ -95,7 +95,7 @@ options:
     description:
       - A certificate (C(.crt), C(.pem), C(.cer)) of the config backup that expires before the live one at the same
         path is older than it (the live one was renewed since). V(keep_newer) keeps the live certificate and its key
-        (same name, C(.key)): decided before the first file is written, they are left out of the restore, so a
+        (same name, C(.key)); decided before the first file is written, they are left out of the restore, so a
         restore that fails or is killed midway leaves them as they were. V(restore) brings the backup's back.
         Reported in RV(certificates) either way.
     type: str

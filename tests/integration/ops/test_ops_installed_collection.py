@@ -92,8 +92,8 @@ def test_backup_playbook_from_an_installed_collection(tmp_path, pg, pg_db, run_m
     assert "ASYNC OK on localhost" in out   # its verification ran as an async job
     assert "failed=0" in out
     # 2. The playbook file inside the installed collection (a path, as an operator may run it).
-    out = _run([os.path.join(bindir, "ansible-playbook"), "-i", str(inventory), str(installed / "playbooks" /
-                                                                                      "backup.yml")], env, str(work))
+    playbook = installed / "playbooks" / "backup.yml"
+    out = _run([os.path.join(bindir, "ansible-playbook"), "-i", str(inventory), str(playbook)], env, str(work))
     assert "(seq 2)" in out and "failed=0" in out, out[-3000:]
 
     # The backups really exist: both listed from their signed manifests, and they verify (ciphertext level).
