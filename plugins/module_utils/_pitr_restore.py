@@ -402,8 +402,9 @@ def run_pitr(module: t.Any) -> dict:
         os.makedirs(spool, 0o700)
         if os.geteuid() == 0:
             os.chown(spool, user.uid, user.gid)
+        owner = (user.uid, user.gid) if os.geteuid() == 0 else (None, None)
         ahead = prefetch.Prefetcher(repo.path, [(n, plan.report.good[n].entry) for n in plan.names], decrypt, spool,
-                                     user.uid if os.geteuid() == 0 else None, user.gid if os.geteuid() == 0 else None)
+                                    owner[0], owner[1])
         try:
             ahead.start()
             record = plan.item.body["objects"][plan.comp["object"]]

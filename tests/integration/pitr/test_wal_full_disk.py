@@ -114,8 +114,8 @@ def test_full_repository_disk_keeps_wal_escalates_and_loses_nothing(full_disk_si
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import load_trusted
     report = pchain.check_chain(site.repo, load_trusted(site.trusted), level="ciphertext")
     assert report.problems == [], report.problems
-    verify = run_module_direct("ransomeye_backup_verify", dict(repo=site.repo, backup="all", level="ciphertext",
-                                                                trusted_keys=site.trusted))
+    verify = run_module_direct("ransomeye_backup_verify", dict(
+        repo=site.repo, backup="all", level="ciphertext", trusted_keys=site.trusted))
     assert verify["_rc"] == 0 and verify["problems"] == [], verify.get("problems")
 
     # Nothing lost: replay from the base backup through every segment written while the disk was full.
