@@ -31,6 +31,10 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic
 
 _LEN = struct.Struct(">I")
 _META = struct.Struct(">I")
+_OFFSET = struct.Struct(">Q")
+_BINARY = b"\x02"                       # first byte of a binary record meta (a JSON one starts with "{")
+_FIXED = struct.Struct(">32s32sI")      # tree id, listing signature, pack count
+_CHILD = struct.Struct(">HQ")           # name length, record offset
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -70,6 +74,7 @@ class CacheRecord(t.NamedTuple):
     tree_id: str                    # its blob id (hex)
     packs: t.List[str]              # packs holding the blobs its direct entries and its own tree use
     children: t.Dict[bytes, int]    # subdirectory name -> offset of its record
+    signature: bytes = b""          # SHA-256 of the directory's listing with its stat fields (engine._signature)
 
 
 class CacheReader:
@@ -89,13 +94,32 @@ class CacheReader:
         if len(body) != length + 32:
             raise CacheError("cache record at %d is truncated" % offset)
         payload, mac = body[:length], body[length:]
-        expected = hmac.new(self.key, self.nonce + struct.pack(">Q", offset) + payload, hashlib.sha256).digest()
+        expected = hmac.digest(self.key, self.nonce + _OFFSET.pack(offset) + payload, "sha256")
         if not hmac.compare_digest(mac, expected):
             raise CacheError("cache record at %d failed authentication (modified or planted)" % offset)
         (meta_len,) = _META.unpack_from(payload, 0)
-        meta = json.loads(payload[4:4 + meta_len].decode("ascii"))
-        children = {bytes.fromhex(k): int(v) for k, v in meta["children"].items()}
-        return CacheRecord(payload[4 + meta_len:], meta["id"], list(meta["packs"]), children)
+        meta = payload[4:4 + meta_len]
+        tree = payload[4 + meta_len:]
+        if meta[:1] != _BINARY:   # JSON, written before the binary meta: no signature, so never reused whole
+            doc = json.loads(meta.decode("ascii"))
+            children = {bytes.fromhex(k): int(v) for k, v in doc["children"].items()}
+            return CacheRecord(tree, doc["id"], list(doc["packs"]), children, b"")
+        try:
+            tree_id, signature, n_packs = _FIXED.unpack_from(meta, 1)
+            pos = 1 + _FIXED.size
+            packs = [meta[pos + 32 * i:pos + 32 * (i + 1)].hex() for i in range(n_packs)]
+            pos += 32 * n_packs
+            (n_children,) = _LEN.unpack_from(meta, pos)
+            pos += 4
+            children = {}
+            for _i in range(n_children):
+                name_len, child = _CHILD.unpack_from(meta, pos)
+                pos += _CHILD.size
+                children[meta[pos:pos + name_len]] = child
+                pos += name_len
+        except struct.error:
+            raise CacheError("cache record at %d is malformed" % offset)
+        return CacheRecord(tree, tree_id.hex(), packs, children, signature)
 
     def close(self) -> None:
         self.handle.close()
@@ -112,11 +136,16 @@ class CacheWriter:
         self.offset = 0
 
     def add(self, record: CacheRecord) -> int:
-        meta = json.dumps({"id": record.tree_id, "packs": sorted(record.packs),
-                           "children": {k.hex(): v for k, v in record.children.items()}},
-                          sort_keys=True, separators=(",", ":")).encode("ascii")
+        packs = sorted(record.packs)
+        parts = [_BINARY, _FIXED.pack(bytes.fromhex(record.tree_id), record.signature.ljust(32, b"\0"), len(packs))]
+        parts.extend(bytes.fromhex(p) for p in packs)
+        parts.append(_LEN.pack(len(record.children)))
+        for name, child in record.children.items():
+            parts.append(_CHILD.pack(len(name), child))
+            parts.append(name)
+        meta = b"".join(parts)
         payload = _META.pack(len(meta)) + meta + record.tree
-        mac = hmac.new(self.key, self.nonce + struct.pack(">Q", self.offset) + payload, hashlib.sha256).digest()
+        mac = hmac.digest(self.key, self.nonce + _OFFSET.pack(self.offset) + payload, "sha256")
         offset = self.offset
         self.handle.write(_LEN.pack(len(payload)) + payload + mac)
         self.offset += 4 + len(payload) + 32

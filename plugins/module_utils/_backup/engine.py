@@ -23,6 +23,8 @@ import hashlib
 import os
 import random
 import stat
+import struct
+import sys
 import threading
 import typing as t
 
@@ -248,6 +250,100 @@ class ComponentRun:
     def process(self, dir_fd: t.Optional[int], items: t.List[t.Tuple[bytes, os.stat_result]], path: bytes,
                 old: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool) -> t.Tuple[str, int]:
         """Back up one directory's entries; return (tree id hex, cache offset of its record)."""
+        signature = _signature(items)
+        if old is not None and old.signature == signature and self.cache_reader is not None:
+            return self._reuse(dir_fd, items, path, old, dev, top, signature)
+        return self._full(dir_fd, items, path, old, dev, top, signature, None)
+
+    def _reuse(self, dir_fd: t.Optional[int], items: t.List[t.Tuple[bytes, os.stat_result]], path: bytes,
+               old: bcache.CacheRecord, dev: t.Optional[int], top: bool, signature: bytes) -> t.Tuple[str, int]:
+        """A directory whose listing has the same stat signature as in the authenticated cache: once every
+        subdirectory turns out unchanged too, its tree is the cached one, neither decoded nor encoded again (as
+        restic compares with its parent snapshot's tree).
+
+        The full path is taken for a directory holding hard links (which name is the "file" depends on the
+        whole walk), entries other than files, directories and symlinks, a subdirectory on another filesystem,
+        an entry changed within the racy window of the previous run, or a file picked for rehashing."""
+        files = symlinks = 0
+        subdirs: t.List[t.Tuple[bytes, os.stat_result]] = []
+        full_path = False
+        for name, st in items:
+            mode = st.st_mode
+            if st.st_mtime_ns >= self.racy_before or st.st_ctime_ns >= self.racy_before:
+                full_path = True
+            elif stat.S_ISREG(mode):
+                full_path = full_path or st.st_nlink > 1
+                files += 1
+            elif stat.S_ISDIR(mode):
+                full_path = full_path or (dev is not None and st.st_dev != dev)
+                subdirs.append((name, st))
+            elif stat.S_ISLNK(mode):
+                symlinks += 1
+            else:
+                full_path = True
+        if full_path:
+            return self._full(dir_fd, items, path, old, dev, top, signature, None)
+        fraction = self.engine.rehash_fraction
+        picked = [name for name, st in items if stat.S_ISREG(st.st_mode) and random.random() < fraction] \
+            if fraction and files else []
+        if picked and not self._rehash_matches(dir_fd, picked, old, top):
+            return self._full(dir_fd, items, path, old, dev, top, signature, None)
+        done: t.Dict[bytes, t.Tuple[str, int]] = {}
+        same = True
+        for name, st in subdirs:
+            old_sub = self.old_child(old, name)
+            done[name] = self._subdir(dir_fd, name, st, path, old_sub, dev, top)
+            same = same and old_sub is not None and old_sub.tree_id == done[name][0]
+        if not same or self.cache_reader is None:
+            # a subdirectory changed: this directory's tree is built again (its files from the cache as usual)
+            return self._full(dir_fd, items, path, old, dev, top, signature, done)
+        self.stats["files"] += files
+        self.stats["files_unchanged"] += files
+        self.stats["symlinks"] += symlinks
+        self.stats["dirs"] += len(subdirs)
+        self.stats["trees_reused"] += 1
+        self.used_packs.update(old.packs)
+        offset = self.writer.add(bcache.CacheRecord(old.tree, old.tree_id, old.packs,
+                                                    {name: done[name][1] for name in done}, signature))
+        return old.tree_id, offset
+
+    def _rehash_matches(self, dir_fd: t.Optional[int], names: t.List[bytes], old: bcache.CacheRecord,
+                        top: bool) -> bool:
+        """Read the files picked for rehashing: True when each still has the content its cached entry records."""
+        try:
+            old_entries = dict(fmt.decode_tree(old.tree, top=top))
+        except fmt.FormatError:
+            return False
+        for name in names:
+            previous = old_entries.get(name)
+            if previous is None or previous.get("type") != "file":
+                return False
+            self.stats["files_rehashed"] = self.stats.get("files_rehashed", 0) + 1
+            digest, size = _hash_file(dir_fd, name)
+            self.stats["bytes_read"] += size
+            if digest != previous.get("sha256") or size != previous.get("size"):
+                return False
+        return True
+
+    def _subdir(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result, path: bytes,
+                old_sub: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool) -> t.Tuple[str, int]:
+        full = name if top else path + b"/" + name
+        try:
+            sub_fd = os.open(name, _DIRFLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            raise RansomeyeError("cannot open directory %s: %s" % (os.fsdecode(full), exc.strerror))
+        try:
+            opened = os.fstat(sub_fd)
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(full))
+            return self.process(sub_fd, _list_dir(sub_fd), full, old_sub, st.st_dev if dev is None else dev, False)
+        finally:
+            os.close(sub_fd)
+
+    def _full(self, dir_fd: t.Optional[int], items: t.List[t.Tuple[bytes, os.stat_result]], path: bytes,
+              old: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool, signature: bytes,
+              done: t.Optional[t.Dict[bytes, t.Tuple[str, int]]]) -> t.Tuple[str, int]:
+        """Build the directory's tree entry by entry (``done``: its subdirectories, already processed)."""
         eng = self.engine
         old_entries: t.Dict[bytes, dict] = {}
         if old is not None:
@@ -304,20 +400,10 @@ class ComponentRun:
             packs.update(old.packs)
         self._read_files(dir_fd, reads, entries, packs)
         for position, name, st in subdirs:
-            full = name if top else path + b"/" + name
-            try:
-                sub_fd = os.open(name, _DIRFLAGS, dir_fd=dir_fd)
-            except OSError as exc:
-                raise RansomeyeError("cannot open directory %s: %s" % (os.fsdecode(full), exc.strerror))
-            try:
-                opened = os.fstat(sub_fd)
-                if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
-                    raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(full))
-                child_items = _list_dir(sub_fd)
-                tree_id, offset = self.process(sub_fd, child_items, full, self.old_child(old, name),
-                                               st.st_dev if dev is None else dev, False)
-            finally:
-                os.close(sub_fd)
+            if done is not None and name in done:
+                tree_id, offset = done[name]
+            else:
+                tree_id, offset = self._subdir(dir_fd, name, st, path, self.old_child(old, name), dev, top)
             entry = t.cast(dict, entries[position])
             entry["tree"] = tree_id
             children[name] = offset
@@ -341,7 +427,7 @@ class ComponentRun:
             else:
                 self.stats["trees_reused"] += 1
         self.used_packs.update(packs)
-        offset = self.writer.add(bcache.CacheRecord(tree, blob.hex(), sorted(packs), children))
+        offset = self.writer.add(bcache.CacheRecord(tree, blob.hex(), sorted(packs), children, signature))
         return blob.hex(), offset
 
     def _read_files(self, dir_fd: t.Optional[int], reads: t.List[t.Tuple[int, bytes, os.stat_result]],
@@ -421,6 +507,21 @@ class ComponentRun:
             "packs": sorted(self.used_packs)})
 
 
+def _hash_file(dir_fd: t.Optional[int], name: bytes) -> t.Tuple[str, int]:
+    fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+    try:
+        digest = hashlib.sha256()
+        size = 0
+        while True:
+            block = os.read(fd, fmt.CHUNK)
+            if not block:
+                return digest.hexdigest(), size
+            digest.update(block)
+            size += len(block)
+    finally:
+        os.close(fd)
+
+
 def _read_full(fd: int, size: int) -> bytes:
     parts = []
     wanted = size
@@ -433,11 +534,24 @@ def _read_full(fd: int, size: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+_FS_ENCODING = sys.getfilesystemencoding()
+_SIG = struct.Struct(">QQIIIqqQQH")
+
+
+def _signature(items: t.List[t.Tuple[bytes, os.stat_result]]) -> bytes:
+    """SHA-256 over a directory's listing: each name and every stat field its tree entry or the cache depends on
+    (mode with type bits, owner, times, inode, size, device, link count)."""
+    pack = _SIG.pack
+    return hashlib.sha256(b"".join([pack(st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                                         st.st_ctime_ns, st.st_size, st.st_nlink, len(name)) + name
+                                    for name, st in items])).digest()
+
+
 def _list_dir(fd: int) -> t.List[t.Tuple[bytes, os.stat_result]]:
-    out = []
     with os.scandir(fd) as listing:
-        for item in listing:
-            out.append((os.fsencode(item.name), item.stat(follow_symlinks=False)))
+        # os.fsencode, inlined: the walk calls this for every entry
+        out = [(item.name.encode(_FS_ENCODING, "surrogateescape"), item.stat(follow_symlinks=False))
+               for item in listing]
     out.sort(key=lambda pair: pair[0])
     return out
 

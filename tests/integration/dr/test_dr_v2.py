@@ -217,6 +217,43 @@ def test_nothing_changed_writes_nothing_and_one_percent_changed_writes_one_pack(
         assert restored_view(dest, root) == snapshot(os.fsencode(root))
 
 
+def test_unchanged_directories_reuse_their_cached_trees_without_decoding_them(v2site, monkeypatch):
+    """A directory whose listing has the same stat signature as in the cache keeps its tree id with no tree
+    decoded or encoded; a change deep down rebuilds only the trees on its path."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import engine as v2engine
+    site = v2site
+    age_tree(site["base"])
+    backup(site)
+    calls = {"decode": 0, "encode": 0}
+    decode, encode = v2engine.fmt.decode_tree, v2engine.fmt.encode_tree
+
+    def counting_decode(*args, **kwargs):
+        calls["decode"] += 1
+        return decode(*args, **kwargs)
+
+    def counting_encode(*args, **kwargs):
+        calls["encode"] += 1
+        return encode(*args, **kwargs)
+    monkeypatch.setattr(v2engine.fmt, "decode_tree", counting_decode)
+    monkeypatch.setattr(v2engine.fmt, "encode_tree", counting_encode)
+    first_tree = json.load(open(backup(site)["manifest"]))["manifest"]["components"]["artifacts"]["tree"]
+    # /x/app/sub holds hard links: it (and the top tree above it) always takes the full path
+    assert calls["decode"] <= 2 and calls["encode"] <= 2, calls
+    # a file appended in place: its directory's mtime does not move, its own size and ctime do
+    with open(site["base"] + b"/x/app-x/events/d05/e00005.json", "ab") as handle:
+        handle.write(b"\n")
+    calls.update(decode=0, encode=0)
+    changed = backup(site)
+    assert changed["stats"]["artifacts"]["files_new"] == 1
+    assert json.load(open(changed["manifest"]))["manifest"]["components"]["artifacts"]["tree"] != first_tree
+    # d05, events, app-x, the top tree, plus /x/app/sub's full path: far fewer than the 16 directories
+    assert calls["decode"] <= 6 and calls["encode"] <= 6, calls
+    dest = site["tmp"] / "dest"
+    restore(site, dest)
+    for root in site["roots"]:
+        assert restored_view(dest, root) == snapshot(os.fsencode(root))
+
+
 def test_a_poisoned_host_cache_is_detected_and_every_file_read_again(v2site):
     site = v2site
     age_tree(site["base"])
