@@ -228,7 +228,11 @@ class ComponentRun:
         ids = []
         for blob, stored, raw_length, comp in result.chunks:
             ids.append(blob.hex())
-            if blob in eng.new_blobs:
+            earlier = eng.new_blobs.get(blob)
+            if earlier is not None:
+                # stored by this run for another file: this directory's record must name that pack too, or a
+                # later run reusing the directory from the cache would list a manifest without it
+                packs.add(earlier)
                 self.stats["blobs_reused"] += 1
                 continue
             found = self.index().lookup(blob)
@@ -238,11 +242,9 @@ class ComponentRun:
                 continue
             if stored is None:  # cannot happen: known blobs stay known
                 raise RansomeyeError("internal error: blob %s vanished from the dedup index" % blob.hex())
-            if not eng.claim(blob):  # a stream stored the same chunk meanwhile (another thread)
-                self.stats["blobs_reused"] += 1
-                continue
-            packs.add(eng.data_writer.add(blob, stored, raw_length, comp))
-            self.stats["blobs_new"] += 1
+            pack_id, new = eng.store_new(eng.data_writer, blob, stored, raw_length, comp)
+            packs.add(pack_id)
+            self.stats["blobs_new" if new else "blobs_reused"] += 1
         self.stats["bytes_read"] += result.size
         self.stats["files_read"] += 1
         return ids
@@ -414,18 +416,18 @@ class ComponentRun:
             packs.update(old.packs)
             self.stats["trees_reused"] += 1
         elif blob in eng.new_blobs:
+            packs.add(eng.new_blobs[blob])   # an identical subtree stored earlier in this run
             self.stats["trees_reused"] += 1
         else:
             found = self.index().lookup(blob)
             if found is not None:
                 packs.add(found.pack)
                 self.stats["trees_reused"] += 1
-            elif eng.claim(blob):
-                stored, comp = fmt.encode_blob(tree)
-                packs.add(eng.tree_writer.add(blob, stored, len(tree), comp))
-                self.stats["trees_new"] += 1
             else:
-                self.stats["trees_reused"] += 1
+                stored, comp = fmt.encode_blob(tree)
+                pack_id, new = eng.store_new(eng.tree_writer, blob, stored, len(tree), comp)
+                packs.add(pack_id)
+                self.stats["trees_new" if new else "trees_reused"] += 1
         self.used_packs.update(packs)
         offset = self.writer.add(bcache.CacheRecord(tree, blob.hex(), sorted(packs), children, signature))
         return blob.hex(), offset
@@ -576,12 +578,12 @@ class Engine:
         self.records = bytearray()   # INDEX_RECORD-packed records of this run's new blobs
         self.packs: t.List[str] = []
         self.new_packs: t.Dict[str, dict] = {}
-        self.new_blobs: t.Set[bytes] = set()
+        self.new_blobs: t.Dict[bytes, str] = {}   # blobs this run stored -> the pack each went to
         self.workers = max(1, min(4, os.cpu_count() or 1))
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
         # A stream (the database dump) is stored from another thread while the walk runs: the pack table,
         # the index records and the new-blob set are shared under this lock.
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()   # also the writers' table lock: store_new holds it around writer.add
         self.data_writer = self.new_data_writer()
         self.tree_writer = bpack.PackWriter(repo, enc, fmt.BLOB_TREE, self._on_pack, self.records, self.packs,
                                             self.lock)
@@ -598,13 +600,17 @@ class Engine:
             self.writers.append(writer)
         return writer
 
-    def claim(self, blob: bytes) -> bool:
-        """True when this caller is the first of the run to store ``blob`` (it must then store it)."""
+    def store_new(self, writer: bpack.PackWriter, blob: bytes, stored: bytes, raw_length: int,
+                  compression: int) -> t.Tuple[str, bool]:
+        """(pack holding ``blob``, stored now): adds it to ``writer`` unless this run already stored it. Atomic,
+        as a stream (the database dump) stores blobs from another thread while the walk runs."""
         with self.lock:
-            if blob in self.new_blobs:
-                return False
-            self.new_blobs.add(blob)
-            return True
+            earlier = self.new_blobs.get(blob)
+            if earlier is not None:
+                return earlier, False
+            pack_id = writer.add(blob, stored, raw_length, compression)
+            self.new_blobs[blob] = pack_id
+            return pack_id, True
 
     def stream(self, component: str, params: t.Any) -> t.Any:
         """A StreamRun (plugins/module_utils/_backup/stream.py) for a stream such as a pg_dump."""

@@ -79,20 +79,27 @@ class StreamRun:
 
     def _known(self, blob: bytes) -> bool:
         """True when the base or this run already has ``blob`` (the caller then only references it)."""
+        earlier = self.engine.new_blobs.get(blob)
+        if earlier is not None:
+            self.used_packs.add(earlier)
+            return True
         found = self.index().lookup(blob)
         if found is not None:
             self.used_packs.add(found.pack)
             return True
-        # not claimed: stored earlier in this run, in a new pack of this run, which the manifest lists anyway
-        return not self.engine.claim(blob)
+        return False
+
+    def _store(self, writer: t.Any, blob: bytes, stored: bytes, raw_length: int, comp: int) -> bool:
+        pack_id, new = self.engine.store_new(writer, blob, stored, raw_length, comp)
+        self.used_packs.add(pack_id)
+        return new
 
     def _blob(self, blob: bytes, data: bytes, writer: t.Any, level: int) -> bool:
         """Store ``data`` as ``blob`` unless the base or this run has it; True when it was stored now."""
         if self._known(blob):
             return False
         stored, comp = fmt.encode_blob(data, level)
-        self.used_packs.add(writer.add(blob, stored, len(data), comp))
-        return True
+        return self._store(writer, blob, stored, len(data), comp)
 
     def _tree(self, entries: t.List[dict]) -> str:
         eng = self.engine
@@ -137,7 +144,11 @@ class StreamRun:
             while len(pending) > limit:
                 blob_done, future, raw_length = pending.popleft()
                 stored, comp = future.result()
-                self.used_packs.add(writer.add(blob_done, stored, raw_length, comp))
+                if self._store(writer, blob_done, stored, raw_length, comp):
+                    self.stats["blobs_new"] += 1
+                else:   # the same chunk twice in the window, or stored by the walk meanwhile
+                    self.stats["blobs_reused"] += 1
+                    self.stats["bytes_reused"] += raw_length
 
         try:
             for chunk in cutter.chunks(read):
@@ -155,7 +166,6 @@ class StreamRun:
                     self.stats["bytes_reused"] += len(chunk)
                 else:
                     pending.append((blob, pool.submit(fmt.encode_blob, chunk, STREAM_ZLIB_LEVEL), len(chunk)))
-                    self.stats["blobs_new"] += 1
                     drain(COMPRESS_WINDOW)
                 if ((blob[0] << 8) | blob[1]) & SEGMENT_MASK == 0 or len(ids) >= SEGMENT_MAX:
                     close_segment()
