@@ -12,9 +12,7 @@ import errno
 import fcntl
 import hashlib
 import os
-import shutil
 import stat
-import tempfile
 import time
 import typing as t
 
@@ -59,6 +57,7 @@ def backup_copy(path: str) -> str:
     while os.path.lexists(dest):
         suffix += 1
         dest = "%s.%d.%s.%d~" % (path, os.getpid(), stamp, suffix)
+    import shutil  # here, not at the top: the WAL program (a process per segment) imports this module
     with open(path, "rb") as src, _exclusive(dest, stat.S_IMODE(os.stat(path).st_mode)) as dst:
         shutil.copyfileobj(src, dst, READ_CHUNK)
         dst.flush()
@@ -116,6 +115,7 @@ class AtomicWriter:
     def __enter__(self) -> t.BinaryIO:
         if not os.path.isdir(self.directory):
             raise RansomeyeError("directory %s does not exist" % self.directory)
+        import tempfile  # here, not at the top: see backup_copy
         fd, self.tmp_path = tempfile.mkstemp(
             prefix=".%s." % os.path.basename(self.path), suffix=".tmp", dir=self.directory
         )
