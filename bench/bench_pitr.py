@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import shutil
 import struct
 import subprocess
@@ -239,6 +240,13 @@ def main() -> int:
             "ours_peak_rss_MiB_first_vs_last_quarter": [
                 round(max(peaks["ours"][:quarter]) / 1024, 1), round(max(peaks["ours"][-quarter:]) / 1024, 1)],
             "load": os.getloadavg()}))
+        # Start-up alone: the program with no arguments imports everything a push needs, prints its usage, exits 2.
+        # 20 runs under one GNU time (its resolution is 10 ms); the loop's shell costs both sides the same.
+        loop = "for i in $(seq 20); do %s >/dev/null 2>&1; done; true"
+        ours = run_one(["bash", "-c", loop % shlex.quote(os.path.join(prog, "ransomeye-wal"))])[1]
+        theirs = run_one(["bash", "-c", loop % "pgbackrest version"])[1]
+        print(json.dumps({"summary": "start-up only (no arguments / pgbackrest version), CPU ms per run",
+                          "ours": round(1000 * ours / 20, 1), "pgbackrest": round(1000 * theirs / 20, 1)}))
         get_bench(base, pushed, rec_key, conf, segs)
         return 0
     finally:
