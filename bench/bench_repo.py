@@ -1,9 +1,11 @@
 """Repository v2 (issue 15) side by side with restic and borg, in the same run, on shapes A and B.
 
-    .venv/bin/python bench/bench_repo.py [--shape-a-mb 1024] [--shape-b-files 200000] [--million] [--workdir DIR]
+    .venv/bin/python bench/bench_repo.py [--shape-a-mb 1024] [--shape-b-files 200000] [--million | --only-million]
+                                         [--workdir DIR]
 
 Shape A: files of 16 KiB .. 4 MiB, half incompressible, half text-like (bench_dr.make_artifacts). Shape B: small
-evidence files of 1-4 KiB (JSON-like text, 500 per directory). ``--million`` adds a shape B run at 1,000,000 files.
+evidence files of 1-4 KiB (JSON-like text, 5 per directory). ``--million`` adds the memory run: ours alone, a full
+backup of shape B at 200,000 and at 1,000,000 files, peak RSS and their ratio.
 For each shape and tool: full backup, second backup with nothing changed, third after 1 % of the files changed,
 full restore into an empty directory (verified byte for byte against the source with our own SHA-256 walk),
 repository size (du) and peak RSS of the tool's process. Ours is ransomeye_backup / ransomeye_restore run as
@@ -195,11 +197,36 @@ def bench_shape(label, work, keys, root, files, tools):
     return rows
 
 
+def bench_memory(base, keys, counts):
+    """Ours only: peak RSS of a full backup of shape B at each file count (issue 15: <= 256 MiB at 1,000,000 files,
+    and <= 1.2x between 200,000 and 1,000,000). restic and borg are left out: three tools at a million files take
+    hours on this machine."""
+    peaks = []
+    for count in counts:
+        work = os.path.join(base, "mem-%d" % count)
+        root = os.path.join(work, "data")
+        os.makedirs(root)
+        started = time.monotonic()
+        make_shape_b(root, count)
+        built = time.monotonic() - started
+        time.sleep(2.2)
+        wall, peak = Ours(work, keys, [root]).backup()
+        print("memory, shape B %9d files: full backup %8.1f s, peak RSS %7.1f MiB (data built in %.0f s; load "
+              "average %s)" % (count, wall, peak / 2 ** 20, built, " ".join("%.1f" % x for x in os.getloadavg())))
+        peaks.append(peak)
+        shutil.rmtree(work)
+    if len(peaks) > 1:
+        print("  peak RSS at %d files / at %d files: %.2fx (target <= 1.20x); largest %.1f MiB (target <= 256 MiB)"
+              % (counts[-1], counts[0], peaks[-1] / peaks[0], peaks[-1] / 2 ** 20))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape-a-mb", type=int, default=256)
     parser.add_argument("--shape-b-files", type=int, default=20000)
-    parser.add_argument("--million", action="store_true", help="also shape B at 1,000,000 files (long)")
+    parser.add_argument("--million", action="store_true",
+                        help="also the memory run: ours only, a full backup of shape B at 200,000 and 1,000,000 files")
+    parser.add_argument("--only-million", action="store_true", help="the memory run alone (no shapes A and B)")
     parser.add_argument("--workdir")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
@@ -212,9 +239,7 @@ def main():
     base = tempfile.mkdtemp(prefix="bench-repo-", dir=args.workdir)
     try:
         keys = make_keys(base)
-        shapes = [("A", args.shape_a_mb, None), ("B", None, args.shape_b_files)]
-        if args.million:
-            shapes.append(("B-1M", None, 1_000_000))
+        shapes = [] if args.only_million else [("A", args.shape_a_mb, None), ("B", None, args.shape_b_files)]
         for label, mb, count in shapes:
             work = os.path.join(base, label)
             root = os.path.join(work, "data")
@@ -225,6 +250,8 @@ def main():
                 files = make_shape_b(root, count)
             bench_shape(label, work, keys, root, files, tools)
             shutil.rmtree(work)
+        if args.million or args.only_million:
+            bench_memory(base, keys, [200_000, 1_000_000])
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

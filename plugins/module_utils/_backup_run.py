@@ -285,7 +285,11 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
                     "clock_went_backwards": clock_backwards}
     data = signing.canonical_json({"manifest": body, "signatures": [signing.sign(signer, signing.canonical_json(body))]})
     hook("before_manifest")
-    repo.sync()
+    # Objects this run wrote must be durable before the manifest names them; a v2 run that stored nothing new
+    # (nothing changed) has nothing to flush, and the manifest's own write is fsynced (atomic_write).
+    if engine is None or engine.new_packs or cache is not None or "physical" in components \
+            or (dump is not None and db_object_id):
+        repo.sync()
     manifest_path = repo.write_manifest(seq, data)
     hook("after_manifest")
     manifest_sha = brepo.load_manifest_digest(manifest_path)

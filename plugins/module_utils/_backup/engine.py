@@ -32,7 +32,8 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._errors import Ranso
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import signing
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
-from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, pack as bpack, cache as bcache
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, pack as bpack, cache as bcache, \
+    spill as bspill
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
@@ -575,10 +576,12 @@ class Engine:
         # host-local secret, which the repository never holds.
         self.id_key = fmt.id_key_for(enc.key if enc.mode == "aes" else secret)
         self.cache_root = os.path.join(cache_dir, repo.repo_id)
-        self.records = bytearray()   # INDEX_RECORD-packed records of this run's new blobs
+        # this run's new blobs and their index records: a few MB in memory, the rest spilled to the host-local
+        # cache directory, so memory stays flat however many files are new
+        self.records = bspill.Records(self.cache_root)
         self.packs: t.List[str] = []
         self.new_packs: t.Dict[str, dict] = {}
-        self.new_blobs: t.Dict[bytes, str] = {}   # blobs this run stored -> the pack each went to
+        self.new_blobs = bspill.NewBlobs(self.cache_root)   # blobs this run stored -> the pack each went to
         self.workers = max(1, min(4, os.cpu_count() or 1))
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
         # A stream (the database dump) is stored from another thread while the walk runs: the pack table,
@@ -635,9 +638,10 @@ class Engine:
         finally:
             self.executor.shutdown(wait=True)
         objects: t.Dict[str, dict] = {}
-        if self.records:
-            index_id, index_record = bpack.write_plain_object(
-                self.repo, fmt.encode_index_records(self.packs, self.records), "index")
+        if len(self.records):
+            index_id, index_record = self.records.write_index(self.repo, self.packs)
+            self.records.close()
+            self.new_blobs.close()
             objects[index_id] = index_record
             hook("index_written")
             for pack_id, record in self.new_packs.items():
@@ -661,6 +665,8 @@ class Engine:
 
     def abort(self) -> None:
         self.executor.shutdown(wait=True)
+        self.records.close()
+        self.new_blobs.close()
         for run in self.runs:
             run.writer.abort()
 

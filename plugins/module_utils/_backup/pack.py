@@ -36,10 +36,10 @@ class PackWriter:
     """Collects blobs of one type into packs of about PACK_TARGET bytes; seals each into repo/objects."""
 
     def __init__(self, repo: brepo.Repo, enc: t.Any, kind: int, on_pack: t.Callable[[str, dict], None],
-                 records: bytearray, packs: t.List[str], table_lock: t.Optional[t.Any] = None) -> None:
+                 records: t.Any, packs: t.List[str], table_lock: t.Optional[t.Any] = None) -> None:
         self.repo, self.enc, self.kind = repo, enc, kind
         self.on_pack = on_pack
-        self.records = records        # shared with the run's index (new blobs only)
+        self.records = records        # the run's index records (spill.Records; new blobs only), shared
         self.packs = packs            # shared pack-number table of the run's index
         # writers of one run share records and packs, possibly from two threads (a stream and the walk)
         self.table_lock = table_lock if table_lock is not None else threading.Lock()
@@ -56,8 +56,8 @@ class PackWriter:
                     self.pack_id = brepo.new_object_id()
                     self.pack_no = len(self.packs)
                     self.packs.append(self.pack_id)
-                self.records += fmt.INDEX_RECORD.pack(blob, self.pack_no, len(self.buffer), len(stored), raw_length,
-                                                      self.kind, compression)
+                self.records.add(fmt.INDEX_RECORD.pack(blob, self.pack_no, len(self.buffer), len(stored),
+                                                       raw_length, self.kind, compression))
             self.buffer += stored
             pack_id = self.pack_id
             if len(self.buffer) >= PACK_TARGET:
