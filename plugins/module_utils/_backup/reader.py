@@ -24,6 +24,7 @@ import hashlib
 import os
 import posixpath
 import stat
+import struct
 import time
 import typing as t
 
@@ -37,6 +38,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
 RESULT_LIMIT = 10000     # at most this many paths in a restore's files/links results
+_RENAME = struct.Struct(">IH")   # a staged file: temp number, name length (the name follows)
 
 
 class EntryRefused(RansomeyeError):
@@ -64,7 +66,8 @@ class TreeReader:
                  executor: t.Optional[concurrent.futures.Executor] = None) -> None:
         objects = {k: v for k, v in (body.get("objects") or {}).items() if isinstance(v, dict)}
         self.index = bpack.load_indexes(repo, objects)
-        self.data = bpack.PackCache(repo, objects, decrypt, executor)
+        # a few packs decrypted (4 MiB each): enough for two writer threads in pack order, memory stays small
+        self.data = bpack.PackCache(repo, objects, decrypt, executor, keep=4, ahead=2)
         self.trees = bpack.PackCache(repo, objects, decrypt, None, keep=4)
 
     def locate(self, blob_hex: str, kind: int) -> fmt.IndexEntry:
@@ -241,17 +244,32 @@ class _Dir:
     """A directory the restore writes into: its descriptor while entries are being staged, and what its commit
     does (renames of staged temp files, mode fixes), then its own mode and mtime."""
 
-    __slots__ = ("root", "rel", "entry", "fd", "busy", "ended", "ops", "created")
+    __slots__ = ("root", "rel", "meta", "fd", "busy", "ended", "renames", "fixes", "created")
 
     def __init__(self, root: bytes, rel: t.Tuple[bytes, ...], entry: t.Optional[dict], fd: t.Optional[int]) -> None:
         self.root = root          # the recorded root this directory belongs to
         self.rel = rel            # names below the root's parent directory (() = that parent itself)
-        self.entry = entry        # its tree entry (None: a root's parent, left as it is)
+        # (mode, uid, gid, mtime_ns) from its tree entry; None: a root's parent, left as it is
+        self.meta = None if entry is None else (entry["mode"], entry.get("uid"), entry.get("gid"), entry.get("mtime_ns"))
         self.fd = fd
         self.busy = 0             # staged files not finished yet
         self.ended = False
-        self.ops: t.List[tuple] = []   # ("r", temp number, name) | ("m", name, mode, uid, gid) | ("l", temp, name)
+        # staged temp files to rename, packed (_RENAME + name: a few bytes each, a restore of a million files
+        # keeps them all until the commit), and existing files whose mode or owner must be fixed
+        self.renames = bytearray()
+        self.fixes: t.List[t.Tuple[bytes, int, t.Any, t.Any]] = []
         self.created = False
+
+    def add_rename(self, number: int, name: bytes) -> None:
+        self.renames += _RENAME.pack(number, len(name)) + name
+
+    def iter_renames(self) -> t.Iterator[t.Tuple[int, bytes]]:
+        data, pos = self.renames, 0
+        while pos < len(data):
+            number, length = _RENAME.unpack_from(data, pos)
+            pos += _RENAME.size
+            yield number, bytes(data[pos:pos + length])
+            pos += length
 
 
 class Restorer:
@@ -486,7 +504,7 @@ class Restorer:
         for (holder, name, _path, entry, number, _blobs), (outcome, written) in zip(batch, results):
             holder.busy -= 1
             if outcome == "written":
-                holder.ops.append(("r", number, name))
+                holder.add_rename(number, name)
                 self.stats["files_restored"] += 1
                 self.stats["bytes_written"] += written
                 self.changed = True
@@ -494,7 +512,7 @@ class Restorer:
                 self.stats["files_restored"] += 1
                 self.changed = True
             elif outcome == "mode":
-                holder.ops.append(("m", name, entry["mode"], entry.get("uid"), entry.get("gid")))
+                holder.fixes.append((name, entry["mode"], entry.get("uid"), entry.get("gid")))
                 self.stats["modes_fixed"] += 1
                 self.changed = True
             else:
@@ -523,7 +541,7 @@ class Restorer:
             return
         number, tmp = self._tmp()
         os.symlink(target, tmp, dir_fd=dir_fd)
-        holder.ops.append(("r", number, name))
+        holder.add_rename(number, name)
         if self.is_root:
             os.chown(tmp, int(entry.get("uid", -1)), int(entry.get("gid", -1)), dir_fd=dir_fd, follow_symlinks=False)
 
@@ -618,35 +636,35 @@ class Restorer:
         try:
             separate = bool(self.hardlinks)   # links need every file in place before any directory's mtime is set
             for d in self.commit_order:
-                if not d.ops and (d.entry is None or separate):
+                if not d.renames and not d.fixes and (d.meta is None or separate):
                     continue
                 fd = open_dir(d)
-                for op in d.ops:
-                    if op[0] == "r":
-                        os.rename(self._tmp_name(op[1]), op[2], src_dir_fd=fd, dst_dir_fd=fd)
-                        hook("file_restored")
-                    else:
-                        file_fd = os.open(op[1], os.O_RDONLY | _NOFOLLOW, dir_fd=fd)
-                        try:
-                            self._apply_owner_mode(file_fd, op[2], op[3], op[4])
-                        finally:
-                            os.close(file_fd)
-                d.ops = []
-                if d.entry is not None and not separate:
-                    self._end_dir(fd, d.entry)
+                for number, name in d.iter_renames():
+                    os.rename(self._tmp_name(number), name, src_dir_fd=fd, dst_dir_fd=fd)
+                    hook("file_restored")
+                for name, mode, uid, gid in d.fixes:
+                    file_fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=fd)
+                    try:
+                        self._apply_owner_mode(file_fd, mode, uid, gid)
+                    finally:
+                        os.close(file_fd)
+                d.renames, d.fixes = bytearray(), []
+                if d.meta is not None and not separate:
+                    self._end_dir(fd, d.meta)
                 done(d)
             if separate:
                 for holder, name, path, entry in self.hardlinks:
                     self._hardlink(open_dir(holder), name, path, entry)
                 close_all()
                 for d in self.commit_order:
-                    if d.entry is not None:
-                        self._end_dir(open_dir(d), d.entry)
+                    if d.meta is not None:
+                        self._end_dir(open_dir(d), d.meta)
                         done(d)
         finally:
             close_all()
 
-    def _end_dir(self, fd: int, entry: dict) -> None:
+    def _end_dir(self, fd: int, meta: t.Tuple[int, t.Any, t.Any, t.Any]) -> None:
+        entry = {"mode": meta[0], "uid": meta[1], "gid": meta[2], "mtime_ns": meta[3]}
         st = os.fstat(fd)
         if self._needs_owner_mode(entry, st):
             self._apply_owner_mode(fd, entry["mode"], entry.get("uid"), entry.get("gid"))
@@ -709,7 +727,7 @@ class Restorer:
         open_dir, done, close_all = self._opener()
         try:
             for d in self.dirs:
-                temps = [op[1] for op in d.ops if op[0] == "r"]
+                temps = [number for number, _name in d.iter_renames()]
                 if not temps:
                     continue
                 try:
@@ -721,7 +739,7 @@ class Restorer:
                         os.unlink(self._tmp_name(number), dir_fd=fd)
                     except FileNotFoundError:
                         pass
-                d.ops = []
+                d.renames = bytearray()
         finally:
             close_all()
         for path in reversed(self.created_paths):
