@@ -43,6 +43,7 @@ def nightly_change(pg, db, scale=1, night=1):
     triaged, the oldest unreferenced events expired. PostgreSQL puts new row versions wherever its free-space map
     finds room, so the changes land all over the tables, not only at their ends."""
     seed = night * 10 ** 7
+    sizes = {"seed": seed, "events": 400 * scale, "alerts": 80 * scale, "updates": 120 * scale, "deletes": 300 * scale}
     pg.execute("""
         INSERT INTO public.events (host_id, kind, payload)
         SELECT 1 + (g %% 40), (ARRAY['exec','write','net','rename'])[1 + g %% 4],
@@ -57,8 +58,7 @@ def nightly_change(pg, db, scale=1, night=1):
         WHERE id IN (SELECT id FROM public.alerts WHERE severity <> 10 ORDER BY id DESC LIMIT %(updates)d);
         DELETE FROM public.events WHERE id IN (SELECT e.id FROM public.events e
             WHERE NOT EXISTS (SELECT 1 FROM public.alerts a WHERE a.event_id = e.id) ORDER BY e.id LIMIT %(deletes)d);
-    """ % {"seed": seed, "events": 400 * scale, "alerts": 80 * scale, "updates": 120 * scale, "deletes": 300 * scale},
-               dbname=db)
+    """ % sizes, dbname=db)
     return 900 * scale
 
 
