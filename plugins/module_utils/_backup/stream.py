@@ -109,7 +109,7 @@ class StreamRun:
         return blob.hex()
 
     def store(self, read: t.Callable[[int], bytes], name: bytes,
-              on_first: t.Optional[t.Callable[[], None]] = None) -> dict:
+              on_first: t.Optional[t.Callable[[], None]] = None, level: int = STREAM_ZLIB_LEVEL) -> dict:
         """Chunk, dedup and pack everything ``read`` returns; return the component fields (tree id, size, ...).
 
         The stream is kept as segments (5.12): a segment ends after a chunk whose blob id has its low 12 bits
@@ -165,7 +165,7 @@ class StreamRun:
                     self.stats["blobs_reused"] += 1
                     self.stats["bytes_reused"] += len(chunk)
                 else:
-                    pending.append((blob, pool.submit(fmt.encode_blob, chunk, STREAM_ZLIB_LEVEL), len(chunk)))
+                    pending.append((blob, pool.submit(fmt.encode_blob, chunk, level), len(chunk)))
                     drain(COMPRESS_WINDOW)
                 if ((blob[0] << 8) | blob[1]) & SEGMENT_MASK == 0 or len(ids) >= SEGMENT_MAX:
                     close_segment()
