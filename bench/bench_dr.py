@@ -20,7 +20,6 @@ minutes. Figures (all measured here, in this run, on the same data, with a warm 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil

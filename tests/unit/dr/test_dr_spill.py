@@ -13,15 +13,15 @@ def test_new_blobs_answer_like_a_dict_across_spilled_runs(tmp_path, monkeypatch)
     monkeypatch.setattr(spill, "RUN", 64)
     monkeypatch.setattr(spill, "STEP", 4)
     rng = random.Random(3)
-    ids = [rng.randbytes(32) for _ in range(1000)]
-    packs = ["%064x" % rng.getrandbits(256) for _ in range(7)]
+    ids = [rng.randbytes(32) for _n in range(1000)]
+    packs = ["%064x" % rng.getrandbits(256) for _n in range(7)]
     blobs = spill.NewBlobs(str(tmp_path / "cache"))
     for i, blob in enumerate(ids):
         blobs[blob] = packs[i % 7]
         blobs[blob] = packs[(i + 1) % 7]   # a second store changes nothing: the first pack is the indexed one
     assert len(blobs.runs) == 1000 // 64 and len(blobs) == 1000
     assert all(blob in blobs and blobs[blob] == packs[i % 7] for i, blob in enumerate(ids))
-    others = [rng.randbytes(32) for _ in range(1000)]
+    others = [rng.randbytes(32) for _n in range(1000)]
     assert not any(blob in blobs for blob in others) and blobs.get(others[0]) is None
     # ids sharing a prefix with stored ones (same Bloom bits) are still told apart by the search
     assert not any(blob[:16] + bytes(16) in blobs for blob in ids if blob[16:] != bytes(16))
@@ -32,7 +32,7 @@ def test_records_spilled_in_runs_make_the_same_index_as_one_sorted_table(tmp_pat
     monkeypatch.setattr(spill, "RUN", 50)
     rng = random.Random(4)
     repo = brepo.Repo.create(str(tmp_path / "repo"))
-    packs = ["%064x" % rng.getrandbits(256) for _ in range(3)]
+    packs = ["%064x" % rng.getrandbits(256) for _n in range(3)]
     records = spill.Records(str(tmp_path / "cache"))
     flat = bytearray()
     for i in range(777):
