@@ -381,8 +381,9 @@ class Restorer:
         self.created_paths.append(os.fsencode(path))
 
     # ---- staging
-    def _dir(self, parent_fd: t.Optional[int], name: bytes, path: bytes) -> t.Tuple[t.Optional[int], bool]:
-        st = self._lstat(parent_fd, name)
+    def _dir(self, parent_fd: t.Optional[int], name: bytes, path: bytes,
+             fresh: bool = False) -> t.Tuple[t.Optional[int], bool]:
+        st = None if fresh else self._lstat(parent_fd, name)
         if st is not None and stat.S_ISLNK(st.st_mode):
             raise EntryRefused("refusing to restore directory %s over a symlink" % os.fsdecode(self.dest + path))
         if st is not None and not stat.S_ISDIR(st.st_mode):
@@ -404,9 +405,10 @@ class Restorer:
             raise EntryRefused("refusing to restore into %s: %s" % (os.fsdecode(self.dest + path), exc.strerror))
 
     def _file_job(self, dir_fd: t.Optional[int], name: bytes, path: bytes, entry: dict, tmp: bytes,
-                  blobs: t.List[fmt.IndexEntry]) -> t.Tuple[str, int]:
-        """On a worker thread: ("same" | "mode" | "would" | "written", bytes written)."""
-        st = self._lstat(dir_fd, name)
+                  blobs: t.List[fmt.IndexEntry], fresh: bool = False) -> t.Tuple[str, int]:
+        """On a worker thread: ("same" | "mode" | "would" | "written", bytes written). ``fresh``: the directory
+        was created by this run, so there is nothing to compare with (one lstat less per file)."""
+        st = None if fresh else self._lstat(dir_fd, name)
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise EntryRefused("refusing to replace directory %s with a file" % os.fsdecode(self.dest + path))
         if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == entry["size"] and dir_fd is not None:
@@ -450,7 +452,8 @@ class Restorer:
         results: t.List[t.Tuple[str, int]] = []
         try:
             for holder, name, path, entry, number, blobs in batch:
-                results.append(self._file_job(holder.fd, name, path, entry, self._tmp_name(number), blobs))
+                results.append(self._file_job(holder.fd, name, path, entry, self._tmp_name(number), blobs,
+                                              holder.created))
         except BaseException:
             # the batch fails as a whole: its files staged so far are never handed back, so remove them here
             for (holder, _name, _path, _entry, number, _blobs), (outcome, _n) in zip(batch, results):
@@ -563,7 +566,7 @@ class Restorer:
                 else:
                     parent, name = stack[-1], posixpath.basename(event.path)
                 if event.kind == "dir":
-                    fd, created = self._dir(parent.fd, name, event.path)
+                    fd, created = self._dir(parent.fd, name, event.path, parent.created)
                     child = _Dir(parent.root, parent.rel + (name,), event.entry, fd)
                     child.created = created
                     self.dirs.append(child)
