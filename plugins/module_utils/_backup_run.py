@@ -231,22 +231,12 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
             cache = _files_components(params, repo, enc, components, config_roots, artifact_roots, manifests,
                                       clock_backwards, now, body, stats, objects)
         dump = dump_future.result() if dump_future is not None else None
-        if "physical" in components:
-            # after the dump, as before; in v2 its tar stream goes into the same run's packs (before finish)
-            from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_base import backup_physical
-            phys_id = brepo.new_object_id()
-            body["components"]["physical"], phys_record, pstats = backup_physical(params, repo, enc, phys_id,
-                                                                                  engine)
-            if phys_record is not None:
-                objects[phys_id] = phys_record
-            stats["physical"] = dict(_empty_stats(), **pstats)
         if engine is not None:
             before = set(objects)
             objects.update(engine.finish())
             stored = sum(rec["ciphertext_size"] for oid, rec in objects.items()
                          if oid not in before and oid in engine.new_packs)
             db_stored = int(dump.record["stats"]["bytes_stored"]) if dump is not None else 0
-            db_stored += int(stats.get("physical", {}).get("bytes_stored") or 0)
             files_last = [c for c in ("config", "artifacts") if c in stats]
             if files_last:
                 stats[files_last[-1]]["bytes_stored"] = max(0, stored - db_stored)
@@ -279,6 +269,11 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
                                      bytes_stored=dump.record["ciphertext_size"], objects_new=1,
                                      duration=round(dump.duration, 3))
         result["tables"] = dump.tables
+    if "physical" in components:
+        from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_base import backup_physical
+        phys_id = brepo.new_object_id()
+        body["components"]["physical"], objects[phys_id], pstats = backup_physical(params, repo, enc, phys_id)
+        stats["physical"] = dict(_empty_stats(), **pstats)
     body["objects"] = objects
     ended = time.time()
     body["time"] = {"start": brepo.iso_time(now), "end": brepo.iso_time(ended), "advisory": True,
@@ -322,7 +317,7 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
 def _v2_engine(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, components: t.List[str],
                manifests: t.List[brepo.LoadedManifest], clock_backwards: bool, now: float) -> t.Any:
     """The run's v2 engine (plugins/module_utils/_backup/), or None when no component is stored in packs."""
-    if not any(c in components for c in ("database", "config", "artifacts", "physical")):
+    if not any(c in components for c in ("database", "config", "artifacts")):
         return None
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup import engine as v2engine
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup import cache as v2cache

@@ -55,7 +55,8 @@ def _component_object_refs(body: dict) -> t.List[t.Tuple[str, str]]:
     refs: t.List[t.Tuple[str, str]] = []
     components = body.get("components") or {}
     v2 = [name for name in ("config", "artifacts") if v2reader.is_v2(components.get(name))]
-    v2 += [name for name in ("database", "physical") if v2stream.is_v2_stream(components.get(name))]
+    if v2stream.is_v2_stream(components.get("database")):
+        v2.append("database")
     if v2:
         # v2 components share packs and indexes; each needs all of them (which blob is where is in the indexes)
         for object_id, record in sorted((body.get("objects") or {}).items()):
@@ -288,7 +289,7 @@ def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level:
                 problems.append(_problem(item.backup_id, object_id, reason))
                 ok = False
         if level == "full" and ok:
-            for name in ("config", "artifacts", "database", "physical"):
+            for name in ("config", "artifacts", "database"):
                 comp = (item.body.get("components") or {}).get(name)
                 if only_components is not None and name not in only_components:
                     continue

@@ -29,9 +29,6 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._files import file_l
 from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_chain import prune_chain
 
 READ_CHUNK = 1 << 20
-# Data files, unlike pg_dump's text, are mostly half-empty pages and repeated tuple headers: zlib's fastest level
-# keeps most of level 6's gain at a fraction of its CPU, which a base backup (timed against pgBackRest) needs.
-BASE_ZLIB_LEVEL = 1
 _START_RE = re.compile(r"^START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)", re.M)
 _TLI_RE = re.compile(r"^START TIMELINE: (\d+)", re.M)
 _END_RE = re.compile(r'"End-LSN"\s*:\s*"([0-9A-F]+/[0-9A-F]+)"')
@@ -87,14 +84,8 @@ class TarScanner:
             self._skip = (size + 511) // 512 * 512
 
 
-def backup_physical(params: dict, repo: t.Any, enc: t.Any, object_id: str,
-                    engine: t.Any = None) -> t.Tuple[dict, t.Optional[dict], dict]:
-    """Take a base backup; return (manifest component, object record or None, stats).
-
-    Without ``engine`` (format v1) the tar stream becomes the object ``object_id``. With the run's v2 engine it
-    is a stream in the run's packs (docs/BACKUP_FORMAT.md 5.12): content-defined chunks, so a base backup of a
-    mostly unchanged cluster stores only the changed chunks of its data files.
-    """
+def backup_physical(params: dict, repo: t.Any, enc: t.Any, object_id: str) -> t.Tuple[dict, dict, dict]:
+    """Take a base backup into ``object_id``; return (manifest component, object record, stats)."""
     started = time.monotonic()
     info = pgu.ConnInfo.from_params(params)
     layout = wf.WalLayout(repo.path)
@@ -125,34 +116,19 @@ def backup_physical(params: dict, repo: t.Any, enc: t.Any, object_id: str,
                                 env=env)
         err = _StderrCollector(proc.stderr)
         err.start()
-        scanner = TarScanner()
-
-        def check() -> None:
-            rc = proc.wait()
-            err.join(timeout=30)
-            text = err.text(info.password)
-            if rc != 0:
-                raise RansomeyeError("pg_basebackup failed (%s); no backup was recorded: %s"
-                                     % ("killed by signal %d" % -rc if rc < 0 else "exit status %d" % rc,
-                                        text[-2000:] or "no message"))
-
-        def read(size: int) -> bytes:
-            block = proc.stdout.read(size)
-            scanner.feed(block)
-            return block
         try:
-            if engine is not None:
-                from ansible_collections.ransomeye.ops.plugins.module_utils._backup import chunker as bchunker
-                run = engine.stream("physical", bchunker.DB_PARAMS)
-                fields = run.store(read, b"base.tar", level=BASE_ZLIB_LEVEL)
-                check()
-                record = None
-            else:
-                with NewObject(repo, enc, object_id, "physical") as obj:
-                    for block in iter(lambda: read(READ_CHUNK), b""):
-                        obj.write(block)
-                    check()
-                record = obj.record or {}
+            with NewObject(repo, enc, object_id, "physical") as obj:
+                scanner = TarScanner()
+                for block in iter(lambda: proc.stdout.read(READ_CHUNK), b""):
+                    obj.write(block)
+                    scanner.feed(block)
+                rc = proc.wait()
+                err.join(timeout=30)
+                text = err.text(info.password)
+                if rc != 0:
+                    raise RansomeyeError("pg_basebackup failed (%s); no backup was recorded: %s"
+                                         % ("killed by signal %d" % -rc if rc < 0 else "exit status %d" % rc,
+                                            text[-2000:] or "no message"))
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -176,19 +152,13 @@ def backup_physical(params: dict, repo: t.Any, enc: t.Any, object_id: str,
         server_end = str(pgu.query_one(conn, "SELECT to_char(now() AT TIME ZONE 'UTC', "
                                              "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"))
     component = {
-        "format": "pg_basebackup-tar", "timeline": timeline,
+        "format": "pg_basebackup-tar", "object": object_id, "timeline": timeline,
         "start_lsn": wf.format_lsn(start_lsn), "end_lsn": wf.format_lsn(end_lsn),
         "start_wal": wf.segment_of_lsn(timeline, start_lsn, size), "end_wal": end_wal,
         "system_identifier": sysid, "server_version": version, "segment_size": size,
         "server_time": {"start": server_start, "end": server_end},
     }
-    if record is None:
-        component.update(fields)
-        stats = {"bytes_read": fields["size"], "bytes_stored": run.stats["bytes_stored"],
-                 "bytes_deduplicated": run.stats["bytes_reused"], "objects_new": run.stats["blobs_new"],
-                 "objects_reused": run.stats["blobs_reused"], "duration": round(time.monotonic() - started, 3)}
-        return component, None, stats
-    component["object"] = object_id
+    record = obj.record or {}
     stats = {"bytes_read": record.get("plaintext_size", 0), "bytes_stored": record.get("ciphertext_size", 0),
              "objects_new": 1, "duration": round(time.monotonic() - started, 3)}
     return component, record, stats

@@ -38,8 +38,6 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format a
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_install as inst
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import load_decryption, load_trust
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import ChunkReader, object_chunks
-from ansible_collections.ransomeye.ops.plugins.module_utils._backup import reader as v2reader
-from ansible_collections.ransomeye.ops.plugins.module_utils._backup import stream as v2stream
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, fsync_dir
 
 TARGETS = ("target_time", "target_lsn", "target_xid", "target_name", "target")
@@ -214,19 +212,14 @@ def _safe_member(member: tarfile.TarInfo) -> str:
     return "/".join(parts)
 
 
-def extract_base(repo: brepo.Repo, body: dict, comp: dict, decrypt: dict, data_dir: str,
+def extract_base(repo: brepo.Repo, comp: dict, record: dict, decrypt: dict, data_dir: str,
                  user: inst.OsUser) -> int:
     """Stream-decrypt the base backup into the empty ``data_dir``; check its SHA-256 against the manifest."""
     digest = hashlib.sha256()
     total = [0]
 
-    if v2stream.is_v2_stream(comp):   # format v2: the tar stream's chunks in packs (BACKUP_FORMAT 5.12)
-        source = v2reader.stream_chunks(repo, body, comp, decrypt)
-    else:
-        source = object_chunks(repo, comp["object"], decrypt)
-
     def hashed() -> t.Iterator[bytes]:
-        for chunk in source:
+        for chunk in object_chunks(repo, comp["object"], decrypt):
             digest.update(chunk)
             total[0] += len(chunk)
             yield chunk
@@ -258,8 +251,6 @@ def extract_base(repo: brepo.Repo, body: dict, comp: dict, decrypt: dict, data_d
                 os.chown(path, user.uid, user.gid)
     while reader.read(1 << 20):
         pass
-    record = {"plaintext_sha256": comp.get("sha256"), "plaintext_size": comp.get("size")} \
-        if v2stream.is_v2_stream(comp) else (body.get("objects") or {}).get(comp.get("object")) or {}
     if digest.hexdigest() != record.get("plaintext_sha256") or total[0] != record.get("plaintext_size"):
         raise RansomeyeError("the base backup decrypted to content that differs from its signed manifest")
     brepo._syncfs(data_dir)  # pylint: disable=protected-access
@@ -416,7 +407,8 @@ def run_pitr(module: t.Any) -> dict:
                                     owner[0], owner[1])
         try:
             ahead.start()
-            size = extract_base(repo, plan.item.body, plan.comp, decrypt, data_dir, user)
+            record = plan.item.body["objects"][plan.comp["object"]]
+            size = extract_base(repo, plan.comp, record, decrypt, data_dir, user)
             result["stats"]["base_backup_bytes"] = size
             result["stats"]["extract_seconds"] = round(time.monotonic() - started, 3)
             config_path = _restore_config(work, repo, plan, decrypt, params, user)
