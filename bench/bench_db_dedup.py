@@ -15,7 +15,9 @@ alerts updated, the oldest events expired) and backs up again.
   usual way to dump, and why it does not deduplicate.
 * ours v1: ``format: v1`` (one pg_dump -Fc object per night), what the collection stored before.
 
-A last line times the write path's CPU stages (chunker, SHA-256, zlib level 6) on the final dump.
+Then the last night is restored into a new database by each of ours (v2 and v1, the module: verify, pg_restore,
+row counts) next to a bare pg_restore of the same night's dump file, and a last line times the write path's CPU
+stages (chunker, SHA-256, zlib level 6) on the final dump.
 
 Growth is the bytes the repository's files grew by (all files, metadata included). Times are wall clock of the
 backup step; the restic times include writing the dump file. restic is a Debian package installed by
@@ -58,9 +60,15 @@ def keys(base: str) -> dict:
     none = serialization.NoEncryption()
     signer = ed25519.Ed25519PrivateKey.generate()
     recipient = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    out = {"signing_key": os.path.join(base, "signing.key"), "recipient": os.path.join(base, "recipient.pub")}
+    out = {"signing_key": os.path.join(base, "signing.key"), "recipient": os.path.join(base, "recipient.pub"),
+           "signing_pub": os.path.join(base, "signing.pub"), "private_key": os.path.join(base, "recipient.key")}
     with open(out["signing_key"], "wb") as handle:
         handle.write(signer.private_bytes(pem, serialization.PrivateFormat.PKCS8, none))
+    with open(out["signing_pub"], "wb") as handle:
+        handle.write(signer.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo))
+    with open(out["private_key"], "wb") as handle:
+        handle.write(recipient.private_bytes(pem, serialization.PrivateFormat.PKCS8, none))
+    os.chmod(out["private_key"], 0o600)
     with open(out["recipient"], "wb") as handle:
         handle.write(recipient.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo))
     os.chmod(out["signing_key"], 0o600)
@@ -88,6 +96,34 @@ class Restic:
         subprocess.run(argv, env=dict(os.environ, PGPASSWORD=params["login_password"]), check=True)
         subprocess.run(["restic", "backup", "--quiet", self.dumps], env=self.env, capture_output=True, check=True)
         return time.monotonic() - started
+
+
+def restores(pg: PgCluster, db: str, material: dict, repo_v2: str, repo_v1: str, restic: "Restic") -> None:
+    """The last night restored into a new database: ours v2 (chunks from packs into pg_restore's stdin), ours v1
+    (one object), and bare pg_restore of the same night's -Z0 dump file (what restic's restore would feed it)."""
+    times = {}
+    for label, repo in (("ours v2", repo_v2), ("ours v1", repo_v1)):
+        target = "restored_%s" % label.split()[-1]
+        started = time.monotonic()
+        result = run_module_direct("ransomeye_restore", dict(
+            pg.conn_params(), repo=repo, trusted_keys=[material["signing_pub"]], private_key=material["private_key"],
+            db=target, components=["database"]), timeout=3600)
+        times[label] = time.monotonic() - started
+        if result.get("_rc") != 0:
+            raise SystemExit("ransomeye_restore (%s) failed: %s" % (label, result.get("msg")))
+        pg.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % target)
+    params = pg.conn_params()
+    pg.execute('CREATE DATABASE "restored_bare"')
+    started = time.monotonic()
+    subprocess.run([os.path.join(server_bindir(), "pg_restore"), "--no-password", "--exit-on-error",
+                    "--host", params["login_host"], "--port", str(params["login_port"]), "--username",
+                    params["login_user"], "--dbname", "restored_bare", os.path.join(restic.dumps, "%s.pgdump" % db)],
+                   env=dict(os.environ, PGPASSWORD=params["login_password"]), check=True)
+    times["bare"] = time.monotonic() - started
+    pg.execute('DROP DATABASE IF EXISTS "restored_bare" WITH (FORCE)')
+    print("restore of the last night into a new database: ours v2 %.1f s, ours v1 %.1f s, bare pg_restore of the "
+          "dump file %.1f s (ours v2 / bare = %.2fx; ours includes verify, row counts and the swap)"
+          % (times["ours v2"], times["ours v1"], times["bare"], times["ours v2"] / times["bare"]))
 
 
 def throughput(pg: PgCluster, db: str) -> None:
@@ -183,6 +219,7 @@ def main() -> int:
         if average[base_peer] > 0:
             print("daily growth, ours vs restic on the same dump files: %.2f MB vs %.2f MB = %.2fx"
                   % (average["ours"] / 1e6, average[base_peer] / 1e6, average["ours"] / average[base_peer]))
+        restores(pg, db, material, repo, ours_v1["repo"], peers[0][1])
         throughput(pg, db)
     finally:
         pg.destroy()
