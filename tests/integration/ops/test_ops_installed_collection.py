@@ -73,7 +73,8 @@ def test_backup_playbook_from_an_installed_collection(tmp_path, pg, pg_db, run_m
             ransomeye_db_ssl_mode="disable", ransomeye_config_dir=site / "etc",
             ransomeye_artifact_dir=site / "artifacts", ransomeye_backup_repo=repo,
             ransomeye_backup_key_dir=site / "keys" / "backup",
-            ransomeye_signing_key_dir=site / "keys" / "signing").items()))
+            ransomeye_signing_key_dir=site / "keys" / "signing",
+            ransomeye_async_poll=1).items()))   # the async verification is polled every second, not every 15
 
     # Build and install as the README says, from the operator's directory.
     _run([os.path.join(bindir, "ansible-galaxy"), "collection", "build", "--output-path", str(work / "dist"), REPO],
