@@ -240,6 +240,7 @@ def main():
     try:
         keys = make_keys(base)
         shapes = [] if args.only_million else [("A", args.shape_a_mb, None), ("B", None, args.shape_b_files)]
+        shapes = [shape for shape in shapes if shape[1] != 0 and shape[2] != 0]   # 0: leave that shape out
         for label, mb, count in shapes:
             work = os.path.join(base, label)
             root = os.path.join(work, "data")
