@@ -192,7 +192,7 @@ class Records:
 
     def _read_run(self, offset: int, count: int) -> t.Iterator[bytes]:
         size = fmt.INDEX_RECORD.size
-        per_read = 4096
+        per_read = 256   # records read per run at a time: the merge holds one block of each run
         for first in range(0, count, per_read):
             n = min(per_read, count - first)
             block = os.pread(self.file.fileno(), n * size, offset + first * size)
