@@ -830,8 +830,9 @@ def restore_components(repo: brepo.Repo, body: dict, comps: t.List[t.Tuple[str, 
         devices: t.Dict[int, bytes] = {}
         for restorer in restorers.values():
             devices.update(restorer.devices)
-        # one flush per filesystem written to (roots may lie on several) instead of an fsync per file: on ext4
-        # each fsync is a journal commit (5,000 small files: 0.2-0.4 s of fsyncs, 0.02 s of syncfs)
+        # one flush per filesystem written to (roots may lie on several) instead of an fsync per file and per
+        # directory: on ext4 each fsync waits for a journal commit, a restore of many small files would wait for
+        # one per file
         for path in sorted(set(devices.values())) or [os.fsencode(os.path.abspath(dest) if dest else "/")]:
             brepo._syncfs(os.fsdecode(path))
     return restorers
