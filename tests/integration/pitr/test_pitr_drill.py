@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -49,6 +50,10 @@ def test_pitr_drill_restores_to_just_before_the_attack(pitr_keys):
         }
         run = run_playbook(os.path.join(REPO, "playbooks", "dr_drill.yml"), extra_vars=extra)
         assert run.rc == 0, [(r["task"], r["result"].get("msg"), r["result"].get("stderr")) for r in run.failed()]
+        # the operator sees a start and an end line with the restore's figures (polled as an async job)
+        assert "Restoring the cluster to " in run.stdout
+        assert re.search(r"base backup [0-9.]+ MiB extracted in [0-9.]+ s, WAL replayed in [0-9.]+ s", run.stdout), \
+            run.stdout[-2000:]
         reports = glob.glob(os.path.join(site.base, "reports", "dr-drill-pitr-*.json"))
         assert len(reports) == 1
         report = json.load(open(reports[0]))
