@@ -342,6 +342,94 @@ def _clean_tmp(layout: wf.WalLayout) -> None:
                 pass
 
 
+class _Sink:
+    """Where the container's bytes go: written (and the WAL plaintext hashed) on a second thread.
+
+    The kernel's copy into the page cache and SHA-256 of the plaintext then overlap zlib, AES-GCM and the
+    ciphertext hash on the main thread (all of them release the GIL on large buffers), which roughly halves
+    the time of a push on a machine with a spare core. With one CPU everything runs inline. A bounded queue
+    keeps at most ``DEPTH`` blocks in flight, so memory stays flat.
+    """
+
+    DEPTH = 4
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self._error: t.Optional[BaseException] = None
+        self._queue: t.Any = None
+        self._thread: t.Any = None
+        if _spare_cpu():
+            import queue
+            import threading
+            self._queue = queue.Queue(self.DEPTH)
+            self._thread = threading.Thread(target=self._run, name="ransomeye-wal-writer", daemon=True)
+            self._thread.start()
+
+    def hash(self, block: bytes) -> None:
+        """Count ``block`` (immutable) into the plaintext SHA-256 and size."""
+        self._put(False, block)
+
+    def write(self, data: bytes) -> int:
+        """The container's output (immutable bytes)."""
+        self._put(True, data)
+        return len(data)
+
+    def _put(self, is_output: bool, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._queue is None:
+            self._do(is_output, data)
+        else:
+            self._queue.put((is_output, data))
+
+    def _do(self, is_output: bool, data: bytes) -> None:
+        if not is_output:
+            self.digest.update(data)
+            self.size += len(data)
+            return
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._do(*item)
+                except BaseException as exc:  # handed to the main thread, which raises it
+                    self._error = exc
+
+    def finish(self) -> None:
+        """Wait until everything is written; raise what the writer met."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """After a failure on the main thread: stop writing (the file is removed by the caller)."""
+        if self._thread is not None:
+            self._error = self._error or RansomeyeError("push abandoned")
+            try:
+                self._queue.put(None, timeout=5)
+            except Exception:  # pylint: disable=broad-except  # a stuck writer: the daemon thread dies with us
+                pass
+
+
+def _spare_cpu() -> bool:
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):
+        return (os.cpu_count() or 1) > 1
+
+
 def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str, kind: str) -> dict:
     """Encrypt ``source`` into segments/ in one pass (hash, frame, encrypt); durable (file and directory) on return."""
     ensure_directory(layout.tmp, 0o700)
@@ -350,24 +438,27 @@ def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         with os.fdopen(fd, "wb", buffering=0) as dst, open(source, "rb", buffering=0) as src:
-            writer = container.encryptor(dst, object_id="wal/" + name, hash_plaintext=False, **enc)
-            digest = hashlib.sha256()
-            size = 0
+            sink = _Sink(dst.fileno())
             try:
-                block = src.read(wf.FRAME_SIZE)
-                if block and kind in ("segment", "partial"):
-                    _check_segment_header(name, block, os.fstat(src.fileno()).st_size, config)
-                while block:
-                    digest.update(block)
-                    size += len(block)
-                    header, data = wf.frame(block)
-                    writer.write(header)
-                    writer.write(data)
-                    _hook("during_encrypt")
+                writer = container.encryptor(sink, object_id="wal/" + name, hash_plaintext=False, **enc)
+                try:
                     block = src.read(wf.FRAME_SIZE)
-                info = writer.close()
+                    if block and kind in ("segment", "partial"):
+                        _check_segment_header(name, block, os.fstat(src.fileno()).st_size, config)
+                    while block:
+                        sink.hash(block)
+                        header, data = wf.frame(block)
+                        writer.write(header)
+                        writer.write(data)
+                        _hook("during_encrypt")
+                        block = src.read(wf.FRAME_SIZE)
+                    info = writer.close()
+                except BaseException:
+                    writer.abort()
+                    raise
+                sink.finish()
             except BaseException:
-                writer.abort()
+                sink.abandon()
                 raise
             os.fsync(dst.fileno())
         _hook("before_rename")
@@ -383,7 +474,7 @@ def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str
         except FileNotFoundError:
             pass
         raise
-    return {"plaintext_sha256": digest.hexdigest(), "plaintext_size": size,
+    return {"plaintext_sha256": sink.digest.hexdigest(), "plaintext_size": sink.size,
             "ciphertext_sha256": info.ciphertext_sha256, "ciphertext_size": int(info.ciphertext_size)}
 
 
