@@ -50,7 +50,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -m pip install -q -r requirements-dev.txt 2>&1 | grep -v "is ignored" || true
-	@$(BIN)/python -c "import ansible, cryptography, psycopg2, psutil, pytest, xdist, supervisor, gunicorn"
+	@$(BIN)/python -c "import ansible, cryptography, psycopg2, psutil, zstandard, pytest, xdist, supervisor, gunicorn"
 	@touch $@
 
 venv: $(BIN)/.installed

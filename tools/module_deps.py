@@ -1,9 +1,9 @@
-"""Which of cryptography, psycopg2 and psutil each module needs on the managed host, read from the source.
+"""Which of cryptography, psycopg2, psutil and zstandard each module needs on the managed host, read from the source.
 
-Every import of the three is guarded (a missing library fails the module with missing_required_lib only when it
+Every import of the four is guarded (a missing library fails the module with missing_required_lib only when it
 reaches code that needs it), so "needs" is decided as follows:
 - psycopg2: the module takes the PostgreSQL connection options (doc fragment ransomeye.ops.postgres);
-- cryptography, psutil: the module imports it, directly or through module_utils, except through the helpers in
+- cryptography, psutil, zstandard: the module imports it, directly or through module_utils, except through the helpers in
   FALLBACKS, which work without it (then: "optional").
 `python tools/module_deps.py` prints the Markdown table README.md carries (a test keeps them equal); `--text`
 prints the plain table INSTALL.txt carries.
@@ -16,7 +16,7 @@ import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIBS = ("cryptography", "psycopg2", "psutil")
+LIBS = ("cryptography", "psycopg2", "psutil", "zstandard")
 PREFIX = "ansible_collections.ransomeye.ops.plugins.module_utils."
 # module_utils that use a library when present and fall back without it (/proc instead of psutil).
 FALLBACKS = {"_open_files": "psutil", "_hardware": "psutil"}
@@ -33,9 +33,13 @@ def _imports(path: str) -> tuple:
             names = [node.module]
             if node.module.rstrip(".") == PREFIX.rstrip("."):
                 utils.update(a.name for a in node.names)
+            elif node.module.startswith(PREFIX):
+                # a package of module_utils (e.g. _backup): its submodules, as "_backup/fmt"
+                package = node.module[len(PREFIX):].replace(".", "/")
+                utils.update(package + "/" + a.name for a in node.names)
         for name in names:
             if name.startswith(PREFIX):
-                utils.add(name[len(PREFIX):].split(".")[0])
+                utils.add(name[len(PREFIX):].replace(".", "/"))
             elif name.split(".")[0] in LIBS:
                 libs.add(name.split(".")[0])
     return libs, utils

@@ -69,7 +69,7 @@ Contents
   wheels/                         Python wheels for Linux x86_64 and aarch64 with glibc 2.28 or newer
                                   (manylinux_2_28 and older tags: RHEL/Rocky/Alma 8 and 9, Ubuntu 20.04 and
                                   newer, Debian 11 and newer)
-  requirements.txt                what the modules import (cryptography, psycopg2-binary, psutil)
+  requirements.txt                what the modules import (cryptography, psycopg2-binary, psutil, zstandard)
   bindep.txt                      system packages
   TARGETS.txt                     every target the wheels were checked for
 

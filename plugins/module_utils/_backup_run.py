@@ -81,6 +81,10 @@ def run_backup(module: t.Any) -> dict:
     max_age = parse_duration(params.get("max_age"), "max_age")
     policy = bretention.policy_from(params)
     require_crypto()
+    if (params.get("format") or "v2") == "v2":
+        # before the repository is touched: a v2 backup compresses every blob with zstd
+        from ansible_collections.ransomeye.ops.plugins.module_utils._compress import require_zstd
+        require_zstd()
     if "database" in components or "physical" in components:
         from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
         require_psycopg2(module)
@@ -199,7 +203,7 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     result: t.Dict[str, t.Any] = {}
     objects: t.Dict[str, dict] = {}
     # The dump runs in a worker thread while config and artifacts are read in
-    # this one: pg_dump, our chunking/hashing and zlib/AES (which release the
+    # this one: pg_dump, our chunking/hashing and zstd/AES (which release the
     # GIL) then use both cores instead of running one after the other. In v2
     # the dump goes into the same run's packs (content-defined chunks, dedup
     # against the previous dump); in v1 it is one object of its own.

@@ -14,15 +14,16 @@ import hmac
 import json
 import struct
 import typing as t
-import zlib
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils import _compress as compress
 
 COMPONENT_FORMAT = "tree-v2"
 BLOB_DATA = 1
 BLOB_TREE = 2
-COMP_NONE = 0
-COMP_ZLIB = 1
+COMP_NONE = compress.NONE
+COMP_ZLIB = compress.ZLIB     # read only: what writers before format 5.13 stored
+COMP_ZSTD = compress.ZSTD
 CHUNK = 1 << 20              # large files are cut into blobs of this many bytes
 INDEX_MAGIC = b"RYEIDX02"
 INDEX_RECORD = struct.Struct(">32sIIIIBB")   # blob id, pack no, offset, stored length, raw length, type, compression
@@ -45,36 +46,16 @@ def blob_id(id_key: bytes, context: str, kind: int, plaintext_sha256: bytes) -> 
 
 
 def encode_blob(data: bytes, level: int = 1) -> t.Tuple[bytes, int]:
-    """(stored bytes, compression): zlib (level 1 unless told) when it saves at least 3 %, else raw (decided on a
-    sample first)."""
-    if len(data) < 128:
-        return data, COMP_NONE
-    if len(data) > 65536:
-        sample = data[:16384]
-        if len(zlib.compress(sample, 1)) > len(sample) * 0.9:
-            return data, COMP_NONE
-    packed = zlib.compress(data, level)
-    if len(packed) >= len(data) * 0.97:
-        return data, COMP_NONE
-    return packed, COMP_ZLIB
+    """(stored bytes, compression): zstd (level 1 unless told) when it saves at least 3 %, else raw (decided on a
+    sample first); see _compress.encode. zlib (COMP_ZLIB) is only ever read (blobs written before 5.13)."""
+    return compress.encode(data, level)
 
 
 def decode_blob(stored: bytes, compression: int, raw_length: int) -> bytes:
-    if compression == COMP_NONE:
-        data = stored
-    elif compression == COMP_ZLIB:
-        try:
-            worker = zlib.decompressobj()
-            data = worker.decompress(stored, raw_length + 1)
-            if worker.unconsumed_tail or not worker.eof:
-                raise FormatError("a compressed blob is longer than its recorded length or incomplete")
-        except zlib.error as exc:
-            raise FormatError("a compressed blob does not decompress: %s" % exc)
-    else:
-        raise FormatError("unknown blob compression %d" % compression)
-    if len(data) != raw_length:
-        raise FormatError("a blob has %d bytes, its index says %d" % (len(data), raw_length))
-    return data
+    try:
+        return compress.decode(stored, compression, raw_length)
+    except compress.CompressionError as exc:
+        raise FormatError(exc.msg.replace("piece", "blob"))
 
 
 # ----------------------------------------------------------------------------- trees

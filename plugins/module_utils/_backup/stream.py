@@ -27,9 +27,9 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._errors import Ranso
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, pack as bpack, chunker as bchunker
 
 STREAM_LAYOUT = "stream-v2"
-# pg_dump -Fc compresses at zlib's default level 6; with -Z0 that work moves here (zlib releases the GIL, so it
-# runs beside the file walk), and the repository stays about as small as a compressed dump.
-STREAM_ZLIB_LEVEL = 6
+# pg_dump -Fc compresses at zlib's default level 6; with -Z0 that work moves here (zstd releases the GIL, so it
+# runs beside the file walk): zstd's default level 3 stores a dump at least as small, many times faster.
+STREAM_LEVEL = 3
 SEGMENT_MASK = 0x0FFF      # a segment holds about 4096 chunks (~160 MiB of dump) ...
 SEGMENT_MAX = 16384        # ... and never more than this many
 COMPRESS_WORKERS = max(1, min(3, os.cpu_count() or 1))
@@ -109,7 +109,7 @@ class StreamRun:
         return blob.hex()
 
     def store(self, read: t.Callable[[int], bytes], name: bytes,
-              on_first: t.Optional[t.Callable[[], None]] = None, level: int = STREAM_ZLIB_LEVEL) -> dict:
+              on_first: t.Optional[t.Callable[[], None]] = None, level: int = STREAM_LEVEL) -> dict:
         """Chunk, dedup and pack everything ``read`` returns; return the component fields (tree id, size, ...).
 
         The stream is kept as segments (5.12): a segment ends after a chunk whose blob id has its low 12 bits
@@ -135,7 +135,7 @@ class StreamRun:
                              "uid": os.getuid(), "gid": os.getgid(), "mtime_ns": 0, "tree": self._tree([entry])})
             ids, part, part_size = [], hashlib.sha256(), 0
 
-        # zlib releases the GIL: new chunks are compressed on worker threads while this one cuts and hashes the
+        # zstd releases the GIL: new chunks are compressed on worker threads while this one cuts and hashes the
         # next ones (the work pg_dump -Fc would do in its own process); a bounded window keeps memory flat
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=COMPRESS_WORKERS)
         pending: "collections.deque[t.Tuple[bytes, concurrent.futures.Future, int]]" = collections.deque()

@@ -69,7 +69,7 @@ def test_every_target_installs_from_the_bundle_alone(bundle, tmp_path, arch, pyt
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     would = re.search(r"Would install (.*)", proc.stdout).group(1).split()
     names = {w.rsplit("-", 1)[0].lower() for w in would}
-    assert {"cryptography", "psycopg2-binary", "psutil"} <= names
+    assert {"cryptography", "psycopg2-binary", "psutil", "zstandard"} <= names
     assert ("ansible-core" in names) == controller
     with open(os.path.join(bundle, "TARGETS.txt")) as handle:
         assert "%s %s %s" % (arch, python, "controller" if controller else "managed-host") in handle.read()

@@ -23,6 +23,8 @@ import struct
 import sys
 import zlib
 
+import zstandard
+
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -169,7 +171,16 @@ class Repo:
         if kind != want_kind:
             raise ReaderError("blob type")
         stored = self.pack(pack)[offset:offset + length]
-        data = zlib.decompress(stored) if comp == 1 else stored
+        if comp == 0:
+            data = stored
+        elif comp == 1:       # zlib (RFC 1950), written before format 5.13
+            data = zlib.decompress(stored)
+        elif comp == 2:       # 5.13: one zstd frame (RFC 8878) declaring raw_length, nothing after it
+            if zstandard.frame_content_size(stored) != raw_length:
+                raise ReaderError("zstd frame content size")
+            data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_length, allow_extra_data=False)
+        else:
+            raise ReaderError("unknown compression %d" % comp)
         if len(data) != raw_length:
             raise ReaderError("raw length")
         return data
