@@ -17,7 +17,6 @@ import zstandard
 from tests.harness.paths import REPO
 from tests.integration.dr.conftest import dr_keys  # noqa: F401 pylint: disable=unused-import
 
-from ansible_collections.ransomeye.ops.plugins.module_utils import _compress as compress
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt
 
 TEXT = b"2026-11-27T10:00:00Z host-17 proc=svchost.exe op=rename path=C:\\Users\\a\\doc.docx.locked\n" * 4000
