@@ -26,7 +26,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -37,7 +36,7 @@ import typing as t
 import uuid
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, ensure_directory, fsync_dir
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, ensure_directory, fsync_dir, wait_flock
 
 REPO_FORMAT = "ransomeye-backup-repo"
 MANIFEST_FORMAT = "ransomeye-backup-manifest"
@@ -163,21 +162,10 @@ class Repo:
             if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM) or exclusive:
                 raise
             fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        deadline = time.monotonic() + max(0.0, float(timeout))
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, operation | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise RepoError(
-                            "backup repository %s is locked by another run (waited %ss); try again later or raise "
-                            "lock_timeout" % (self.path, timeout), repo=self.path)
-                    time.sleep(0.2)
+            wait_flock(fd, exclusive, timeout, lambda: RepoError(
+                "backup repository %s is locked by another run (waited %ss); try again later or raise "
+                "lock_timeout" % (self.path, timeout), repo=self.path))
             yield
         finally:
             os.close(fd)

@@ -342,6 +342,27 @@ def ensure_directory(path: str, mode: int = 0o700) -> bool:
         raise
 
 
+def wait_flock(fd: int, exclusive: bool, timeout: float, busy: t.Callable[[], Exception],
+               poll: float = 0.2) -> None:
+    """flock ``fd``, retrying for up to ``timeout`` seconds (0: one try), then raise ``busy()``.
+
+    Non-blocking tries in a loop rather than a blocking flock: a run stuck behind
+    another must give up with a clear message, not hang an Ansible task.
+    """
+    operation = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    deadline = time.monotonic() + max(0.0, float(timeout))
+    while True:
+        try:
+            fcntl.flock(fd, operation)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            if time.monotonic() >= deadline:
+                raise busy()
+            time.sleep(poll)
+
+
 @contextlib.contextmanager
 def file_lock(path: str, what: str, timeout: float = 10.0, exclusive: bool = True) -> t.Iterator[None]:
     """flock ``path`` (created 0600, never through a symlink) so two runs never interleave.
@@ -352,17 +373,8 @@ def file_lock(path: str, what: str, timeout: float = 10.0, exclusive: bool = Tru
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
-        operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, operation | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise RansomeyeError("another %s is running (%s is locked); try again when it has finished"
-                                         % (what, path))
-                time.sleep(0.2)
+        wait_flock(fd, exclusive, timeout, lambda: RansomeyeError(
+            "another %s is running (%s is locked); try again when it has finished" % (what, path)))
         yield
     finally:
         os.close(fd)

@@ -44,7 +44,7 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import (
-    BeneathRefused, fsync_dir, lstat_at, open_parent_nofollow, sha256_file)
+    BeneathRefused, fsync_dir, lstat_at, open_parent_nofollow, sha256_file, wait_flock)
 from ansible_collections.ransomeye.ops.plugins.module_utils._open_files import OpenFiles
 from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration, throughput
 
@@ -459,11 +459,10 @@ class DirLock:
     def acquire(self, directory: str) -> None:
         fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            wait_flock(fd, True, 0, lambda: RansomeyeError(
+                "another ransomeye_log_archive run holds %s; try again later" % directory))
+        except BaseException:
             os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise RansomeyeError("another ransomeye_log_archive run holds %s; try again later" % directory)
             raise
         self.fds.append(fd)
 

@@ -24,7 +24,6 @@ from __future__ import absolute_import, division, print_function, annotations
 __metaclass__ = type
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -32,7 +31,7 @@ import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, ensure_directory, fsync_dir
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, ensure_directory, fsync_dir, wait_flock
 
 _ENTRY_RE = re.compile(r"^(\d{12})\.alert$")
 DEFAULT_MAX_MESSAGES = 10000
@@ -74,17 +73,9 @@ class Spool:
                 return
             ensure_directory(self.directory, 0o700)
         fd = os.open(os.path.join(self.directory, ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        deadline = time.monotonic() + timeout
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise RansomeyeError("spool %s is locked by another run for more than %ds"
-                                             % (self.directory, timeout))
-                    time.sleep(0.05)
+            wait_flock(fd, True, timeout, lambda: RansomeyeError(
+                "spool %s is locked by another run for more than %ds" % (self.directory, timeout)), poll=0.05)
             self._lock_fd = fd
             self._usage = None
             yield self
