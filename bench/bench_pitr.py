@@ -84,6 +84,92 @@ def du(path):
     return total
 
 
+def archiver_bench(base, prog, conf, sysid, count, rounds, pg_data):
+    """PostgreSQL's archiver, simulated honestly: ``count`` segments waiting in a pg_wal directory with their
+    ``archive_status/*.ready`` files (a backlog), the command called for the oldest .ready file, one call at a
+    time, and the file renamed to .done only after exit 0. Same segments, same loop for every tool; the variants
+    run interleaved (a different order each round) so that they share the machine's load.
+
+    Variants: ours as installed (look_ahead 8: one call archives later .ready segments too and the server's calls
+    for them are answered from the spool), ours with look_ahead 0 (one segment per call), pgBackRest sync, and
+    pgBackRest async (archive-async=y, spool-path; its forked async process archives ahead, process-max 1, and
+    its CPU is not in the per-call figure, which is the foreground's only). pgBackRest async wants the WAL inside
+    its pg1-path, so the simulated data directory holds a copy of the bench cluster's global/pg_control and is
+    the async configuration's pg1-path."""
+    datadir = os.path.join(base, "pgdata-sim")
+    ahead_conf = os.path.join(prog, "archive.json")
+    plain_conf = os.path.join(prog, "archive-no-look-ahead.json")
+    with open(ahead_conf) as handle:
+        config = json.load(handle)
+    assert config.get("look_ahead", 0) > 0, config
+    with open(plain_conf, "w") as handle:
+        json.dump(dict(config, look_ahead=0), handle)
+    os.chmod(plain_conf, 0o644)
+    pgb = os.path.dirname(conf)
+    async_conf = os.path.join(pgb, "pgbackrest-async.conf")
+    spool = os.path.join(pgb, "spool")
+    os.makedirs(spool, exist_ok=True)
+    with open(conf) as src, open(async_conf, "w") as dst:
+        text = src.read().replace("[global]\n", "[global]\narchive-async=y\nspool-path=%s\n" % spool, 1)
+        dst.write(text.replace("pg1-path=%s\n" % pg_data, "pg1-path=%s\n" % datadir))
+    subprocess.run(["chown", "-R", "postgres:postgres", pgb], check=True)
+    os.chmod(async_conf, 0o600)
+    variants = {
+        "ours (look_ahead 8)": lambda p, n: [os.path.join(prog, "ransomeye-wal"), "push", "--config", ahead_conf, p, n],
+        "ours (look_ahead 0)": lambda p, n: [os.path.join(prog, "ransomeye-wal"), "push", "--config", plain_conf, p, n],
+        "pgbackrest sync": lambda p, n: ["pgbackrest", "--config=" + conf, "--stanza=bench", "archive-push", p],
+        "pgbackrest async": lambda p, n: ["pgbackrest", "--config=" + async_conf, "--stanza=bench", "archive-push", p],
+    }
+    order = list(variants)
+    totals = {v: [0.0, 0.0, 0] for v in order}
+    for r in range(rounds):
+        for index, variant in enumerate(order[r % len(order):] + order[:r % len(order)]):
+            wal = os.path.join(datadir, "pg_wal")
+            status = os.path.join(wal, "archive_status")
+            os.makedirs(status)
+            os.makedirs(os.path.join(datadir, "global"))
+            shutil.copy(os.path.join(pg_data, "global", "pg_control"), os.path.join(datadir, "global"))
+            log = 0x100 + r * len(order) + order.index(variant)  # names never repeat in either repository
+            for i in range(count):
+                name = "00000001%08X%08X" % (log, i)
+                segment(os.path.join(wal, name), name, sysid, 1000 * log + i)
+                open(os.path.join(status, name + ".ready"), "w").close()
+            subprocess.run(["chown", "-R", "postgres:postgres", datadir], check=True)
+            start = time.monotonic()
+            cpu = 0.0
+            peak = 0
+            calls = 0
+            while True:
+                ready = sorted(f for f in os.listdir(status) if f.endswith(".ready"))
+                if not ready:
+                    break
+                name = ready[0][:-6]
+                _wall, used, rss = run_one(variants[variant](os.path.join(wal, name), name))
+                os.rename(os.path.join(status, name + ".ready"), os.path.join(status, name + ".done"))
+                cpu += used
+                peak = max(peak, rss)
+                calls += 1
+            wall = time.monotonic() - start
+            assert calls == count
+            totals[variant][0] += wall
+            totals[variant][1] += cpu
+            totals[variant][2] = max(totals[variant][2], peak)
+            print(json.dumps({"archiver round": r + 1, "tool": variant, "seconds": round(wall, 2),
+                              "MB_per_s": round(count * 16.0 / wall, 1), "load": os.getloadavg()[0]}))
+            shutil.rmtree(datadir)
+    mb = count * rounds * 16.0
+    sync = totals["pgbackrest sync"][0]
+    print(json.dumps({
+        "summary": "simulated archiver, backlog of %d .ready segments, %d rounds" % (count, rounds),
+        "MB_per_s": {v: round(mb / totals[v][0], 1) for v in order},
+        "ratio_vs_pgbackrest_sync": {v: round(sync / totals[v][0], 2) for v in order},
+        "ratio_ours_look_ahead_vs_pgbackrest_async": round(totals["pgbackrest async"][0]
+                                                           / totals["ours (look_ahead 8)"][0], 2),
+        "cpu_ms_per_segment_of_the_calls": {v: round(1000 * totals[v][1] / (count * rounds), 1) for v in order},
+        "peak_rss_MiB": {v: round(totals[v][2] / 1024, 1) for v in order},
+        "load": os.getloadavg()}))
+
+
 def get_bench(base, pushed, rec_key, conf, segs):
     """The restore_command (get) reading archived segments back, versus pgbackrest archive-get, interleaved."""
     from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain as pchain
@@ -130,6 +216,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--segments", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--archiver-segments", type=int, default=16,
+                        help="backlog per round of the simulated archiver (0: leave it out)")
     args = parser.parse_args()
     if not shutil.which("pgbackrest") and os.geteuid() == 0 and shutil.which("apt-get"):
         # The baseline is installed by the bench set-up only, never by the product.
@@ -247,6 +335,8 @@ def main() -> int:
         theirs = run_one(["bash", "-c", loop % "pgbackrest version"])[1]
         print(json.dumps({"summary": "start-up only (no arguments / pgbackrest version), CPU ms per run",
                           "ours": round(1000 * ours / 20, 1), "pgbackrest": round(1000 * theirs / 20, 1)}))
+        if args.archiver_segments:
+            archiver_bench(base, prog, conf, sysid, args.archiver_segments, args.rounds * 2, pg.data)
         get_bench(base, pushed, rec_key, conf, segs)
         return 0
     finally:

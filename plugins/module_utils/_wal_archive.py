@@ -40,6 +40,7 @@ def wanted_config(params: dict, repo_id: str, system_identifier: str) -> dict:
         "key_file": os.path.abspath(params["key_file"]) if params["mode"] == "aes" else None,
         "signing_key": os.path.abspath(params["signing_key"]),
         "sign_every": int(params.get("sign_every") or 1),
+        "look_ahead": int(params.get("look_ahead") or 0),
         "timeout": int(params.get("command_timeout") or 60),
         "lock_timeout": min(30, int(params.get("command_timeout") or 60)),
     }
@@ -88,6 +89,8 @@ def run_wal_archive(module: t.Any) -> dict:
         raise RansomeyeError("archive_timeout must be 0 (off) or a number of seconds")
     if (params.get("sign_every") or 1) < 1:
         raise RansomeyeError("sign_every must be at least 1")
+    if not 0 <= (params.get("look_ahead") or 0) <= 64:
+        raise RansomeyeError("look_ahead must be between 0 (off) and 64 segments")
     info = pgu.ConnInfo.from_params(params)
     pgu.require_psycopg2(module)
     result: t.Dict[str, t.Any] = {"changed": False, "restart_required": False, "reload_required": False}
@@ -109,6 +112,10 @@ def run_wal_archive(module: t.Any) -> dict:
             repo_id, repo_changed = _wal_area(params, user, system_identifier, segment_size, check_mode)
             installed = inst.install_files(program_dir, inst.program_files(params.get("python") or sys.executable),
                                            check_mode)
+            if params.get("look_ahead"):
+                # Look-ahead markers (docs/BACKUP_FORMAT.md 4.3.2): written by the program as the server's user.
+                if inst.ensure_owned_dir(os.path.join(program_dir, inst.SPOOL), user, 0o700, check_mode):
+                    installed.append(inst.SPOOL + "/")
             if repo_id:
                 # Group-readable by the server's OS user only: it names the key files (it never holds a secret).
                 config = {CONFIG_NAME: (inst.config_bytes(wanted_config(params, repo_id, system_identifier)), 0o640)}

@@ -27,10 +27,12 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic
 # Imported so that AnsiballZ ships them: they are what gets installed.
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_program  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_spool  # noqa: F401  pylint: disable=unused-import
 
 PACKAGE = "ansible_collections.ransomeye.ops.plugins.module_utils"
 PROGRAM_MODULES = ("_errors.py", "_files.py", "_crypto_container.py", "_signing.py", "_wal_format.py",
-                   "_wal_program.py")
+                   "_wal_spool.py", "_wal_program.py")
+SPOOL = "spool"
 LAUNCHER = "ransomeye-wal"
 LIB_PACKAGE_DIRS = ("ansible_collections", "ansible_collections/ransomeye", "ansible_collections/ransomeye/ops",
                     "ansible_collections/ransomeye/ops/plugins", "ansible_collections/ransomeye/ops/plugins/module_utils")
@@ -47,6 +49,11 @@ _venv = os.path.dirname(os.path.dirname(sys.executable))
 _packages = os.path.join(_venv, "lib", "python%%d.%%d" %% sys.version_info[:2], "site-packages")
 if os.path.isfile(os.path.join(_venv, "pyvenv.cfg")) and os.path.isdir(_packages):
     sys.path.append(_packages)
+if len(sys.argv) == 6 and sys.argv[1:3] == ["push", "--config"]:
+    # A segment an earlier run already archived ahead answers here, before cryptography is loaded.
+    from ansible_collections.ransomeye.ops.plugins.module_utils._wal_spool import acknowledged
+    if acknowledged(sys.argv[3], sys.argv[4], sys.argv[5]):
+        os._exit(0)
 try:
     import cryptography  # noqa: F401
 except ImportError:

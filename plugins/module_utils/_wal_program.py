@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import sys
 import time
 import typing as t
@@ -34,6 +35,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._errors import Ranso
 from ansible_collections.ransomeye.ops.plugins.module_utils import _crypto_container as container
 from ansible_collections.ransomeye.ops.plugins.module_utils import _signing as signing
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
+from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_spool as spool_mod
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import ensure_directory, file_lock, fsync_dir
 
 PROGRAM_FORMAT = "ransomeye-wal-program"
@@ -45,13 +47,16 @@ class Timeout(RansomeyeError):
     """The bounded run time of one push or get ran out."""
 
 
+_HOOK_PREFIX = [""]  # "ahead_" while look-ahead segments are archived, so tests can kill at their steps
+
+
 def _hook(point: str) -> None:
     """Crash-test hook (``RANSOMEYE_WAL_TEST_HOOK=<point>:kill|sleep``); does nothing when unset."""
     spec = os.environ.get(HOOK_ENV)
     if not spec:
         return
     wanted, _sep, action = spec.partition(":")
-    if wanted != point:
+    if wanted != _HOOK_PREFIX[0] + point:
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -290,8 +295,12 @@ def _hash_file(path: str) -> t.Tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def push(config: dict, source: str, name: str) -> str:
-    """Archive ``source`` as ``name``; return what was done (``archived`` or ``already archived``)."""
+def push(config: dict, source: str, name: str, config_path: t.Optional[str] = None) -> str:
+    """Archive ``source`` as ``name``; return what was done (``archived`` or ``already archived``).
+
+    With ``config_path`` (whose directory holds the spool) and ``look_ahead`` in the config, the same run then
+    archives up to that many later segments PostgreSQL has already marked ``.ready`` (see _look_ahead)."""
+    started = time.monotonic()
     kind = wf.wal_kind(name)
     layout = wf.WalLayout(config["repo"])
     wal_config = wf.read_config(layout)
@@ -319,13 +328,78 @@ def push(config: dict, source: str, name: str) -> str:
                                          "wrong size; the repository was damaged, run ransomeye_backup_verify"
                                          % (name, existing.n))
                 _make_durable(layout, name, existing)
-                return "already archived"
-            raise RansomeyeError("%s was already archived with different content (chain entry %d: sha256 %s, this "
-                                 "file: %s); refusing to overwrite. Is another cluster archiving into this "
-                                 "repository?" % (name, existing.n, entry["plaintext_sha256"][:16], sha[:16]))
-        record = _store(layout, config, enc, source, name, kind)
-        _append(layout, config, head, name, kind, record)
-    return "archived"
+                outcome = "already archived"
+            else:
+                raise RansomeyeError("%s was already archived with different content (chain entry %d: sha256 %s, "
+                                     "this file: %s); refusing to overwrite. Is another cluster archiving into this "
+                                     "repository?" % (name, existing.n, entry["plaintext_sha256"][:16], sha[:16]))
+        else:
+            record, _stat = _store(layout, config, enc, source, name, kind)
+            _append(layout, config, head, name, kind, record)
+            outcome = "archived"
+        if config_path and int(config.get("look_ahead") or 0) > 0 and kind == "segment":
+            _look_ahead(layout, config, enc, source, name, config_path, started)
+    return outcome
+
+
+def _ready_segments(source: str, name: str) -> t.Tuple[t.Optional[t.Set[str]], t.List[str]]:
+    """(every name PostgreSQL has marked .ready, the segments after ``name`` on its timeline to archive now).
+
+    Nothing to archive ahead when a history, backup-label or partial file is waiting: PostgreSQL archives those
+    in an order of its own (history files first), and the chain keeps PostgreSQL's order."""
+    status = os.path.join(os.path.dirname(source), "archive_status")
+    try:
+        listing = os.listdir(status)
+    except OSError:
+        return None, []  # not a PostgreSQL pg_wal directory (or not readable): nothing to look at
+    ready = {entry[:-6] for entry in listing if entry.endswith(".ready")}
+    if any(not spool_mod.is_segment_name(other) for other in ready):
+        return ready, []
+    return ready, sorted(other for other in ready if other > name and other[:8] == name[:8])
+
+
+def _look_ahead(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str, config_path: str,
+                started: float) -> None:
+    """Archive later ``.ready`` segments now (we hold the lock and cryptography is loaded), each made durable
+    and entered in the chain exactly like a push of its own, and leave a marker in ``spool`` for each (written
+    after its entry is durable) so that PostgreSQL's call for it is answered without starting the full program.
+
+    Bounded: at most ``look_ahead`` segments, and never past a quarter of the timeout. Any failure here only
+    ends the look-ahead: this run's own segment is already durable, and PostgreSQL's own call for a segment
+    that was not finished does the full push (and reports its error)."""
+    spool = spool_mod.spool_dir(config_path)
+    if not os.path.isdir(spool):
+        return
+    ready, candidates = _ready_segments(source, name)
+    if ready is None:
+        return
+    spool_mod.prune(spool, ready)
+    budget = int(config.get("timeout") or 60) / 4.0
+    slowest = 0.0
+    _HOOK_PREFIX[0] = "ahead_"
+    try:
+        for other in candidates[:int(config.get("look_ahead") or 0)]:
+            begun = time.monotonic()
+            if begun - started + 2 * slowest > budget:
+                break
+            path = os.path.join(os.path.dirname(source), other)
+            if os.path.lexists(layout.stored_path(other)) or os.path.lexists(os.path.join(spool, other + spool_mod.SUFFIX)):
+                break  # archived before (or damaged): PostgreSQL's own call sorts it out, in order
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                break
+            record, read_stat = _store(layout, config, enc, path, other, "segment")
+            head = _read_head(layout)
+            _append(layout, config, head, other, "segment", record)
+            if read_stat is not None:
+                spool_mod.write_marker(spool, other, spool_mod.marker_text(config_path, path,
+                                                                           layout.stored_path(other), read_stat))
+            _hook("after_marker")
+            slowest = max(slowest, time.monotonic() - begun)
+    except Exception:  # pylint: disable=broad-except  # see the docstring: PostgreSQL's own call reports it
+        pass
+    finally:
+        _HOOK_PREFIX[0] = ""
 
 
 def _clean_tmp(layout: wf.WalLayout) -> None:
@@ -430,14 +504,18 @@ def _spare_cpu() -> bool:
         return (os.cpu_count() or 1) > 1
 
 
-def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str, kind: str) -> dict:
-    """Encrypt ``source`` into segments/ in one pass (hash, frame, encrypt); durable (file and directory) on return."""
+def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str,
+           kind: str) -> t.Tuple[dict, t.Optional[os.stat_result]]:
+    """Encrypt ``source`` into segments/ in one pass (hash, frame, encrypt); durable (file and directory) on return.
+
+    Returns the chain entry's hashes and sizes, and the source's stat when it did not change while read."""
     ensure_directory(layout.tmp, 0o700)
     tmp = os.path.join(layout.tmp, "%s.%d.tmp" % (name, os.getpid()))
     final = layout.stored_path(name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         with os.fdopen(fd, "wb", buffering=0) as dst, open(source, "rb", buffering=0) as src:
+            before = os.fstat(src.fileno())
             sink = _Sink(dst.fileno())
             try:
                 writer = container.encryptor(sink, object_id="wal/" + name, hash_plaintext=False, **enc)
@@ -457,6 +535,7 @@ def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str
                     writer.abort()
                     raise
                 sink.finish()
+                after = os.fstat(src.fileno())
             except BaseException:
                 sink.abandon()
                 raise
@@ -474,8 +553,11 @@ def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str
         except FileNotFoundError:
             pass
         raise
-    return {"plaintext_sha256": sink.digest.hexdigest(), "plaintext_size": sink.size,
-            "ciphertext_sha256": info.ciphertext_sha256, "ciphertext_size": int(info.ciphertext_size)}
+    record = {"plaintext_sha256": sink.digest.hexdigest(), "plaintext_size": sink.size,
+              "ciphertext_sha256": info.ciphertext_sha256, "ciphertext_size": int(info.ciphertext_size)}
+    # The file as it was read (None when it changed while being read, or its size is not what was hashed).
+    unchanged = (before.st_ino, before.st_size, before.st_mtime_ns) == (after.st_ino, after.st_size, after.st_mtime_ns)
+    return record, (after if unchanged and after.st_size == sink.size else None)
 
 
 def _append(layout: wf.WalLayout, config: dict, head: _Head, name: str, kind: str, record: dict) -> wf.ChainEntry:
@@ -593,18 +675,22 @@ def _self_test() -> None:
                              "cryptography 41 or newer is needed" % (sys.executable, cryptography.__version__, exc))
 
 
-def check(config: dict) -> str:
+def check(config: dict, config_path: t.Optional[str] = None) -> str:
     _self_test()
     layout = wf.WalLayout(config["repo"])
     wf.read_config(layout)
     _encryption(config)
     _signer(config)
     ensure_directory(layout.tmp, 0o700)
-    probe = os.path.join(layout.tmp, "check.%d" % os.getpid())
-    with open(probe, "wb") as handle:
-        handle.write(b"ok")
-        os.fsync(handle.fileno())
-    os.unlink(probe)
+    probes = [layout.tmp]
+    if int(config.get("look_ahead") or 0) > 0 and config_path:
+        probes.append(spool_mod.spool_dir(config_path))
+    for directory in probes:
+        probe = os.path.join(directory, "check.%d" % os.getpid())
+        with open(probe, "wb") as handle:
+            handle.write(b"ok")
+            os.fsync(handle.fileno())
+        os.unlink(probe)
     return "ok"
 
 
@@ -637,13 +723,13 @@ def main(argv: t.Optional[t.List[str]] = None) -> int:
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.alarm(max(1, timeout))
         if command == "push" and len(rest) == 2:
-            outcome = push(config, rest[0], rest[1])
+            outcome = push(config, rest[0], rest[1], config_path=config_path)
         elif command == "get" and len(rest) == 2:
             outcome = get(config, rest[0], rest[1])
             if outcome == "missing":
                 return 1
         elif command == "check" and not rest:
-            outcome = check(config)
+            outcome = check(config, config_path)
             sys.stdout.write("ransomeye-wal: check ok\n")
         else:
             sys.stderr.write("ransomeye-wal: %s\n" % usage)

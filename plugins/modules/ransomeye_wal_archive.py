@@ -87,6 +87,17 @@ options:
       - Seconds one run of the archive command may take before it gives up (exit 1, WAL kept by the server).
     type: int
     default: 60
+  look_ahead:
+    description:
+      - When PostgreSQL has a backlog, one run of the archive command also archives up to this many later
+        segments already marked C(.ready) (in order, each durable and entered in the chain like a run of its own,
+        within a quarter of O(command_timeout)), and leaves a marker for each in C(<program_dir>/spool/). The
+        server's own call for such a segment is then answered from the marker without starting the full program,
+        after checking that the WAL file, the config and the stored file are the ones the marker names.
+      - V(0) turns it off (one segment per run, as the server hands them over).
+    type: int
+    default: 8
+    version_added: "0.2.0"
   program_dir:
     description:
       - Where the program, the module_utils it runs and its C(archive.json) config are installed.
@@ -195,6 +206,7 @@ def main():
             archive_timeout=dict(type="int", default=60),
             sign_every=dict(type="int", default=1),
             command_timeout=dict(type="int", default=60),
+            look_ahead=dict(type="int", default=8),
             program_dir=dict(type="path", default="/usr/local/lib/ransomeye-ops/wal"),
             python=dict(type="path"),
             os_user=dict(type="str", default="postgres"),

@@ -197,3 +197,130 @@ def test_unreachable_repository_keeps_wal_and_catches_up(enabled):
     report = chain.check_chain(site.repo, _trusted(site), level="ciphertext")
     assert report.problems == []
     assert site.pg.execute("SELECT md5(string_agg(md5, ',' ORDER BY g)) FROM lost_if_dropped")[0][0] == expected
+
+
+# ----------------------------------------------------------------------------- look-ahead (BACKUP_FORMAT 4.3.2)
+
+
+def _pg_wal(site, tag: str, count: int, log: int) -> tuple:
+    """A pg_wal directory as PostgreSQL leaves it with a backlog: ``count`` segments, each with its .ready file."""
+    wal = os.path.join(site.base, "sim-" + tag, "pg_wal")
+    os.makedirs(os.path.join(wal, "archive_status"))
+    names = ["00000001%08X%08X" % (log, i) for i in range(count)]
+    for name in names:
+        synthetic_segment(os.path.join(wal, name), name, site.sysid)
+        open(os.path.join(wal, "archive_status", name + ".ready"), "w").close()
+    os.system("chown -R postgres: %s" % os.path.dirname(wal))
+    return wal, names
+
+
+def _spool(site) -> list:
+    return sorted(os.listdir(os.path.join(site.program_dir, "spool")))
+
+
+def _archiver(site, wal: str, env: dict = None, calls: int = 100) -> list:
+    """PostgreSQL's archiver: the oldest .ready file first, renamed to .done only after exit 0; [(name, rc)]."""
+    status = os.path.join(wal, "archive_status")
+    seen = []
+    for _call in range(calls):
+        ready = sorted(f[:-6] for f in os.listdir(status) if f.endswith(".ready"))
+        if not ready:
+            break
+        name = ready[0]
+        proc = site.program(["push", "--config", site.config, os.path.join(wal, name), name], env=env)
+        seen.append((name, proc.returncode))
+        if proc.returncode != 0:
+            return seen
+        # acknowledged: the entry must be in the chain (and durable, which the kill tests below check)
+        assert name in site.chain_names(), (name, proc.stderr)
+        os.rename(os.path.join(status, name + ".ready"), os.path.join(status, name + ".done"))
+    return seen
+
+
+def _markers_vouch_for_the_chain(site) -> None:
+    """Every marker left in the spool names a segment whose entry is in the chain and whose stored file exists."""
+    chain = site.chain_names()
+    for marker in _spool(site):
+        assert marker.endswith(".ok"), marker
+        name = marker[:-3]
+        assert name in chain, "marker for %s, which is not in the chain" % name
+        assert os.path.exists(os.path.join(site.repo, "wal", "segments", name[:16], name))
+
+
+def test_look_ahead_archives_the_backlog_and_answers_from_the_spool(enabled):
+    site = enabled
+    spool = os.path.join(site.program_dir, "spool")
+    st = os.stat(spool)
+    import pwd
+    assert st.st_uid == pwd.getpwnam("postgres").pw_uid and st.st_mode & 0o777 == 0o700
+    wal, names = _pg_wal(site, "backlog", 4, 0xA0)
+    first = site.program(["push", "--config", site.config, os.path.join(wal, names[0]), names[0]])
+    assert first.returncode == 0, first.stderr
+    chain = site.chain_names()
+    assert chain[-4:] == names  # the three .ready segments after it too, in PostgreSQL's order
+    assert _spool(site) == [n + ".ok" for n in names[1:]]
+    os.rename(os.path.join(wal, "archive_status", names[0] + ".ready"),
+              os.path.join(wal, "archive_status", names[0] + ".done"))
+    assert _archiver(site, wal) == [(n, 0) for n in names[1:]]
+    assert _spool(site) == []  # each marker answered one call
+    assert site.chain_names() == chain  # nothing archived twice
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain as pchain
+    report = pchain.check_chain(site.repo, _trusted(site), level="full", decrypt=site.decrypt_kwargs())
+    assert report.problems == [] and all(n in report.good for n in names)
+
+
+AHEAD_POINTS = ["ahead_during_encrypt", "ahead_before_rename", "ahead_after_rename", "ahead_before_chain_sync",
+                "ahead_after_chain", "ahead_after_marker"]
+
+
+@pytest.mark.parametrize("point", AHEAD_POINTS)
+def test_look_ahead_killed_at_each_step_never_acknowledges_early(enabled, point):
+    site = enabled
+    wal, names = _pg_wal(site, point, 3, 0xB0 + AHEAD_POINTS.index(point))
+    killed = _archiver(site, wal, env={"RANSOMEYE_WAL_TEST_HOOK": point + ":kill"})
+    # killed while archiving ahead of the first segment: that call is not acknowledged, whatever it finished
+    assert len(killed) == 1 and killed[0][0] == names[0] and killed[0][1] in (-9, 137), killed  # SIGKILL
+    _markers_vouch_for_the_chain(site)
+    done = _archiver(site, wal)  # PostgreSQL retries the first segment, then calls for the others
+    assert done == [(n, 0) for n in names], done
+    assert not [f for f in os.listdir(os.path.join(wal, "archive_status")) if f.endswith(".ready")]
+    chain = site.chain_names()
+    assert all(chain.count(n) == 1 for n in names), chain
+    assert _spool(site) == []
+    assert [f for f in os.listdir(os.path.join(site.repo, "wal", "tmp")) if f.endswith(".tmp")] == []
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain as pchain
+    report = pchain.check_chain(site.repo, _trusted(site), level="full", decrypt=site.decrypt_kwargs())
+    assert report.problems == [] and all(n in report.good for n in names), report.problems
+
+
+def test_look_ahead_marker_is_not_trusted_for_another_file(enabled):
+    site = enabled
+    wal, names = _pg_wal(site, "attack", 4, 0xC0)
+    assert _archiver(site, wal, calls=1) == [(names[0], 0)]
+    assert _spool(site) == [n + ".ok" for n in names[1:]]
+    # a different file under an archived name (same size): the marker no longer matches, the full push refuses it
+    synthetic_segment(os.path.join(wal, names[1]), names[1], site.sysid, b"x" * 32)
+    changed = site.program(["push", "--config", site.config, os.path.join(wal, names[1]), names[1]])
+    assert changed.returncode == 1 and "already archived with different content" in changed.stderr
+    # the stored file is gone: the marker is not enough, the full push reports the damage
+    stored = os.path.join(site.repo, "wal", "segments", names[2][:16], names[2])
+    os.rename(stored, stored + ".away")
+    try:
+        gone = site.program(["push", "--config", site.config, os.path.join(wal, names[2]), names[2]])
+        assert gone.returncode == 1 and "stored file is missing" in gone.stderr
+    finally:
+        os.rename(stored + ".away", stored)
+    # a planted marker for a segment that was never archived (copied from a real one, edited): archived for real
+    fresh = "00000001%08X%08X" % (0xC1, 0)
+    synthetic_segment(os.path.join(wal, fresh), fresh, site.sysid)
+    with open(os.path.join(site.program_dir, "spool", names[3] + ".ok")) as handle:
+        text = handle.read().replace(names[3], fresh)
+    planted = os.path.join(site.program_dir, "spool", fresh + ".ok")
+    with open(planted, "w") as handle:
+        handle.write(text)
+    os.system("chown postgres: %s" % planted)
+    assert fresh not in site.chain_names()
+    pushed = site.program(["push", "--config", site.config, os.path.join(wal, fresh), fresh])
+    assert pushed.returncode == 0, pushed.stderr
+    assert fresh in site.chain_names()
+    assert not os.path.exists(planted)  # no .ready file names it: the full run removed it as stale
