@@ -41,7 +41,7 @@ def _problem(obj: str, reason: str) -> dict:
 def stored_plaintext(src: t.BinaryIO, entry: wf.ChainEntry, decrypt: dict) -> t.Iterator[bytes]:
     """The archived WAL file's bytes: decrypted, authenticated and (version-2 entries) unframed."""
     chunks = container.decrypt_chunks(src, expected_object_id="wal/" + entry.name, **decrypt)
-    return wf.unframe(chunks) if entry.entry.get("compression") == wf.COMPRESSION else chunks
+    return wf.plaintext(chunks, entry.entry.get("compression"))
 
 
 def _check_stored(layout: wf.WalLayout, entry: wf.ChainEntry, level: str, decrypt: dict) -> t.Optional[str]:

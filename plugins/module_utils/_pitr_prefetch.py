@@ -96,8 +96,7 @@ class Prefetcher:
             size = 0
             with open(self.layout.stored_path(name), "rb") as src, os.fdopen(os.open(tmp, flags, 0o600), "wb") as dst:
                 chunks = container.decrypt_chunks(src, expected_object_id="wal/" + name, **self.decrypt)
-                if entry.get("compression") == wf.COMPRESSION:
-                    chunks = wf.unframe(chunks)  # version-2 entries store zlib frames (BACKUP_FORMAT 4.3.1)
+                chunks = wf.plaintext(chunks, entry.get("compression"))  # version-2 entries: frames (4.3.1)
                 for chunk in chunks:
                     digest.update(chunk)
                     size += len(chunk)

@@ -38,11 +38,15 @@ FORMAT_VERSION = 1           # wal.json, and chain entries stored one per file u
 LOG_VERSION = 2              # chain entries stored as lines of log/<k>.log (stored files are framed, 4.3)
 LOG_SPAN = 1024              # entries per log file before the next one is started
 LOG_MAX_BYTES = 8 << 20      # a log larger than this was not written by the program (entries are < 1 KiB)
-COMPRESSION = "zlib-frames"  # the stored plaintext of a version-2 entry (section 4.3)
+COMPRESSION = "zlib-frames"  # the stored plaintext of a version-2 entry: frames of kinds raw and zlib (4.3.1)
+COMPRESSION_ZSTD = "zstd-frames"  # frames of kinds raw and zstd (4.3.1); written when the interpreter has zstandard
+COMPRESSIONS = (COMPRESSION, COMPRESSION_ZSTD)
 FRAME_SIZE = 1 << 20         # WAL bytes per frame
-FRAME_HEADER = struct.Struct(">BII")  # kind (0 raw, 1 zlib), WAL bytes, stored bytes
+FRAME_HEADER = struct.Struct(">BII")  # kind (0 raw, 1 zlib, 2 zstd), WAL bytes, stored bytes
 FRAME_RAW = 0
 FRAME_ZLIB = 1
+FRAME_ZSTD = 2
+FRAME_KINDS = {COMPRESSION: (FRAME_RAW, FRAME_ZLIB), COMPRESSION_ZSTD: (FRAME_RAW, FRAME_ZSTD)}
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 
 SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
@@ -233,7 +237,7 @@ def _parse_doc(raw: bytes, where: str, version: int) -> t.Tuple[dict, list]:
             raise WalError("chain entry %s: field %s is missing or malformed" % (where, key))
     if entry["format"] != CHAIN_FORMAT or entry["version"] != version:
         raise WalError("chain entry %s has an unknown format or version" % where)
-    if version == LOG_VERSION and entry.get("compression") != COMPRESSION:
+    if version == LOG_VERSION and entry.get("compression") not in COMPRESSIONS:
         raise WalError("chain entry %s names an unknown compression %r" % (where, entry.get("compression")))
     if canonical(doc) != raw:
         raise WalError("chain entry %s is not in canonical form (modified after writing)" % where)
@@ -323,9 +327,21 @@ def chain_names(layout: WalLayout) -> t.List[str]:
 # ----------------------------------------------------------------------------- the stored plaintext (frames)
 
 
-def unframe(chunks: t.Iterable[bytes]) -> t.Iterator[bytes]:
-    """WAL bytes from the decrypted plaintext of a version-2 stored file (frames, section 4.3); bounded memory."""
+def plaintext(chunks: t.Iterable[bytes], compression: t.Optional[str]) -> t.Iterable[bytes]:
+    """WAL bytes of a stored file's decrypted plaintext, per its entry's ``compression`` (None or "none": as is)."""
+    if compression in COMPRESSIONS:
+        return unframe(chunks, t.cast(str, compression))
+    if compression in (None, "none"):
+        return chunks
+    raise WalError("unknown compression %r" % (compression,))
+
+
+def unframe(chunks: t.Iterable[bytes], compression: str = COMPRESSION) -> t.Iterator[bytes]:
+    """WAL bytes from the decrypted plaintext of a version-2 stored file (frames, section 4.3); bounded memory.
+
+    Only the frame kinds of ``compression`` are accepted (a zstd frame in a zlib-frames file is malformed)."""
     import zlib
+    allowed = FRAME_KINDS[compression]
     buf = bytearray()
     need = FRAME_HEADER.size
     header: t.Optional[t.Tuple[int, int, int]] = None
@@ -335,7 +351,7 @@ def unframe(chunks: t.Iterable[bytes]) -> t.Iterator[bytes]:
             if header is None:
                 header = FRAME_HEADER.unpack_from(buf, 0)
                 kind, raw_len, stored_len = header
-                if kind not in (FRAME_RAW, FRAME_ZLIB) or not 0 < raw_len <= FRAME_SIZE or \
+                if kind not in allowed or not 0 < raw_len <= FRAME_SIZE or \
                         stored_len > FRAME_SIZE or (kind == FRAME_RAW and stored_len != raw_len):
                     raise WalError("stored WAL file has a malformed frame header")
                 del buf[:FRAME_HEADER.size]
@@ -352,6 +368,12 @@ def unframe(chunks: t.Iterable[bytes]) -> t.Iterator[bytes]:
                     raise WalError("stored WAL file has a frame that does not decompress: %s" % exc)
                 if len(data) != raw_len or not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
                     raise WalError("stored WAL file has a frame whose size differs from its header")
+            elif kind == FRAME_ZSTD:
+                from ansible_collections.ransomeye.ops.plugins.module_utils import _compress
+                try:
+                    data = _compress.zstd_decompress(data, raw_len)
+                except _compress.CompressionError as exc:
+                    raise WalError("stored WAL file has a frame that does not decompress: %s" % exc.msg)
             yield data
             header = None
             need = FRAME_HEADER.size
@@ -359,8 +381,7 @@ def unframe(chunks: t.Iterable[bytes]) -> t.Iterator[bytes]:
         raise WalError("stored WAL file ends inside a frame")
 
 
-def frame(block: bytes) -> t.Tuple[bytes, bytes]:
-    """(header, data) of one frame for ``block`` (at most FRAME_SIZE bytes): zlib level 1 when it pays."""
+def _worth_compressing(block: bytes) -> bool:
     import zlib
     size = len(block)
     if size >= 3 * 4096:
@@ -374,11 +395,43 @@ def frame(block: bytes) -> t.Tuple[bytes, bytes]:
                 break
     else:
         worth = size > 0
-    if worth:
+    return worth
+
+
+def frame(block: bytes) -> t.Tuple[bytes, bytes]:
+    """(header, data) of one zlib-frames frame for ``block`` (at most FRAME_SIZE bytes): zlib level 1 when it pays."""
+    import zlib
+    size = len(block)
+    if _worth_compressing(block):
         packed = zlib.compress(block, 1)
         if len(packed) < size:
             return FRAME_HEADER.pack(FRAME_ZLIB, size, len(packed)), packed
     return FRAME_HEADER.pack(FRAME_RAW, size, size), block
+
+
+class Framer:
+    """Frames one stored file: zstd level 1 (the shared _compress helper) where a probe shows it pays, zlib level 1
+    when the interpreter has no zstandard. ``compression`` is what the entry records: zstd-frames once a zstd frame
+    was written, else zlib-frames (a file of raw frames only is readable by every version)."""
+
+    def __init__(self) -> None:
+        self.compression = COMPRESSION
+        self._zstd: t.Any = None  # not looked up yet: an incompressible file never imports zstandard
+
+    def frame(self, block: bytes) -> t.Tuple[bytes, bytes]:
+        size = len(block)
+        if _worth_compressing(block):
+            if self._zstd is None:
+                from ansible_collections.ransomeye.ops.plugins.module_utils import _compress
+                self._zstd = _compress.zstd_compress if _compress.HAS_ZSTD else False
+            if self._zstd:
+                packed = self._zstd(block, 1)
+                if len(packed) < size:
+                    self.compression = COMPRESSION_ZSTD
+                    return FRAME_HEADER.pack(FRAME_ZSTD, size, len(packed)), packed
+            else:
+                return frame(block)
+        return FRAME_HEADER.pack(FRAME_RAW, size, size), block
 
 
 def read_config(layout: WalLayout) -> dict:

@@ -28,10 +28,11 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_program  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_spool  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.ransomeye.ops.plugins.module_utils import _compress  # noqa: F401  pylint: disable=unused-import
 
 PACKAGE = "ansible_collections.ransomeye.ops.plugins.module_utils"
-PROGRAM_MODULES = ("_errors.py", "_files.py", "_crypto_container.py", "_signing.py", "_wal_format.py",
-                   "_wal_spool.py", "_wal_program.py")
+PROGRAM_MODULES = ("_errors.py", "_files.py", "_crypto_container.py", "_signing.py", "_compress.py",
+                   "_wal_format.py", "_wal_spool.py", "_wal_program.py")
 SPOOL = "spool"
 LAUNCHER = "ransomeye-wal"
 LIB_PACKAGE_DIRS = ("ansible_collections", "ansible_collections/ransomeye", "ansible_collections/ransomeye/ops",

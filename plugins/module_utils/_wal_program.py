@@ -517,6 +517,7 @@ def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str
         with os.fdopen(fd, "wb", buffering=0) as dst, open(source, "rb", buffering=0) as src:
             before = os.fstat(src.fileno())
             sink = _Sink(dst.fileno())
+            framer = wf.Framer()
             try:
                 writer = container.encryptor(sink, object_id="wal/" + name, hash_plaintext=False, **enc)
                 try:
@@ -525,7 +526,7 @@ def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str
                         _check_segment_header(name, block, os.fstat(src.fileno()).st_size, config)
                     while block:
                         sink.hash(block)
-                        header, data = wf.frame(block)
+                        header, data = framer.frame(block)
                         writer.write(header)
                         writer.write(data)
                         _hook("during_encrypt")
@@ -554,7 +555,8 @@ def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str
             pass
         raise
     record = {"plaintext_sha256": sink.digest.hexdigest(), "plaintext_size": sink.size,
-              "ciphertext_sha256": info.ciphertext_sha256, "ciphertext_size": int(info.ciphertext_size)}
+              "ciphertext_sha256": info.ciphertext_sha256, "ciphertext_size": int(info.ciphertext_size),
+              "compression": framer.compression}
     # The file as it was read (None when it changed while being read, or its size is not what was hashed).
     unchanged = (before.st_ino, before.st_size, before.st_mtime_ns) == (after.st_ino, after.st_size, after.st_mtime_ns)
     return record, (after if unchanged and after.st_size == sink.size else None)
@@ -634,11 +636,10 @@ def get(config: dict, name: str, dest: str) -> str:
     size = 0
     try:
         with open(layout.stored_path(name), "rb") as src, open(tmp, "wb") as dst:
-            chunks = container.decrypt_chunks(src, expected_object_id="wal/" + name, **decrypt)
-            if expected.get("compression") == wf.COMPRESSION:
-                chunks = wf.unframe(chunks)
-            elif expected.get("compression") not in (None, "none"):
+            if expected.get("compression") not in wf.COMPRESSIONS + (None, "none"):
                 raise RansomeyeError("%s: unknown compression %r in the restore plan" % (name, expected["compression"]))
+            chunks = wf.plaintext(container.decrypt_chunks(src, expected_object_id="wal/" + name, **decrypt),
+                                  expected.get("compression"))
             for chunk in chunks:
                 digest.update(chunk)
                 size += len(chunk)

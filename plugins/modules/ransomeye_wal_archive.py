@@ -22,7 +22,7 @@ description:
     C(replica).
   - Before C(archive_command) is changed, the installed program runs its own check as O(os_user) (it must read its
     config and keys and write into the repository); when it cannot, the module fails and the server is untouched.
-  - The archive command compresses (zlib, where it pays) and encrypts every WAL segment and timeline history file,
+  - The archive command compresses (zstd, or zlib without the C(zstandard) library, where it pays) and encrypts every WAL segment and timeline history file,
     fsyncs the file and its directory, appends an entry line to the append-only log of a hash chain (signed every
     O(sign_every) entries) and only then exits 0. It exits 0 for a
     segment already archived with identical content and fails loudly for different content. It gives up after
@@ -105,8 +105,8 @@ options:
     default: /usr/local/lib/ransomeye-ops/wal
   python:
     description:
-      - Interpreter for the program (needs the C(cryptography) library). Default is the interpreter running this
-        module.
+      - Interpreter for the program (needs the C(cryptography) library; with C(zstandard) too, WAL is stored in
+        zstd frames, else in zlib frames). Default is the interpreter running this module.
     type: path
   os_user:
     description:

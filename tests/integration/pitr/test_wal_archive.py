@@ -56,7 +56,7 @@ def test_enable_check_mode_idempotent_and_archiving(pitr_site):
     with open(os.path.join(logs, sorted(os.listdir(logs))[-1]), "rb") as handle:
         entry = json.loads(handle.read().splitlines()[-1])
     assert entry["signatures"] and entry["entry"]["name"] == name
-    assert entry["entry"]["compression"] == "zlib-frames" and entry["entry"]["plaintext_size"] == 16 * 1024 * 1024
+    assert entry["entry"]["compression"] == "zstd-frames" and entry["entry"]["plaintext_size"] == 16 * 1024 * 1024
     assert not os.path.exists(os.path.join(site.repo, "wal", "chain"))  # one log, not a file per segment
 
 

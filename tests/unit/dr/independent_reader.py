@@ -312,7 +312,8 @@ def wal_authentic(repo, trusted_pub):
     return {doc["entry"]["name"]: doc["entry"] for _raw, doc in docs[:last_signed + 1]}
 
 
-def _unframe(data):
+def _unframe(data, compression):
+    kinds = {"zlib-frames": (0, 1), "zstd-frames": (0, 2)}[compression]
     out = []
     pos = 0
     while pos < len(data):
@@ -320,13 +321,15 @@ def _unframe(data):
         body = data[pos + 9:pos + 9 + stored_len]
         if len(body) != stored_len or not 0 < raw_len <= 1 << 20:
             raise ReaderError("bad frame")
+        if kind not in kinds:
+            raise ReaderError("frame kind %d in a %s file" % (kind, compression))
         if kind == 1:
             inflater = zlib.decompressobj()
             body = inflater.decompress(body, raw_len + 1)
             if not inflater.eof:
                 raise ReaderError("zlib frame does not end")
-        elif kind != 0:
-            raise ReaderError("unknown frame kind")
+        elif kind == 2:
+            body = zstandard.ZstdDecompressor().decompress(body, max_output_size=raw_len)
         if len(body) != raw_len:
             raise ReaderError("frame size")
         out.append(body)
@@ -341,8 +344,8 @@ def wal_file(repo, entry, key=None, private_key=None):
     if hashlib.sha256(data).hexdigest() != entry["ciphertext_sha256"]:
         raise ReaderError("%s: ciphertext hash" % name)
     plain = decrypt_container(data, "wal/" + name, key, private_key)
-    if entry.get("compression") == "zlib-frames":
-        plain = _unframe(plain)
+    if entry.get("compression") in ("zlib-frames", "zstd-frames"):
+        plain = _unframe(plain, entry["compression"])
     elif "compression" in entry:
         raise ReaderError("unknown compression")
     if hashlib.sha256(plain).hexdigest() != entry["plaintext_sha256"] or len(plain) != entry["plaintext_size"]:

@@ -100,7 +100,7 @@ def test_entries_are_lines_of_one_log_and_restore_byte_for_byte(repo):
     assert report.problems == [] and sorted(report.good) == sorted(sources) and report.unsigned_tail == []
     for name, path in sources.items():
         entry = report.good[name].entry
-        assert entry["compression"] == wf.COMPRESSION and entry["version"] == wf.LOG_VERSION
+        assert entry["compression"] == wf.COMPRESSION_ZSTD and entry["version"] == wf.LOG_VERSION
         # half random, half text: the text frames were compressed, the random ones stored as is
         assert SEG // 2 < entry["ciphertext_size"] < SEG
         dest = os.path.join(repo["_dir"], "restored")
@@ -235,6 +235,37 @@ def test_frames_round_trip(data):
     assert out == data
 
 
+@pytest.mark.parametrize("data", [os.urandom(wf.FRAME_SIZE), bytes(wf.FRAME_SIZE), b"x" * 100,
+                                  os.urandom(5000) + bytes(wf.FRAME_SIZE - 5000)])
+def test_zstd_frames_round_trip(data):
+    framer = wf.Framer()
+    header, body = framer.frame(data)
+    assert framer.compression == (wf.COMPRESSION if body is data else wf.COMPRESSION_ZSTD)
+    stream = header + body
+    out = b"".join(wf.unframe((stream[i:i + 4096] for i in range(0, len(stream), 4096)), framer.compression))
+    assert out == data
+
+
+def test_zlib_framed_segments_stay_readable_beside_zstd_ones(repo, monkeypatch):
+    """What earlier versions (or an interpreter without zstandard) wrote verifies and restores in the same chain."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _compress
+    monkeypatch.setattr(_compress, "HAS_ZSTD", False)
+    _outcome, old_path, old = _push(repo, 0, fill=b"INSERT INTO alerts VALUES (1, 'burst');\n")
+    monkeypatch.setattr(_compress, "HAS_ZSTD", True)
+    _outcome, new_path, new = _push(repo, 1, fill=b"INSERT INTO alerts VALUES (1, 'burst');\n")
+    report = _check(repo)
+    assert report.problems == [] and sorted(report.good) == [old, new]
+    assert report.good[old].entry["compression"] == wf.COMPRESSION
+    assert report.good[new].entry["compression"] == wf.COMPRESSION_ZSTD
+    assert report.good[new].entry["ciphertext_size"] < report.good[old].entry["ciphertext_size"]
+    for name, path in ((old, old_path), (new, new_path)):
+        dest = os.path.join(repo["_dir"], "restored")
+        assert _get(repo, name, report.good[name].entry, dest) == "restored"
+        with open(dest, "rb") as got, open(path, "rb") as want:
+            assert got.read() == want.read()
+        os.unlink(dest)
+
+
 def _frame(kind, raw_len, body, stored_len=None):
     return wf.FRAME_HEADER.pack(kind, raw_len, len(body) if stored_len is None else stored_len) + body
 
@@ -250,6 +281,29 @@ def _frame(kind, raw_len, body, stored_len=None):
 def test_malformed_frames_are_refused(stream, words):
     with pytest.raises(wf.WalError, match=words):
         b"".join(wf.unframe([stream]))
+
+
+def _zstd(data, content_size=True):
+    import zstandard
+    return zstandard.ZstdCompressor(level=1, write_content_size=content_size).compress(data)
+
+
+@pytest.mark.parametrize("stream,compression,words", [
+    (_frame(wf.FRAME_ZSTD, 3, b"abc"), wf.COMPRESSION, "malformed frame header"),  # zstd kind in a zlib file
+    (_frame(wf.FRAME_ZLIB, 3, zlib.compress(b"abc")), wf.COMPRESSION_ZSTD, "malformed frame header"),
+    (_frame(wf.FRAME_ZSTD, 10, _zstd(bytes(1 << 20))), wf.COMPRESSION_ZSTD, "does not decompress"),  # bomb
+    (_frame(wf.FRAME_ZSTD, 4, b"not zstd"), wf.COMPRESSION_ZSTD, "does not decompress"),
+    (_frame(wf.FRAME_ZSTD, 4, _zstd(b"abcd", content_size=False)), wf.COMPRESSION_ZSTD, "does not decompress"),
+    (_frame(wf.FRAME_ZSTD, 4, _zstd(b"abcd") + b"x"), wf.COMPRESSION_ZSTD, "does not decompress"),
+])
+def test_malformed_zstd_frames_are_refused(stream, compression, words):
+    with pytest.raises(wf.WalError, match=words):
+        b"".join(wf.unframe([stream], compression))
+
+
+def test_unknown_compression_is_refused():
+    with pytest.raises(wf.WalError, match="unknown compression"):
+        wf.plaintext([b"x"], "lz4-frames")
 
 
 def test_fast_key_loading_matches_cryptography(tmp_path):
