@@ -18,8 +18,10 @@ from __future__ import absolute_import, division, print_function, annotations
 
 __metaclass__ = type
 
+import collections
 import concurrent.futures
 import hashlib
+import hmac
 import os
 import random
 import stat
@@ -39,9 +41,27 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
 BIG_FILE = 8 << 20           # larger files are streamed chunk by chunk by the walking thread
 BATCH_FILES = 64
-BATCH_BYTES = 8 << 20
+BATCH_BYTES = 4 << 20
+INFLIGHT_BYTES = 24 << 20    # file bytes queued for the worker threads and not yet stored
+LOOKAHEAD = 16               # subdirectories of one directory waiting for their reads at a time
 RACY_NS = 2 * 10 ** 9
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SAMPLE = 20
+
+
+class _Job:
+    """A directory whose entries are built and whose changed files are being read on the worker threads."""
+
+    __slots__ = ("entries", "packs", "children", "old", "signature", "outstanding", "fd")
+
+    def __init__(self, entries: t.List[t.Optional[dict]], packs: t.Set[str], children: t.Dict[bytes, int],
+                 old: t.Optional[t.Any], signature: bytes) -> None:
+        self.entries, self.packs, self.children, self.old, self.signature = entries, packs, children, old, signature
+        self.outstanding = 0               # files queued and not yet stored
+        self.fd: t.Optional[int] = None    # its directory, closed when the job completes
+
+
+_Done = t.Union[t.Tuple[str, int], _Job]
 
 
 class FileResult(t.NamedTuple):
@@ -109,9 +129,17 @@ class ComponentRun:
         self.skipped: t.List[str] = []
         self.hardlinks: t.Dict[t.Tuple[int, int], bytes] = {}
         self.used_packs: t.Set[str] = set()
+        # files queued for the worker threads: the batch being collected, and batches in flight (oldest first)
+        self._batch: t.List[t.Tuple[t.Optional[int], bytes, os.stat_result, _Job, int]] = []
+        self._batch_bytes = 0
+        self._inflight: "collections.deque[t.Tuple[list, int, concurrent.futures.Future]]" = collections.deque()
+        self._inflight_bytes = 0
+        self.open_fds: t.Set[int] = set()      # directories whose jobs still wait for reads
 
     # ---- dedup lookups against verified data
     def index(self) -> fmt.IndexSet:
+        if self._index is not None:      # loaded once, then only read (worker threads ask for every blob)
+            return self._index
         with self._index_lock:
             if self._index is None:
                 if self.base is None:
@@ -202,64 +230,57 @@ class ComponentRun:
             opened = os.fstat(fd)
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
                 raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(name))
-            whole = hashlib.sha256()
+            whole = None
+            first = first_data = b""
             chunks = []
             size = 0
-            eng = self.engine
+            blob_of = self.engine.data_blob_id
+            known = self.known
+            expected = opened.st_size
             while True:
-                data = _read_full(fd, fmt.CHUNK)
+                # one read() for a small file: a short read that ends exactly at the size fstat gave is the end
+                # (anything else reads on until read() returns nothing, as a file may be growing)
+                data = _read_full(fd, fmt.CHUNK, expected - size)
                 if not data:
                     break
                 digest = hashlib.sha256(data).digest()
-                whole.update(data)
-                blob = fmt.blob_id(eng.id_key, eng.enc.context, fmt.BLOB_DATA, digest)
-                if self.known(blob):
+                # a file of one chunk (most small files) is hashed once: its SHA-256 is the chunk's
+                if size == 0:
+                    first, first_data = digest, data
+                else:
+                    if whole is None:
+                        whole = hashlib.sha256(first_data)
+                        first_data = b""
+                    whole.update(data)
+                blob = blob_of(digest)
+                if known(blob):
                     chunks.append((blob, None, len(data), 0))
                 else:
                     stored, comp = fmt.encode_blob(data)
                     chunks.append((blob, stored, len(data), comp))
                 size += len(data)
             sparse = bool(size and hasattr(opened, "st_blocks") and opened.st_blocks * 512 < size)
-            return FileResult(size, whole.hexdigest(), chunks, sparse)
+            if whole is not None:
+                sha = whole.hexdigest()
+            elif size:
+                sha = first.hex()
+            else:
+                sha = _EMPTY_SHA256
+            return FileResult(size, sha, chunks, sparse)
         finally:
             os.close(fd)
 
-    def store_result(self, result: FileResult, packs: t.Set[str]) -> t.List[str]:
-        eng = self.engine
-        ids = []
-        for blob, stored, raw_length, comp in result.chunks:
-            ids.append(blob.hex())
-            earlier = eng.new_blobs.get(blob)
-            if earlier is not None:
-                # stored by this run for another file: this directory's record must name that pack too, or a
-                # later run reusing the directory from the cache would list a manifest without it
-                packs.add(earlier)
-                self.stats["blobs_reused"] += 1
-                continue
-            found = self.index().lookup(blob)
-            if found is not None:
-                packs.add(found.pack)
-                self.stats["blobs_reused"] += 1
-                continue
-            if stored is None:  # cannot happen: known blobs stay known
-                raise RansomeyeError("internal error: blob %s vanished from the dedup index" % blob.hex())
-            pack_id, new = eng.store_new(eng.data_writer, blob, stored, raw_length, comp)
-            packs.add(pack_id)
-            self.stats["blobs_new" if new else "blobs_reused"] += 1
-        self.stats["bytes_read"] += result.size
-        self.stats["files_read"] += 1
-        return ids
-
     def process(self, dir_fd: t.Optional[int], items: t.List[t.Tuple[bytes, os.stat_result]], path: bytes,
-                old: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool) -> t.Tuple[str, int]:
-        """Back up one directory's entries; return (tree id hex, cache offset of its record)."""
+                old: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool) -> "_Done":
+        """Back up one directory's entries: (tree id hex, cache offset of its record), or a _Job whose file reads
+        are still in flight (``complete`` turns it into the pair)."""
         signature = _signature(items)
         if old is not None and old.signature == signature and self.cache_reader is not None:
             return self._reuse(dir_fd, items, path, old, dev, top, signature)
         return self._full(dir_fd, items, path, old, dev, top, signature, None)
 
     def _reuse(self, dir_fd: t.Optional[int], items: t.List[t.Tuple[bytes, os.stat_result]], path: bytes,
-               old: bcache.CacheRecord, dev: t.Optional[int], top: bool, signature: bytes) -> t.Tuple[str, int]:
+               old: bcache.CacheRecord, dev: t.Optional[int], top: bool, signature: bytes) -> "_Done":
         """A directory whose listing has the same stat signature as in the authenticated cache: once every
         subdirectory turns out unchanged too, its tree is the cached one, neither decoded nor encoded again (as
         restic compares with its parent snapshot's tree).
@@ -291,12 +312,9 @@ class ComponentRun:
             if fraction and files else []
         if picked and not self._rehash_matches(dir_fd, picked, old, top):
             return self._full(dir_fd, items, path, old, dev, top, signature, None)
-        done: t.Dict[bytes, t.Tuple[str, int]] = {}
-        same = True
-        for name, st in subdirs:
-            old_sub = self.old_child(old, name)
-            done[name] = self._subdir(dir_fd, name, st, path, old_sub, dev, top)
-            same = same and old_sub is not None and old_sub.tree_id == done[name][0]
+        olds = [(name, st, self.old_child(old, name)) for name, st in subdirs]
+        done = self._subdirs(dir_fd, olds, path, dev, top)
+        same = all(old_sub is not None and old_sub.tree_id == done[name][0] for name, _st, old_sub in olds)
         if not same or self.cache_reader is None:
             # a subdirectory changed: this directory's tree is built again (its files from the cache as usual)
             return self._full(dir_fd, items, path, old, dev, top, signature, done)
@@ -328,26 +346,53 @@ class ComponentRun:
                 return False
         return True
 
+    def _subdirs(self, dir_fd: t.Optional[int], subdirs: t.List[t.Tuple[bytes, os.stat_result,
+                                                                        t.Optional[bcache.CacheRecord]]],
+                 path: bytes, dev: t.Optional[int], top: bool) -> t.Dict[bytes, t.Tuple[str, int]]:
+        """Back up subdirectories in order; up to LOOKAHEAD of them wait for their file reads at a time, so the
+        worker threads always have files to read (a directory of a few small files would otherwise leave them
+        idle while this thread walks) and memory stays bounded."""
+        results: t.Dict[bytes, t.Tuple[str, int]] = {}
+        waiting: "collections.deque[t.Tuple[bytes, _Done]]" = collections.deque()
+        for name, st, old_sub in subdirs:
+            waiting.append((name, self._subdir(dir_fd, name, st, path, old_sub, dev, top)))
+            while len(waiting) > LOOKAHEAD:
+                first, job = waiting.popleft()
+                results[first] = self.complete(job)
+        while waiting:
+            first, job = waiting.popleft()
+            results[first] = self.complete(job)
+        return results
+
     def _subdir(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result, path: bytes,
-                old_sub: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool) -> t.Tuple[str, int]:
+                old_sub: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool) -> "_Done":
         full = name if top else path + b"/" + name
         try:
             sub_fd = os.open(name, _DIRFLAGS, dir_fd=dir_fd)
         except OSError as exc:
             raise RansomeyeError("cannot open directory %s: %s" % (os.fsdecode(full), exc.strerror))
+        self.open_fds.add(sub_fd)
+        handed_over = False
         try:
             opened = os.fstat(sub_fd)
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
                 raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(full))
-            return self.process(sub_fd, _list_dir(sub_fd), full, old_sub, st.st_dev if dev is None else dev, False)
+            result = self.process(sub_fd, _list_dir(sub_fd), full, old_sub, st.st_dev if dev is None else dev, False)
+            if isinstance(result, _Job) and result.outstanding:
+                result.fd = sub_fd        # closed once its reads are done (complete)
+                handed_over = True
+            return result
         finally:
-            os.close(sub_fd)
+            if not handed_over:
+                self.open_fds.discard(sub_fd)
+                os.close(sub_fd)
 
     def _full(self, dir_fd: t.Optional[int], items: t.List[t.Tuple[bytes, os.stat_result]], path: bytes,
               old: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool, signature: bytes,
-              done: t.Optional[t.Dict[bytes, t.Tuple[str, int]]]) -> t.Tuple[str, int]:
-        """Build the directory's tree entry by entry (``done``: its subdirectories, already processed)."""
-        eng = self.engine
+              done: t.Optional[t.Dict[bytes, t.Tuple[str, int]]]) -> "_Job":
+        """Build the directory's entries (``done``: its subdirectories, already processed), start reading its
+        changed files on the worker threads and back up its subdirectories meanwhile; ``complete`` encodes the
+        tree once the reads are stored."""
         old_entries: t.Dict[bytes, dict] = {}
         if old is not None:
             try:
@@ -401,18 +446,37 @@ class ComponentRun:
             entries.append(entry)
         if used_old and old is not None:
             packs.update(old.packs)
-        self._read_files(dir_fd, reads, entries, packs)
+        job = _Job(entries, packs, children, old, signature)
+        self._read_files(dir_fd, reads, job)
+        todo = [(name, st, self.old_child(old, name)) for _pos, name, st in subdirs
+                if done is None or name not in done]
+        if todo:
+            done = dict(done or {})
+            done.update(self._subdirs(dir_fd, todo, path, dev, top))
         for position, name, st in subdirs:
-            if done is not None and name in done:
-                tree_id, offset = done[name]
-            else:
-                tree_id, offset = self._subdir(dir_fd, name, st, path, self.old_child(old, name), dev, top)
+            tree_id, offset = t.cast(dict, done)[name]
             entry = t.cast(dict, entries[position])
             entry["tree"] = tree_id
             children[name] = offset
             self.stats["dirs"] += 1
-        tree = fmt.encode_tree([e for e in entries if e is not None])
-        blob = fmt.blob_id(eng.id_key, eng.enc.context, fmt.BLOB_TREE, hashlib.sha256(tree).digest())
+        return job
+
+    def complete(self, job: "_Done") -> t.Tuple[str, int]:
+        """(tree id hex, cache offset) of a directory: waits for its file reads, then encodes and stores its tree."""
+        if not isinstance(job, _Job):
+            return job
+        if job.outstanding and any(item[3] is job for item in self._batch):
+            self._flush()      # some of its files are still in the batch being collected
+        while job.outstanding:
+            self._pump()
+        if job.fd is not None:
+            self.open_fds.discard(job.fd)
+            os.close(job.fd)
+            job.fd = None
+        eng = self.engine
+        packs, old = job.packs, job.old
+        tree = fmt.encode_tree([e for e in job.entries if e is not None])
+        blob = eng.blob_id(fmt.BLOB_TREE, hashlib.sha256(tree).digest())
         if old is not None and old.tree_id == blob.hex():
             packs.update(old.packs)
             self.stats["trees_reused"] += 1
@@ -430,49 +494,143 @@ class ComponentRun:
                 packs.add(pack_id)
                 self.stats["trees_new" if new else "trees_reused"] += 1
         self.used_packs.update(packs)
-        offset = self.writer.add(bcache.CacheRecord(tree, blob.hex(), sorted(packs), children, signature))
+        offset = self.writer.add(bcache.CacheRecord(tree, blob.hex(), sorted(packs), job.children, job.signature))
         return blob.hex(), offset
 
     def _read_files(self, dir_fd: t.Optional[int], reads: t.List[t.Tuple[int, bytes, os.stat_result]],
-                    entries: t.List[t.Optional[dict]], packs: t.Set[str]) -> None:
-        """Read changed files on the worker threads (a bounded window of batches), store in entry order."""
-        eng = self.engine
-        batches: t.List[t.List[t.Tuple[int, bytes, os.stat_result]]] = []
-        current: t.List[t.Tuple[int, bytes, os.stat_result]] = []
-        size = 0
-        big: t.List[t.Tuple[int, bytes, os.stat_result]] = []
-        for item in reads:
-            if item[2].st_size > BIG_FILE:
-                big.append(item)
+                    job: "_Job") -> None:
+        """Queue a directory's changed files for the worker threads. Batches mix directories (a directory of a
+        few small files is not worth a thread hand-off of its own) and are stored in the order they were queued
+        (``_pump``), within a bounded window of batches and bytes in flight."""
+        for position, name, st in reads:
+            if st.st_size > BIG_FILE:
+                result = self._read_big(dir_fd, name, st, job.packs)
+                self._set_entry(job.entries[position], [blob.hex() for blob, _s, _r, _c in result.chunks], result)
                 continue
-            current.append(item)
-            size += item[2].st_size
-            if len(current) >= BATCH_FILES or size >= BATCH_BYTES:
-                batches.append(current)
-                current, size = [], 0
-        if current:
-            batches.append(current)
+            self._batch.append((dir_fd, name, st, job, position))
+            self._batch_bytes += st.st_size
+            job.outstanding += 1
+            if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+                self._flush()
 
-        def run(batch: t.List[t.Tuple[int, bytes, os.stat_result]]) -> t.List[FileResult]:
-            return [self.read_file(dir_fd, name, st) for _pos, name, st in batch]
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        eng = self.engine
+        batch, size = self._batch, self._batch_bytes
+        self._batch, self._batch_bytes = [], 0
+        while self._inflight and (len(self._inflight) >= eng.window or self._inflight_bytes + size > INFLIGHT_BYTES):
+            self._pump()
+        self._inflight.append((batch, size, eng.executor.submit(self._run_batch, batch)))
+        self._inflight_bytes += size
 
-        window = 2 * eng.workers
-        futures: t.List[t.Tuple[t.List[t.Tuple[int, bytes, os.stat_result]], concurrent.futures.Future]] = []
-        next_batch = 0
-        while next_batch < len(batches) or futures:
-            while next_batch < len(batches) and len(futures) < window:
-                futures.append((batches[next_batch], eng.executor.submit(run, batches[next_batch])))
-                next_batch += 1
-            batch, future = futures.pop(0)
-            for (position, _name, _st), result in zip(batch, future.result()):
-                self._fill(entries[position], result, packs)
-            hook("during_artifacts")
-        for position, name, st in big:
-            self._fill(entries[position], self.read_file(dir_fd, name, st), packs)
+    def _run_batch(self, batch: t.List[t.Tuple[t.Optional[int], bytes, os.stat_result, "_Job", int]]
+                   ) -> t.List[t.Tuple[FileResult, t.List[str], t.Set[str], int]]:
+        """Read, hash, compress and store (into this run's packs) each file of a batch, on a worker thread:
+        the walking thread only fills the entries in. Per file: (result, chunk ids, packs used, new blobs)."""
+        out = []
+        place = self._place
+        for dir_fd, name, st, _job, _pos in batch:
+            result = self.read_file(dir_fd, name, st)
+            packs: t.Set[str] = set()
+            new = 0
+            for blob, stored, raw_length, comp in result.chunks:
+                pack_id, is_new = place(blob, stored, raw_length, comp)
+                packs.add(pack_id)
+                new += is_new
+            out.append((result, [chunk[0].hex() for chunk in result.chunks], packs, new))
+        return out
 
-    def _fill(self, entry: t.Optional[dict], result: FileResult, packs: t.Set[str]) -> None:
+    def _place(self, blob: bytes, stored: t.Optional[bytes], raw_length: int, comp: int) -> t.Tuple[str, bool]:
+        """(pack holding ``blob``, stored now). ``stored`` is None when the blob was known when it was read."""
+        eng = self.engine
+        if stored is not None:   # neither the base nor this run had it then: store it unless another file did
+            return eng.store_new(eng.data_writer, blob, stored, raw_length, comp)
+        earlier = eng.new_blobs.get(blob)
+        if earlier is not None:
+            # stored by this run for another file: this directory's record must name that pack too, or a
+            # later run reusing the directory from the cache would list a manifest without it
+            return earlier, False
+        found = self.index().lookup(blob)
+        if found is not None:
+            return found.pack, False
+        raise RansomeyeError("internal error: blob %s vanished from the dedup index" % blob.hex())
+
+    def _pump(self) -> None:
+        """Store the oldest batch in flight (submitting the one being collected first if nothing is in flight)."""
+        if not self._inflight:
+            self._flush()
+        batch, size, future = self._inflight.popleft()
+        results = future.result()
+        self._inflight_bytes -= size
+        stats = self.stats
+        for (_fd, _name, _st, job, position), (result, ids, packs, new) in zip(batch, results):
+            self._set_entry(job.entries[position], ids, result)
+            job.packs.update(packs)
+            job.outstanding -= 1
+            stats["blobs_new"] += new
+            stats["blobs_reused"] += len(ids) - new
+            stats["bytes_read"] += result.size
+            stats["files_read"] += 1
+        hook("during_artifacts")
+
+    def _read_big(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result, packs: t.Set[str]) -> FileResult:
+        """A large file: this thread reads it and hashes the whole; its 1 MiB chunks are hashed, compressed and
+        stored on the worker threads, a bounded window at a time (memory does not grow with the file)."""
+        eng = self.engine
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+        try:
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
+                raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(name))
+            whole = hashlib.sha256()
+            ids: t.List[t.Tuple[bytes, t.Optional[bytes], int, int]] = []
+            pending: "collections.deque[concurrent.futures.Future]" = collections.deque()
+            size = 0
+
+            def drain(limit: int) -> None:
+                while len(pending) > limit:
+                    blob, stored, raw_length, comp = pending.popleft().result()
+                    ids.append((blob, None, raw_length, comp))
+                    self._store_chunk(blob, stored, raw_length, comp, packs)
+
+            try:
+                while True:
+                    data = _read_full(fd, fmt.CHUNK)
+                    if not data:
+                        break
+                    whole.update(data)
+                    size += len(data)
+                    pending.append(eng.executor.submit(self._encode_chunk, data))
+                    drain(eng.window)
+                drain(0)
+            finally:
+                for future in pending:
+                    future.cancel()
+            sparse = bool(size and hasattr(opened, "st_blocks") and opened.st_blocks * 512 < size)
+            self.stats["bytes_read"] += size
+            self.stats["files_read"] += 1
+            return FileResult(size, whole.hexdigest(), ids, sparse)
+        finally:
+            os.close(fd)
+
+    def _encode_chunk(self, data: bytes) -> t.Tuple[bytes, t.Optional[bytes], int, int]:
+        blob = self.engine.data_blob_id(hashlib.sha256(data).digest())
+        if self.known(blob):
+            return blob, None, len(data), 0
+        stored, comp = fmt.encode_blob(data)
+        return blob, stored, len(data), comp
+
+    def _store_chunk(self, blob: bytes, stored: t.Optional[bytes], raw_length: int, comp: int,
+                     packs: t.Set[str]) -> None:
+        pack_id, new = self._place(blob, stored, raw_length, comp)
+        packs.add(pack_id)
+        self.stats["blobs_new" if new else "blobs_reused"] += 1
+
+    @staticmethod
+    def _set_entry(entry: t.Optional[dict], chunk_ids: t.List[str], result: FileResult) -> None:
         entry = t.cast(dict, entry)
-        entry["chunks"] = self.store_result(result, packs)
+        entry["chunks"] = chunk_ids
         entry["sha256"] = result.sha256
         entry["size"] = result.size
         if result.sparse:
@@ -487,8 +645,15 @@ class ComponentRun:
             except FileNotFoundError:
                 raise RansomeyeError("%s path %s does not exist" % (self.component, root), path=root)
         try:
-            top_id, top_offset = self.process(None, items, b"", old_top, None, True)
+            top_id, top_offset = self.complete(self.process(None, items, b"", old_top, None, True))
         except BaseException:
+            # no worker may still read through a descriptor about to be closed (its number could be reused)
+            for _batch, _size, future in self._inflight:
+                future.cancel()
+            concurrent.futures.wait([future for _batch, _size, future in self._inflight])
+            for fd in self.open_fds:
+                os.close(fd)
+            self.open_fds.clear()
             self.writer.abort()
             raise
         finally:
@@ -525,7 +690,11 @@ def _hash_file(dir_fd: t.Optional[int], name: bytes) -> t.Tuple[str, int]:
         os.close(fd)
 
 
-def _read_full(fd: int, size: int) -> bytes:
+def _read_full(fd: int, size: int, left: int = -1) -> bytes:
+    """Up to ``size`` bytes (fewer only at the end of the file). ``left``: the bytes fstat says remain; a read
+    that returns exactly those (and less than ``size``) is taken as the end without asking again."""
+    if left == 0:
+        return b""
     parts = []
     wanted = size
     while wanted:
@@ -534,6 +703,9 @@ def _read_full(fd: int, size: int) -> bytes:
             break
         parts.append(data)
         wanted -= len(data)
+        if wanted and len(data) == left:
+            break
+        left -= len(data)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
@@ -583,22 +755,38 @@ class Engine:
         self.new_packs: t.Dict[str, dict] = {}
         self.new_blobs = bspill.NewBlobs(self.cache_root)   # blobs this run stored -> the pack each went to
         self.workers = max(1, min(4, os.cpu_count() or 1))
+        self.window = 3 * self.workers    # batches (or chunks of a large file) in flight
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
+        # full packs are encrypted and written here: worker threads that store blobs may wait for a pack to be
+        # written, which must therefore never queue behind their own tasks
+        self.sealer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        prefix = b"ransomeye.ops/v2 blob\x00" + enc.context.encode() + b"\x00"
+        self._id_states = {kind: hmac.new(self.id_key, prefix + bytes([kind]), hashlib.sha256)
+                           for kind in (fmt.BLOB_DATA, fmt.BLOB_TREE)}
         # A stream (the database dump) is stored from another thread while the walk runs: the pack table,
         # the index records and the new-blob set are shared under this lock.
         self.lock = threading.RLock()   # also the writers' table lock: store_new holds it around writer.add
         self.data_writer = self.new_data_writer()
         self.tree_writer = bpack.PackWriter(repo, enc, fmt.BLOB_TREE, self._on_pack, self.records, self.packs,
-                                            self.lock)
+                                            self.lock, self.sealer)
         self.writers = [self.data_writer, self.tree_writer]
         self.runs: t.List[t.Any] = []
+
+    def blob_id(self, kind: int, plaintext_sha256: bytes) -> bytes:
+        """fmt.blob_id with this run's key and context, without redoing the HMAC key schedule per blob."""
+        state = self._id_states[kind].copy()
+        state.update(plaintext_sha256)
+        return state.digest()
+
+    def data_blob_id(self, plaintext_sha256: bytes) -> bytes:
+        return self.blob_id(fmt.BLOB_DATA, plaintext_sha256)
 
     def _on_pack(self, pack_id: str, record: dict) -> None:
         self.new_packs[pack_id] = record
 
     def new_data_writer(self) -> bpack.PackWriter:
         writer = bpack.PackWriter(self.repo, self.enc, fmt.BLOB_DATA, self._on_pack, self.records, self.packs,
-                                  self.lock)
+                                  self.lock, self.sealer)
         if hasattr(self, "writers"):
             self.writers.append(writer)
         return writer
@@ -612,7 +800,7 @@ class Engine:
             if earlier is not None:
                 return earlier, False
             pack_id = writer.add(blob, stored, raw_length, compression)
-            self.new_blobs[blob] = pack_id
+            self.new_blobs.add(blob, pack_id)
             return pack_id, True
 
     def stream(self, component: str, params: t.Any) -> t.Any:
@@ -637,6 +825,7 @@ class Engine:
                 writer.seal()
         finally:
             self.executor.shutdown(wait=True)
+            self.sealer.shutdown(wait=True)
         objects: t.Dict[str, dict] = {}
         if len(self.records):
             index_id, index_record = self.records.write_index(self.repo, self.packs)
@@ -665,6 +854,9 @@ class Engine:
 
     def abort(self) -> None:
         self.executor.shutdown(wait=True)
+        for writer in self.writers:
+            writer.abort()
+        self.sealer.shutdown(wait=True)
         self.records.close()
         self.new_blobs.close()
         for run in self.runs:

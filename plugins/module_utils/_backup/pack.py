@@ -29,14 +29,21 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt
 
 PACK_TARGET = 4 << 20
+SEALS_IN_FLIGHT = 2
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class PackWriter:
-    """Collects blobs of one type into packs of about PACK_TARGET bytes; seals each into repo/objects."""
+    """Collects blobs of one type into packs of about PACK_TARGET bytes; seals each into repo/objects.
+
+    With an ``executor``, a full pack is encrypted and written on a worker thread (at most SEALS_IN_FLIGHT per
+    writer at a time) while blobs go on into the next one; ``seal`` waits for every pack and raises the first
+    failure, so a run's index and manifest are written only after all its packs are in place.
+    """
 
     def __init__(self, repo: brepo.Repo, enc: t.Any, kind: int, on_pack: t.Callable[[str, dict], None],
-                 records: t.Any, packs: t.List[str], table_lock: t.Optional[t.Any] = None) -> None:
+                 records: t.Any, packs: t.List[str], table_lock: t.Optional[t.Any] = None,
+                 executor: t.Optional[concurrent.futures.Executor] = None) -> None:
         self.repo, self.enc, self.kind = repo, enc, kind
         self.on_pack = on_pack
         self.records = records        # the run's index records (spill.Records; new blobs only), shared
@@ -44,6 +51,9 @@ class PackWriter:
         # writers of one run share records and packs, possibly from two threads (a stream and the walk)
         self.table_lock = table_lock if table_lock is not None else threading.Lock()
         self.lock = threading.RLock()
+        self.executor = executor
+        self.sealing: "collections.deque[concurrent.futures.Future]" = collections.deque()
+        self.count_lock = threading.Lock()
         self.buffer = bytearray()
         self.pack_id = ""
         self.pack_no = -1
@@ -61,26 +71,50 @@ class PackWriter:
             self.buffer += stored
             pack_id = self.pack_id
             if len(self.buffer) >= PACK_TARGET:
-                self.seal()
+                self._seal()
             return pack_id
 
     def seal(self) -> None:
+        """Seal the pack being filled and wait until every pack of this writer is written."""
         with self.lock:
             self._seal()
+            while self.sealing:
+                self.sealing.popleft().result()
 
     def _seal(self) -> None:
         if self.pack_no < 0:
             return
-        record = write_object(self.repo, self.enc, self.pack_id, bytes(self.buffer), "pack")
-        self.bytes_stored += record["ciphertext_size"]
-        self.on_pack(self.pack_id, record)
-        hook("pack_sealed")
+        pack_id, data = self.pack_id, self.buffer
         self.buffer = bytearray()
         self.pack_no = -1
         self.pack_id = ""
+        if self.executor is None:
+            self._write(pack_id, data)
+            return
+        while len(self.sealing) >= SEALS_IN_FLIGHT:
+            self.sealing.popleft().result()
+        self.sealing.append(self.executor.submit(self._write, pack_id, data))
+
+    def _write(self, pack_id: str, data: bytearray) -> None:
+        record = write_object(self.repo, self.enc, pack_id, data, "pack")
+        # not table_lock: a thread adding blobs may hold it while it waits for this pack to be written
+        with self.count_lock:
+            self.bytes_stored += record["ciphertext_size"]
+            self.on_pack(pack_id, record)
+        hook("pack_sealed")
+
+    def abort(self) -> None:
+        """Wait for packs being written (their failures no longer matter: the run is failing)."""
+        while self.sealing:
+            future = self.sealing.popleft()
+            future.cancel()
+            try:
+                future.result()
+            except BaseException:  # noqa: B902 - the run already failed; its objects stay unreferenced
+                pass
 
 
-def write_object(repo: brepo.Repo, enc: t.Any, object_id: str, plaintext: bytes, kind: str) -> dict:
+def write_object(repo: brepo.Repo, enc: t.Any, object_id: str, plaintext: t.Union[bytes, bytearray], kind: str) -> dict:
     """Encrypt ``plaintext`` into repo/tmp, then rename it into objects/ (a crash leaves only tmp garbage)."""
     tmp = repo.new_tmp_path(object_id)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)

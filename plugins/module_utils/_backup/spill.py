@@ -101,6 +101,10 @@ class NewBlobs:
     def __setitem__(self, blob: bytes, pack_id: str) -> None:
         if blob in self:
             return     # the first pack a blob went to is the one the index names
+        self.add(blob, pack_id)
+
+    def add(self, blob: bytes, pack_id: str) -> None:
+        """A blob the caller knows is not in the mapping yet (checked under the caller's lock)."""
         self.recent[blob] = pack_id
         self.size += 1
         if len(self.recent) >= RUN:
