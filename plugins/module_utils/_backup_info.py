@@ -19,7 +19,8 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_ancho
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_trust as btrust
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import load_trust
-from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import anchor_param, content_reasons
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import anchor_param
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_refs import content_reasons
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 
 

@@ -20,7 +20,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_reten
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_trust as btrust
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
     load_encryption, load_signer, signing, require_crypto, writer_trust)
-from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import content_reasons
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_refs import content_reasons
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
 from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import is_within

@@ -25,6 +25,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_incident imp
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_anchor as banchor
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_trust as btrust
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_refs import component_object_refs, content_reasons
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import reader as v2reader
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import stream as v2stream
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
@@ -48,42 +49,6 @@ class VerifyResult(t.NamedTuple):
 
 def _problem(backup: t.Any, obj: str, reason: str) -> dict:
     return {"backup": backup, "object": obj, "reason": reason}
-
-
-def _component_object_refs(body: dict) -> t.List[t.Tuple[str, str]]:
-    """(object id, what refers to it) for every object a component needs."""
-    refs: t.List[t.Tuple[str, str]] = []
-    components = body.get("components") or {}
-    v2 = [name for name in ("config", "artifacts") if v2reader.is_v2(components.get(name))]
-    if v2stream.is_v2_stream(components.get("database")):
-        v2.append("database")
-    if v2:
-        # v2 components share packs and indexes; each needs all of them (which blob is where is in the indexes)
-        for object_id, record in sorted((body.get("objects") or {}).items()):
-            if isinstance(record, dict) and record.get("kind") in ("pack", "index"):
-                refs.extend((object_id, name) for name in v2)
-    for name in ("database", "config", "physical"):
-        comp = components.get(name)
-        if isinstance(comp, dict) and name not in v2:
-            refs.append((str(comp.get("object")), name))
-    art = components.get("artifacts")
-    if isinstance(art, dict) and "artifacts" not in v2:
-        for path, record in sorted((art.get("files") or {}).items()):
-            if isinstance(record, dict) and record.get("type") == "file":
-                refs.append((str(record.get("object")), path))
-    return refs
-
-
-def content_reasons(body: dict) -> t.List[str]:
-    """Format-specific reasons why a manifest body is not well formed (v1: component objects must be listed)."""
-    reasons: t.List[str] = []
-    for object_id, what in _component_object_refs(body):
-        if object_id not in body["objects"]:
-            reasons.append("%s refers to object %s that the manifest does not list" % (what, object_id))
-    for object_id in body["objects"]:
-        if not brepo.OBJECT_ID_RE.match(object_id):
-            reasons.append("invalid object id %r" % object_id)
-    return reasons
 
 
 class _ObjectChecker:
@@ -246,7 +211,7 @@ def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level:
     def needed_objects(item: brepo.LoadedManifest) -> t.List[t.Tuple[str, dict]]:
         refs = brepo.referenced_objects(item.body)
         if only_components is not None:
-            wanted = {oid for oid, what in _component_object_refs(item.body)
+            wanted = {oid for oid, what in component_object_refs(item.body)
                       if what in only_components or (what.startswith("/") and "artifacts" in only_components)}
             refs = {oid: rec for oid, rec in refs.items() if oid in wanted}
         return sorted(refs.items())

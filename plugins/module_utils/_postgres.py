@@ -22,6 +22,9 @@ import tempfile
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+# the option specs live apart so that a module can build its argument spec without importing psycopg2
+from ansible_collections.ransomeye.ops.plugins.module_utils._pg_spec import (  # noqa: F401 (re-exported)
+    SSL_MODES, ignored_connection_spec, postgres_argument_spec)
 
 try:
     import psycopg2
@@ -34,46 +37,6 @@ except ImportError as _exc:  # pragma: no cover - depends on the managed host
     sql = None
     HAS_PSYCOPG2 = False
     PSYCOPG2_IMPORT_ERROR = _exc
-
-SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
-
-
-def postgres_argument_spec() -> dict:
-    """The connection options every PostgreSQL module takes (see the doc fragment)."""
-    return dict(
-        login_host=dict(type="str", default="localhost", aliases=["host"]),
-        login_port=dict(type="int", default=5432, aliases=["port"]),
-        login_user=dict(type="str", default="postgres", aliases=["user"]),
-        login_password=dict(type="str", no_log=True, aliases=["password"]),
-        login_db=dict(type="str", default="postgres"),
-        ssl_mode=dict(type="str", default="prefer", choices=SSL_MODES),
-        ca_cert=dict(type="path", aliases=["ssl_rootcert"]),
-        connect_timeout=dict(type="int", default=10),
-    )
-
-
-def ignored_connection_spec(exclude: t.Sequence[str] = ()) -> dict:
-    """The connection options, accepted and ignored by modules that never connect.
-
-    ``module_defaults: group/ransomeye.ops.all`` hands the connection options
-    to every module of the group; a module that rejected them would fail any
-    play that sets them once. No defaults and no aliases: an alias such as
-    ``port`` would collide with a module's own option. ``exclude`` drops names
-    the module uses for something else (``ca_cert`` of a CA that signs).
-    """
-    spec = dict(
-        login_host=dict(type="str"),
-        login_port=dict(type="int"),
-        login_user=dict(type="str"),
-        login_password=dict(type="str", no_log=True),
-        login_db=dict(type="str"),
-        ssl_mode=dict(type="str"),
-        ca_cert=dict(type="path"),
-        connect_timeout=dict(type="int"),
-    )
-    for name in exclude:
-        spec.pop(name)
-    return spec
 
 
 def require_psycopg2(module: t.Any) -> None:

@@ -68,7 +68,29 @@ def require_cryptography() -> None:
 # ---------------------------------------------------------------- canonical JSON
 
 
+def _canonical_ok(obj: t.Any) -> bool:
+    """The check below without building a location string per node (it is only needed to report a failure)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str) or (not isinstance(value, (str, bool, int)) and value is not None
+                                        and not _canonical_ok(value)):
+                return False
+        return True
+    if isinstance(obj, (list, tuple)):
+        for value in obj:
+            if not isinstance(value, (str, bool, int)) and value is not None and not _canonical_ok(value):
+                return False
+        return True
+    return obj is None or isinstance(obj, (str, bool, int))
+
+
 def _check_canonical(obj: t.Any, where: str) -> None:
+    if _canonical_ok(obj):
+        return
+    _locate_non_canonical(obj, where)
+
+
+def _locate_non_canonical(obj: t.Any, where: str) -> None:
     if obj is None or isinstance(obj, (bool, str)):
         return
     if isinstance(obj, int):
@@ -79,11 +101,11 @@ def _check_canonical(obj: t.Any, where: str) -> None:
         for key, value in obj.items():
             if not isinstance(key, str):
                 raise CanonicalJSONError("canonical JSON object keys must be strings; %s has key %r" % (where, key))
-            _check_canonical(value, "%s.%s" % (where, key))
+            _locate_non_canonical(value, "%s.%s" % (where, key))
         return
     if isinstance(obj, (list, tuple)):
         for index, value in enumerate(obj):
-            _check_canonical(value, "%s[%d]" % (where, index))
+            _locate_non_canonical(value, "%s[%d]" % (where, index))
         return
     raise CanonicalJSONError("canonical JSON cannot hold %s (%s)" % (type(obj).__name__, where))
 

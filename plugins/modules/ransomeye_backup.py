@@ -317,7 +317,7 @@ clock_went_backwards:
 '''
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
-from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import postgres_argument_spec
+from ansible_collections.ransomeye.ops.plugins.module_utils._pg_spec import postgres_argument_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_run import run_backup
 
 

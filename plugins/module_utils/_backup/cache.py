@@ -7,7 +7,7 @@
 cache MAC key (and, in rsa mode, the blob-id key) are derived: the repository
 holds neither, so attacker R, who can write the repository, can neither forge
 a cache nor test blob ids. Per component, ``<component>.cache`` holds the
-trees of the last backup, one record per directory in post-order, each
+trees of the last backup, one record per directory (after those below it), each
 ``u32 length || payload || HMAC(mac_key, nonce || offset || payload)``, and
 ``<component>.state`` (JSON + MAC) binds that file to the manifest it was
 written for (seq and SHA-256). A record is used only when its MAC verifies,

@@ -5,10 +5,11 @@
 
 One streaming walk per component: directories are read through file
 descriptors (O_NOFOLLOW, one filesystem), entries sorted by name bytes, and a
-tree object is built for each directory after its children (post-order), so
-memory holds one directory per level. Each file is read once: its 1 MiB
+tree object is built for each directory after its children, so memory holds
+at most LOOKAHEAD directories per level. Each file is read once: its 1 MiB
 chunks are hashed, keyed (blob id), compressed when that pays and appended to
-a pack on worker threads. Unchanged files (same size, mtime, ctime, inode,
+a pack on worker threads, while this thread walks on; full packs are encrypted
+and written on a thread of their own. Unchanged files (same size, mtime, ctime, inode,
 mode and owner as in the authenticated host-local cache, and not racy) are
 not read; an unchanged directory yields the same tree id, so a backup after
 nothing changed stores no blob at all.
