@@ -1,17 +1,22 @@
 """WAL archive throughput and peak memory: ransomeye-wal push/get versus pgbackrest archive-push/-get, same run.
 
-    .venv/bin/python bench/bench_pitr.py [--segments 32] [--rounds 2]
+    .venv/bin/python bench/bench_pitr.py [--segments 32] [--rounds 2] [--archiver-segments 16]
 
 Both tools archive 16 MiB segments (synthetic, with a valid long page header for the cluster they archive for;
 half random, half text-like), each run as the postgres OS user, one process per segment as PostgreSQL runs them,
 synchronously (pgBackRest: archive-async off). The runs are interleaved segment by segment (ours, theirs, theirs,
 ours, ...), so both see the same load on a shared machine; the figure is the ratio of the two throughputs.
 
-Like with like: both compress and encrypt. Ours: zlib level 1 per 1 MiB frame (a frame that three 4 KiB probes
+Like with like: both compress and encrypt. Ours: zstd level 1 per 1 MiB frame (zlib level 1 when the server's
+interpreter has no zstandard; the entries say which; a frame that three 4 KiB probes
 show incompressible is stored as is), AES-256-GCM under an RSA-3072 recipient, SHA-256 of plaintext and
 ciphertext, an Ed25519 signature on every chain entry (sign_every 1), fsync of file, directory and chain log.
 pgBackRest 2.45: compress-type=zst (its default level 3), repo1-cipher-type=aes-256-cbc, its default fsyncs.
 The stored size of each repository is printed too.
+
+Then a simulated PostgreSQL archiver (``archiver_bench``): a backlog of ``--archiver-segments`` .ready segments
+per round, called oldest first and renamed .done after exit 0, for ours with look-ahead (as installed), ours
+without, pgBackRest sync and pgBackRest async, side by side in the same run.
 
 Peak RSS is GNU time's maximum resident size of each process. Memory flat in segment count: the peak of the first
 quarter of our pushes (short chain) is printed beside that of the last quarter (longest chain), and likewise for
@@ -277,9 +282,14 @@ def main() -> int:
         segs = os.path.join(base, "segs")
         os.makedirs(segs)
         os.chmod(segs, 0o777)
+        head = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=False).stdout.strip()
+        print("commit %s; uptime: %s" % (head, subprocess.run(["uptime"], capture_output=True, text=True,
+                                                               check=False).stdout.strip()))
         print("segments: %d x 16 MiB per round and tool, %d rounds, load %s"
               % (args.segments, args.rounds, os.getloadavg()))
-        print("ours: zlib-1 frames (incompressible frames stored as is), AES-256-GCM, RSA-3072 recipient, Ed25519 "
+        print("ours: zstd-1 frames (zlib-1 without zstandard; incompressible frames stored as is), AES-256-GCM, "
+              "RSA-3072 recipient, Ed25519 "
               "signature per segment; pgbackrest: compress-type=zst (level 3), aes-256-cbc; both sync, fsync")
         total = {"ours": [0.0, 0.0], "pgbackrest": [0.0, 0.0]}
         peaks = {"ours": [], "pgbackrest": []}
