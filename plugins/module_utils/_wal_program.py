@@ -218,18 +218,22 @@ _RSA_ALGORITHM = bytes.fromhex("300d06092a864886f70d0101010500")
 _ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")
 
 
+def _tlv(data: bytes, pos: int, tag: int) -> t.Tuple[int, int]:
+    """(start, end) of the DER value with ``tag`` at ``pos``; ValueError when it is not there or overruns."""
+    if pos + 2 > len(data) or data[pos] != tag:
+        raise ValueError
+    length, pos = data[pos + 1], pos + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, pos = int.from_bytes(data[pos:pos + count], "big"), pos + count
+    if pos + length > len(data):
+        raise ValueError
+    return pos, pos + length
+
+
 def _rsa_spki(der: bytes) -> t.Optional[t.Tuple[int, int]]:
     """(n, e) of an RSA SubjectPublicKeyInfo, only when ``der`` is exactly its canonical DER encoding."""
-    def tlv(data: bytes, pos: int, tag: int) -> t.Tuple[int, int]:
-        if pos + 2 > len(data) or data[pos] != tag:
-            raise ValueError
-        length, pos = data[pos + 1], pos + 2
-        if length & 0x80:
-            count = length & 0x7F
-            length, pos = int.from_bytes(data[pos:pos + count], "big"), pos + count
-        if pos + length > len(data):
-            raise ValueError
-        return pos, pos + length
+    tlv = _tlv
     try:
         start, stop = tlv(der, 0, 0x30)
         if not der[start:].startswith(_RSA_ALGORITHM):
@@ -245,6 +249,31 @@ def _rsa_spki(der: bytes) -> t.Optional[t.Tuple[int, int]]:
     bitstring = b"\x03" + _der_len(len(body) + 1) + b"\x00" + body
     canonical = b"\x30" + _der_len(len(_RSA_ALGORITHM + bitstring)) + _RSA_ALGORITHM + bitstring
     return (n, e) if canonical == der and stop == len(der) else None
+
+
+def _rsa_pkcs8(der: bytes) -> t.Optional[t.List[int]]:
+    """[n, e, d, p, q, dmp1, dmq1, iqmp] of an unencrypted RSA PKCS#8 PrivateKeyInfo (two primes, no attributes),
+    only when ``der`` is exactly its canonical DER encoding; None for anything else."""
+    try:
+        start, stop = _tlv(der, 0, 0x30)
+        if stop != len(der) or der[start:start + 3] != b"\x02\x01\x00" or \
+                not der[start + 3:].startswith(_RSA_ALGORITHM):
+            return None
+        octets, octets_end = _tlv(der, start + 3 + len(_RSA_ALGORITHM), 0x04)
+        inner, inner_end = _tlv(der, octets, 0x30)
+        if octets_end != len(der) or inner_end != octets_end or der[inner:inner + 3] != b"\x02\x01\x00":
+            return None
+        pos, values = inner + 3, []
+        for _field in range(8):
+            at, pos = _tlv(der, pos, 0x02)
+            values.append(int.from_bytes(der[at:pos], "big"))
+    except (ValueError, IndexError):
+        return None
+    body = b"\x02\x01\x00" + b"".join(_der_int(v) for v in values)
+    key = b"\x30" + _der_len(len(body)) + body
+    info = b"\x02\x01\x00" + _RSA_ALGORITHM + b"\x04" + _der_len(len(key)) + key
+    canonical = b"\x30" + _der_len(len(info)) + info
+    return values if canonical == der and pos == inner_end else None
 
 
 def _recipient(path: str) -> t.Any:
@@ -606,13 +635,28 @@ def _append(layout: wf.WalLayout, config: dict, head: _Head, name: str, kind: st
 
 def _restore_key(path: str) -> t.Any:
     """The recipient's private key, without cryptography's RSA consistency check (tens of ms per process, run
-    once per segment): the key is the operator's own, and a wrong one cannot decrypt (the unwrap authenticates)."""
+    once per segment): the key is the operator's own, and a wrong one cannot decrypt (the unwrap authenticates).
+    The usual form (an unencrypted PKCS#8 PEM) is decoded here, without cryptography's serialization package (its
+    import and PEM loading cost a ``get`` more than decrypting a segment); anything else goes through it."""
     try:
-        from cryptography.hazmat.primitives import serialization
         with open(path, "rb") as handle:
             data = handle.read(1 << 20)
+    except OSError:
+        return container.load_private_key(path)  # says what is wrong
+    der = _pem_der(data, b"PRIVATE KEY")
+    values = _rsa_pkcs8(der) if der else None
+    if values is not None and values[0].bit_length() >= container.MIN_RSA_BITS:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        n, e, d, p, q, dmp1, dmq1, iqmp = values
+        numbers = rsa.RSAPrivateNumbers(p, q, d, dmp1, dmq1, iqmp, rsa.RSAPublicNumbers(e, n))
+        try:
+            return numbers.private_key(unsafe_skip_rsa_key_validation=True)
+        except (TypeError, ValueError):
+            pass  # older cryptography, or numbers it refuses: the path below says what is wrong
+    try:
+        from cryptography.hazmat.primitives import serialization
         key = serialization.load_pem_private_key(data, None, unsafe_skip_rsa_key_validation=True)
-    except (TypeError, ValueError, OSError, ImportError):
+    except (TypeError, ValueError, ImportError):
         return container.load_private_key(path)  # older cryptography, encrypted key, ...: the checked path
     from cryptography.hazmat.primitives.asymmetric import rsa
     if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < container.MIN_RSA_BITS:

@@ -331,6 +331,31 @@ def test_fast_key_loading_matches_cryptography(tmp_path):
         container.encryptor(open(os.devnull, "wb"), recipients=[wp._recipient(str(wrong))])
 
 
+def test_fast_private_key_loading_matches_cryptography(tmp_path):
+    """get decodes an unencrypted PKCS#8 RSA key itself; the key must be the same, and every other form, a
+    truncated or padded one, or a too small key goes through cryptography (which explains what is wrong)."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    none = serialization.NoEncryption()
+    path = tmp_path / "rec.key"
+    path.write_bytes(rsa_key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, none))
+    fast = wp._restore_key(str(path))
+    assert fast.private_numbers() == rsa_key.private_numbers()
+    sealed = rsa_key.public_key().encrypt(b"file key", container._oaep())
+    assert fast.decrypt(sealed, container._oaep()) == b"file key"
+    der = rsa_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, none)
+    assert wp._rsa_pkcs8(der) is not None
+    assert wp._rsa_pkcs8(der + b"\0") is None and wp._rsa_pkcs8(der[:-1]) is None
+    assert wp._rsa_pkcs8(der[:6] + b"\x01" + der[7:]) is None  # version 1 (with public key): not this path
+    traditional = tmp_path / "rec-pkcs1.key"  # another form: left to cryptography
+    traditional.write_bytes(rsa_key.private_bytes(PEM, serialization.PrivateFormat.TraditionalOpenSSL, none))
+    assert wp._restore_key(str(traditional)).private_numbers() == rsa_key.private_numbers()
+    small = tmp_path / "small.key"
+    small.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        PEM, serialization.PrivateFormat.PKCS8, none))
+    with pytest.raises(RansomeyeError, match="2048"):
+        wp._restore_key(str(small))
+
+
 def test_a_reader_written_from_the_document_reads_the_wal_archive(repo):
     """docs/BACKUP_FORMAT.md 4.2-4.3 are complete: the independent reader (no collection code) gets every file back,
     from both chain forms, and trusts nothing after the last signature."""
