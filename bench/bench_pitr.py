@@ -284,8 +284,8 @@ def main() -> int:
         os.chmod(segs, 0o777)
         head = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, check=False).stdout.strip()
-        print("commit %s; uptime: %s" % (head, subprocess.run(["uptime"], capture_output=True, text=True,
-                                                               check=False).stdout.strip()))
+        uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+        print("commit %s; uptime: %s" % (head, uptime))
         print("segments: %d x 16 MiB per round and tool, %d rounds, load %s"
               % (args.segments, args.rounds, os.getloadavg()))
         print("ours: zstd-1 frames (zlib-1 without zstandard; incompressible frames stored as is), AES-256-GCM, "

@@ -647,8 +647,8 @@ def _restore_key(path: str) -> t.Any:
     values = _rsa_pkcs8(der) if der else None
     if values is not None and values[0].bit_length() >= container.MIN_RSA_BITS:
         from cryptography.hazmat.primitives.asymmetric import rsa
-        n, e, d, p, q, dmp1, dmq1, iqmp = values
-        numbers = rsa.RSAPrivateNumbers(p, q, d, dmp1, dmq1, iqmp, rsa.RSAPublicNumbers(e, n))
+        numbers = rsa.RSAPrivateNumbers(values[3], values[4], values[2], values[5], values[6], values[7],
+                                        rsa.RSAPublicNumbers(values[1], values[0]))
         try:
             return numbers.private_key(unsafe_skip_rsa_key_validation=True)
         except (TypeError, ValueError):
