@@ -405,30 +405,65 @@ def _look_ahead(layout: wf.WalLayout, config: dict, enc: dict, source: str, name
     spool_mod.prune(spool, ready)
     budget = int(config.get("timeout") or 60) / 4.0
     slowest = 0.0
+    chosen = []
+    for other in candidates[:int(config.get("look_ahead") or 0)]:
+        path = os.path.join(os.path.dirname(source), other)
+        if os.path.lexists(layout.stored_path(other)) or os.path.lexists(os.path.join(spool, other + spool_mod.SUFFIX)):
+            break  # archived before (or damaged): PostgreSQL's own call sorts it out, in order
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                break
+        except OSError:
+            break
+        chosen.append((other, path))
     _HOOK_PREFIX[0] = "ahead_"
     try:
-        for other in candidates[:int(config.get("look_ahead") or 0)]:
+        # Two segments at a time: their stores are independent files (each on two threads of its own), and the
+        # chain entries are then appended one after the other, in order, each fsynced before its marker.
+        for index in range(0, len(chosen), 2):
             begun = time.monotonic()
             if begun - started + 2 * slowest > budget:
                 break
-            path = os.path.join(os.path.dirname(source), other)
-            if os.path.lexists(layout.stored_path(other)) or os.path.lexists(os.path.join(spool, other + spool_mod.SUFFIX)):
-                break  # archived before (or damaged): PostgreSQL's own call sorts it out, in order
-            st = os.lstat(path)
-            if not stat.S_ISREG(st.st_mode):
-                break
-            record, read_stat = _store(layout, config, enc, path, other, "segment")
-            head = _read_head(layout)
-            _append(layout, config, head, other, "segment", record)
-            if read_stat is not None:
-                spool_mod.write_marker(spool, other, spool_mod.marker_text(config_path, path,
-                                                                           layout.stored_path(other), read_stat))
-            _hook("after_marker")
+            pair = chosen[index:index + 2]
+            for (other, path), stored in zip(pair, _store_pair(layout, config, enc, pair)):
+                if isinstance(stored, BaseException):
+                    raise stored  # the first is in the chain; the second's file is rewritten by its own call
+                record, read_stat = stored
+                _append(layout, config, _read_head(layout), other, "segment", record)
+                if read_stat is not None:
+                    spool_mod.write_marker(spool, other, spool_mod.marker_text(config_path, path,
+                                                                               layout.stored_path(other), read_stat))
+                _hook("after_marker")
             slowest = max(slowest, time.monotonic() - begun)
     except Exception:  # pylint: disable=broad-except  # see the docstring: PostgreSQL's own call reports it
         pass
     finally:
         _HOOK_PREFIX[0] = ""
+
+
+def _store_pair(layout: wf.WalLayout, config: dict, enc: dict,
+                pair: t.List[t.Tuple[str, str]]) -> t.List[t.Any]:
+    """_store() of one or two segments, the second on a thread of its own: their results in order, the second's
+    failure as its exception (the first's is raised). Both are finished (or failed) on return, so nothing writes
+    into the repository after the lock is released."""
+    if len(pair) == 1 or not _spare_cpu():
+        return [_store(layout, config, enc, path, other, "segment") for other, path in pair]
+    import threading
+    outcome: t.List[t.Any] = [None]
+
+    def second() -> None:
+        try:
+            outcome[0] = _store(layout, config, enc, pair[1][1], pair[1][0], "segment")
+        except BaseException as exc:  # pylint: disable=broad-except  # handed to the main thread
+            outcome[0] = exc
+
+    thread = threading.Thread(target=second, name="ransomeye-wal-ahead", daemon=True)
+    thread.start()
+    try:
+        first = _store(layout, config, enc, pair[0][1], pair[0][0], "segment")
+    finally:
+        thread.join()
+    return [first, outcome[0]]
 
 
 def _clean_tmp(layout: wf.WalLayout) -> None:

@@ -324,3 +324,21 @@ def test_look_ahead_marker_is_not_trusted_for_another_file(enabled):
     assert pushed.returncode == 0, pushed.stderr
     assert fresh in site.chain_names()
     assert not os.path.exists(planted)  # no .ready file names it: the full run removed it as stale
+
+
+def test_look_ahead_stops_at_a_segment_it_cannot_read(enabled):
+    """Segments are stored two at a time: when the second of a pair fails, the first is still chained (in order),
+    nothing after it is, and the failing segment's own call reports the error; once fixed, everything follows."""
+    site = enabled
+    wal, names = _pg_wal(site, "unreadable", 4, 0xD0)
+    os.chmod(os.path.join(wal, names[2]), 0)
+    try:
+        assert _archiver(site, wal, calls=1) == [(names[0], 0)]
+        chain = site.chain_names()
+        assert names[1] in chain and names[2] not in chain and names[3] not in chain
+        assert _spool(site) == [names[1] + ".ok"]
+        assert _archiver(site, wal)[-1] == (names[2], 1)
+    finally:
+        os.chmod(os.path.join(wal, names[2]), 0o644)
+    assert _archiver(site, wal) == [(names[2], 0), (names[3], 0)]
+    assert all(site.chain_names().count(n) == 1 for n in names) and _spool(site) == []
