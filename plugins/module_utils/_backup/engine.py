@@ -133,9 +133,16 @@ class ComponentRun:
         # files queued for the worker threads: the batch being collected, and batches in flight (oldest first)
         self._batch: t.List[t.Tuple[t.Optional[int], bytes, os.stat_result, _Job, int]] = []
         self._batch_bytes = 0
-        self._inflight: "collections.deque[t.Tuple[list, int, concurrent.futures.Future]]" = collections.deque()
+        self._inflight: "collections.deque[t.Tuple[list, int, int, concurrent.futures.Future]]" = \
+            collections.deque()
         self._inflight_bytes = 0
         self.open_fds: t.Set[int] = set()      # directories whose jobs still wait for reads
+        self._batches = 0                      # batches queued so far (each stores after the one before)
+        self._store_lock = threading.Lock()
+        self._ready: t.Dict[int, t.Any] = {}   # read, waiting for an earlier batch to be stored
+        self._store_next = 0
+        self._stored_cond = threading.Condition()
+        self._stored: t.Dict[int, t.Any] = {}  # stored, waiting for the walking thread
 
     # ---- dedup lookups against verified data
     def index(self) -> fmt.IndexSet:
@@ -522,25 +529,53 @@ class ComponentRun:
         self._batch, self._batch_bytes = [], 0
         while self._inflight and (len(self._inflight) >= eng.window or self._inflight_bytes + size > INFLIGHT_BYTES):
             self._pump()
-        self._inflight.append((batch, size, eng.executor.submit(self._run_batch, batch)))
+        self._inflight.append((batch, size, self._batches, eng.executor.submit(self._run_batch, batch, self._batches)))
+        self._batches += 1
         self._inflight_bytes += size
 
-    def _run_batch(self, batch: t.List[t.Tuple[t.Optional[int], bytes, os.stat_result, "_Job", int]]
-                   ) -> t.List[t.Tuple[FileResult, t.List[str], t.Set[str], int]]:
-        """Read, hash, compress and store (into this run's packs) each file of a batch, on a worker thread:
-        the walking thread only fills the entries in. Per file: (result, chunk ids, packs used, new blobs)."""
-        out = []
-        place = self._place
-        for dir_fd, name, st, _job, _pos in batch:
-            result = self.read_file(dir_fd, name, st)
-            packs: t.Set[str] = set()
-            new = 0
-            for blob, stored, raw_length, comp in result.chunks:
-                pack_id, is_new = place(blob, stored, raw_length, comp)
-                packs.add(pack_id)
-                new += is_new
-            out.append((result, [chunk[0].hex() for chunk in result.chunks], packs, new))
-        return out
+    def _run_batch(self, batch: t.List[t.Tuple[t.Optional[int], bytes, os.stat_result, "_Job", int]],
+                   number: int) -> None:
+        """On a worker thread: read, hash and compress each file of a batch, then store the new blobs of every
+        batch that is ready, in the order the batches were queued (whichever worker completes the sequence
+        stores it; storing is quick next to reading), so that packs hold files in walk order and a restore,
+        which goes in walk order, reads each pack once. ``_collected`` hands the walking thread, per file,
+        (result, chunk ids, packs used, new blobs)."""
+        try:
+            outcome: t.Any = [self.read_file(dir_fd, name, st) for dir_fd, name, st, _job, _pos in batch]
+        except BaseException as exc:  # noqa: B902 - handed to the walking thread, which raises it
+            outcome = exc
+        with self._store_lock:
+            self._ready[number] = outcome
+            while self._store_next in self._ready:
+                done = self._store_next
+                results = self._ready.pop(done)
+                if not isinstance(results, BaseException):
+                    try:
+                        results = [self._store_file(result) for result in results]
+                    except BaseException as exc:  # noqa: B902 - as above
+                        results = exc
+                with self._stored_cond:
+                    self._stored[done] = results
+                    self._stored_cond.notify_all()
+                self._store_next += 1
+
+    def _store_file(self, result: FileResult) -> t.Tuple[FileResult, t.List[str], t.Set[str], int]:
+        packs: t.Set[str] = set()
+        new = 0
+        for blob, stored, raw_length, comp in result.chunks:
+            pack_id, is_new = self._place(blob, stored, raw_length, comp)
+            packs.add(pack_id)
+            new += is_new
+        return result, [chunk[0].hex() for chunk in result.chunks], packs, new
+
+    def _collected(self, number: int) -> t.List[t.Tuple[FileResult, t.List[str], t.Set[str], int]]:
+        with self._stored_cond:
+            while number not in self._stored:
+                self._stored_cond.wait()
+            results = self._stored.pop(number)
+        if isinstance(results, BaseException):
+            raise results
+        return results
 
     def _place(self, blob: bytes, stored: t.Optional[bytes], raw_length: int, comp: int) -> t.Tuple[str, bool]:
         """(pack holding ``blob``, stored now). ``stored`` is None when the blob was known when it was read."""
@@ -561,8 +596,9 @@ class ComponentRun:
         """Store the oldest batch in flight (submitting the one being collected first if nothing is in flight)."""
         if not self._inflight:
             self._flush()
-        batch, size, future = self._inflight.popleft()
-        results = future.result()
+        batch, size, number, future = self._inflight.popleft()
+        future.result()
+        results = self._collected(number)
         self._inflight_bytes -= size
         stats = self.stats
         for (_fd, _name, _st, job, position), (result, ids, packs, new) in zip(batch, results):
@@ -649,9 +685,9 @@ class ComponentRun:
             top_id, top_offset = self.complete(self.process(None, items, b"", old_top, None, True))
         except BaseException:
             # no worker may still read through a descriptor about to be closed (its number could be reused)
-            for _batch, _size, future in self._inflight:
+            for _batch, _size, _number, future in self._inflight:
                 future.cancel()
-            concurrent.futures.wait([future for _batch, _size, future in self._inflight])
+            concurrent.futures.wait([future for _batch, _size, _number, future in self._inflight])
             for fd in self.open_fds:
                 os.close(fd)
             self.open_fds.clear()

@@ -29,7 +29,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt
 
 PACK_TARGET = 4 << 20
-SEALS_IN_FLIGHT = 2
+SEALS_IN_FLIGHT = 1
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -188,7 +188,7 @@ class PackCache:
         self.repo, self.objects, self.decrypt = repo, objects, decrypt
         self.executor = executor
         self.keep, self.ahead = keep, ahead
-        self.done: "collections.OrderedDict[str, bytes]" = collections.OrderedDict()
+        self.done: "collections.OrderedDict[str, bytearray]" = collections.OrderedDict()
         self.pending: t.Dict[str, concurrent.futures.Future] = {}
         self.order: t.List[str] = []
         self.position: t.Dict[str, int] = {}
@@ -209,7 +209,7 @@ class PackCache:
                 self.position[pack_id] = len(self.order)
                 self.order.append(pack_id)
 
-    def _load(self, pack_id: str) -> bytes:
+    def _load(self, pack_id: str) -> bytearray:
         record = self.objects.get(pack_id)
         if not isinstance(record, dict) or record.get("kind") != "pack":
             raise RansomeyeError("pack %s is not listed by the manifest" % pack_id, object=pack_id)
@@ -219,13 +219,21 @@ class PackCache:
         except FileNotFoundError:
             raise RansomeyeError("pack %s is missing from the repository" % pack_id, object=pack_id)
         digest = hashlib.sha256()
-        parts = []
+        # filled in place: one pack-sized buffer per pack, not its chunks plus their join
+        size = record.get("plaintext_size")
+        if not isinstance(size, int) or not 0 <= size <= int(record.get("ciphertext_size") or 0):
+            raise RansomeyeError("pack %s has an impossible plaintext size in the manifest" % pack_id, object=pack_id)
+        data = bytearray(size)
+        filled = 0
         with os.fdopen(fd, "rb") as src:
             for chunk in container.decrypt_chunks(src, expected_object_id=pack_id, **self.decrypt):
                 digest.update(chunk)
-                parts.append(chunk)
-        data = b"".join(parts)
-        if digest.hexdigest() != record.get("plaintext_sha256") or len(data) != record.get("plaintext_size"):
+                end = filled + len(chunk)
+                if end > size:
+                    raise RansomeyeError("pack %s is longer than the signed manifest says" % pack_id, object=pack_id)
+                data[filled:end] = chunk
+                filled = end
+        if digest.hexdigest() != record.get("plaintext_sha256") or filled != size:
             raise RansomeyeError("pack %s does not match the signed manifest (plaintext SHA-256)" % pack_id,
                                  object=pack_id)
         with self.count_lock:
@@ -245,7 +253,7 @@ class PackCache:
             if pack_id not in self.done and pack_id not in self.pending:
                 self.pending[pack_id] = self.executor.submit(self._load, pack_id)
 
-    def get(self, pack_id: str) -> bytes:
+    def get(self, pack_id: str) -> bytearray:
         with self.lock:
             if pack_id in self.position:
                 self._prefetch(self.position[pack_id])
@@ -286,4 +294,6 @@ def read_blob(packs: PackCache, entry: fmt.IndexEntry) -> bytes:
     data = packs.get(entry.pack)
     if entry.offset + entry.length > len(data):
         raise RansomeyeError("a blob lies beyond the end of pack %s" % entry.pack, object=entry.pack)
-    return fmt.decode_blob(data[entry.offset:entry.offset + entry.length], entry.compression, entry.raw_length)
+    # a view, not a copy of the stored bytes (decoding makes the one copy the caller gets)
+    return fmt.decode_blob(memoryview(data)[entry.offset:entry.offset + entry.length], entry.compression,
+                           entry.raw_length)
