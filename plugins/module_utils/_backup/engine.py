@@ -361,10 +361,16 @@ class ComponentRun:
         worker threads always have files to read (a directory of a few small files would otherwise leave them
         idle while this thread walks) and memory stays bounded."""
         results: t.Dict[bytes, t.Tuple[str, int]] = {}
-        waiting: "collections.deque[t.Tuple[bytes, _Done]]" = collections.deque()
+        waiting: "collections.deque[t.Tuple[bytes, _Job]]" = collections.deque()
         for name, st, old_sub in subdirs:
-            waiting.append((name, self._subdir(dir_fd, name, st, path, old_sub, dev, top)))
-            while len(waiting) > LOOKAHEAD:
+            started = self._subdir(dir_fd, name, st, path, old_sub, dev, top)
+            if not isinstance(started, _Job) or not started.outstanding:
+                # nothing to wait for (a directory of directories, or of unchanged files): its entries are not
+                # kept around, whatever the number of its siblings
+                results[name] = self.complete(started)
+            else:
+                waiting.append((name, started))
+            while waiting and (len(waiting) > LOOKAHEAD or not waiting[0][1].outstanding):
                 first, job = waiting.popleft()
                 results[first] = self.complete(job)
         while waiting:
