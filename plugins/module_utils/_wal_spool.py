@@ -54,6 +54,30 @@ def marker_text(config_path: str, source: str, stored_path: str, source_stat: "o
     return "%s %s %s %s %s\n" % (MARKER_MAGIC, _fields(config), _fields(wal), _fields(stored, False), stored_path)
 
 
+def configured_repo(config_path: str) -> "str | None":
+    """The ``repo`` of the program's config (written by the installer as indented JSON, one key a line), read
+    without the json module; None when the line is not there in its plain form (escapes: the full push decides)."""
+    try:
+        fd = os.open(config_path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+    for line in data.split(b"\n"):
+        if line.startswith(b' "repo": "'):
+            value = line[len(b' "repo": "'):]
+            value = value[:-2] if value.endswith(b'",') else value[:-1] if value.endswith(b'"') else b""
+            if not value or b"\\" in value or b'"' in value or not value.startswith(b"/"):
+                return None
+            try:
+                return value.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
 def acknowledged(config_path: str, source: str, name: str) -> bool:
     """True (and the marker is consumed) when a look-ahead run already made ``source`` durable as ``name``."""
     if not is_segment_name(name):
@@ -70,8 +94,9 @@ def acknowledged(config_path: str, source: str, name: str) -> bool:
     if not data.startswith(MARKER_MAGIC + " ") or not data.endswith("\n"):
         return False
     stored_path = data[:-1].split(" ", 5)[-1]
-    if not stored_path.endswith("/" + name):
-        return False
+    repo = configured_repo(config_path)
+    if repo is None or stored_path != os.path.join(repo, "wal", "segments", name[:16], name):
+        return False  # only a stored file of the configured repository counts
     try:
         if marker_text(config_path, source, stored_path) != data:
             return False

@@ -261,8 +261,10 @@ def test_look_ahead_archives_the_backlog_and_answers_from_the_spool(enabled):
     assert _spool(site) == [n + ".ok" for n in names[1:]]
     os.rename(os.path.join(wal, "archive_status", names[0] + ".ready"),
               os.path.join(wal, "archive_status", names[0] + ".done"))
-    assert _archiver(site, wal) == [(n, 0) for n in names[1:]]
-    assert _spool(site) == []  # each marker answered one call
+    for index, name in enumerate(names[1:], 2):
+        assert _archiver(site, wal, calls=1) == [(name, 0)]
+        # its marker answered the call (only the launcher's check consumes one), the later ones wait
+        assert _spool(site) == [n + ".ok" for n in names[index:]]
     assert site.chain_names() == chain  # nothing archived twice
     from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain as pchain
     report = pchain.check_chain(site.repo, _trusted(site), level="full", decrypt=site.decrypt_kwargs())
@@ -310,11 +312,26 @@ def test_look_ahead_marker_is_not_trusted_for_another_file(enabled):
         assert gone.returncode == 1 and "stored file is missing" in gone.stderr
     finally:
         os.rename(stored + ".away", stored)
+    # a marker naming a copy of the stored file outside the configured repository (true stats): not taken
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_spool as spool
+    assert spool.configured_repo(site.config) == site.repo
+    elsewhere = os.path.join(site.base, "elsewhere", "wal", "segments", names[3][:16], names[3])
+    os.makedirs(os.path.dirname(elsewhere))
+    with open(os.path.join(site.repo, "wal", "segments", names[3][:16], names[3]), "rb") as src, \
+            open(elsewhere, "wb") as dst:
+        dst.write(src.read())
+    marker = os.path.join(site.program_dir, "spool", names[3] + ".ok")
+    with open(marker, "w") as handle:
+        handle.write(spool.marker_text(site.config, os.path.join(wal, names[3]), elsewhere))
+    outside = site.program(["push", "--config", site.config, os.path.join(wal, names[3]), names[3]])
+    assert outside.returncode == 0, outside.stderr  # the full push found its entry ...
+    assert os.path.exists(marker)  # ... and the marker was not what answered (the fast path consumes its marker)
+    os.unlink(marker)
     # a planted marker for a segment that was never archived (copied from a real one, edited): archived for real
     fresh = "00000001%08X%08X" % (0xC1, 0)
     synthetic_segment(os.path.join(wal, fresh), fresh, site.sysid)
-    with open(os.path.join(site.program_dir, "spool", names[3] + ".ok")) as handle:
-        text = handle.read().replace(names[3], fresh)
+    text = spool.marker_text(site.config, os.path.join(wal, names[1]),
+                             os.path.join(site.repo, "wal", "segments", names[1][:16], names[1])).replace(names[1], fresh)
     planted = os.path.join(site.program_dir, "spool", fresh + ".ok")
     with open(planted, "w") as handle:
         handle.write(text)
