@@ -446,17 +446,21 @@ def _store_pair(layout: wf.WalLayout, config: dict, enc: dict,
     """_store() of one or two segments, the second on a thread of its own: their results in order, the second's
     failure as its exception (the first's is raised). Both are finished (or failed) on return, so nothing writes
     into the repository after the lock is released."""
-    if len(pair) == 1 or not _spare_cpu():
-        return [_store(layout, config, enc, path, other, "segment") for other, path in pair]
-    import threading
     outcome: t.List[t.Any] = [None]
 
     def second() -> None:
         try:
             outcome[0] = _store(layout, config, enc, pair[1][1], pair[1][0], "segment")
-        except BaseException as exc:  # pylint: disable=broad-except  # handed to the main thread
+        except Exception as exc:  # pylint: disable=broad-except  # handed to the caller, in order
             outcome[0] = exc
 
+    if len(pair) == 1:
+        return [_store(layout, config, enc, pair[0][1], pair[0][0], "segment")]
+    if not _spare_cpu():
+        first = _store(layout, config, enc, pair[0][1], pair[0][0], "segment")
+        second()
+        return [first, outcome[0]]
+    import threading
     thread = threading.Thread(target=second, name="ransomeye-wal-ahead", daemon=True)
     thread.start()
     try:

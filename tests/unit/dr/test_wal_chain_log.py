@@ -380,3 +380,32 @@ def test_a_reader_written_from_the_document_reads_the_wal_archive(repo):
     for name, path in sources.items():
         with open(os.path.join(dest, name), "rb") as got, open(path, "rb") as want:
             assert got.read() == want.read()
+
+
+@pytest.mark.parametrize("spare_cpu", [True, False])
+def test_look_ahead_in_process_one_or_two_cpus(repo, monkeypatch, spare_cpu):
+    """The look-ahead (BACKUP_FORMAT 4.3.2) with the second segment of a pair on a thread, and inline on one CPU:
+    the same chain, in PostgreSQL's order, and a marker the launcher's check accepts for each segment ahead."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_install as inst
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_spool as spool
+    monkeypatch.setattr(wp, "_spare_cpu", lambda: spare_cpu)
+    prog = os.path.join(repo["_dir"], "prog")
+    os.makedirs(os.path.join(prog, "spool"))
+    config = dict(_cfg(repo), look_ahead=3)
+    config_path = os.path.join(prog, "archive.json")
+    with open(config_path, "wb") as handle:
+        handle.write(inst.config_bytes(config))  # the installer's form: the launcher reads "repo" from it
+    wal = os.path.join(repo["_dir"], "pg_wal")
+    os.makedirs(os.path.join(wal, "archive_status"))
+    names = [seg_name(i) for i in range(5)]
+    for name in names:
+        segment(os.path.join(wal, name), name, b"INSERT INTO alerts VALUES (1, 'burst');\n")
+        open(os.path.join(wal, "archive_status", name + ".ready"), "w").close()
+    assert wp.push(config, os.path.join(wal, names[0]), names[0], config_path=config_path) == "archived"
+    assert wf.chain_names(wf.WalLayout(repo["repo"])) == names[:4]  # look_ahead 3: the next three, in order
+    assert sorted(os.listdir(os.path.join(prog, "spool"))) == [n + ".ok" for n in names[1:4]]
+    for name in names[1:4]:
+        assert spool.acknowledged(config_path, os.path.join(wal, name), name)
+    assert not spool.acknowledged(config_path, os.path.join(wal, names[4]), names[4])  # never archived
+    report = _check(repo)
+    assert report.problems == [] and sorted(report.good) == names[:4]
