@@ -72,10 +72,6 @@ class FileResult(t.NamedTuple):
     sparse: bool
 
 
-def _stat_fields(st: os.stat_result) -> dict:
-    return {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid, "mtime_ns": st.st_mtime_ns}
-
-
 class Base(t.NamedTuple):
     manifest: brepo.LoadedManifest
     objects: t.Dict[str, dict]
@@ -419,10 +415,29 @@ class ComponentRun:
         reads: t.List[t.Tuple[int, bytes, os.stat_result]] = []
         subdirs: t.List[t.Tuple[int, bytes, os.stat_result]] = []
         used_old = False
+        prefix = path + b"/"
+        b64 = fmt.b64
+        stats = self.stats
         for name, st in items:
-            full = name if top else path + b"/" + name
             mode = st.st_mode
-            entry = dict(_stat_fields(st), name=fmt.b64(name))
+            # built inline (no helper call): this loop runs once per entry of the tree
+            entry = {"mode": mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid, "mtime_ns": st.st_mtime_ns,
+                     "name": b64(name)}
+            if stat.S_ISREG(mode) and st.st_nlink == 1:
+                entry.update(type="file", size=st.st_size, ctime_ns=st.st_ctime_ns, inode=st.st_ino)
+                stats["files"] += 1
+                previous = old_entries.get(name) if old_entries else None
+                if previous is not None and self.reusable(previous, st):
+                    entry.update(sha256=previous["sha256"], chunks=previous["chunks"])
+                    if previous.get("sparse"):
+                        entry["sparse"] = True
+                    used_old = True
+                    stats["files_unchanged"] += 1
+                else:
+                    reads.append((len(entries), name, st))
+                entries.append(entry)
+                continue
+            full = name if top else prefix + name
             if stat.S_ISDIR(mode):
                 if dev is not None and st.st_dev != dev:
                     self.skip(full, "another filesystem")
@@ -446,7 +461,7 @@ class ComponentRun:
                 entry.update(type="file", size=st.st_size, ctime_ns=st.st_ctime_ns, inode=st.st_ino)
                 self.stats["files"] += 1
                 previous = old_entries.get(name)
-                if self.reusable(previous, st) and previous is not None:
+                if previous is not None and self.reusable(previous, st):
                     entry.update(sha256=previous["sha256"], chunks=previous["chunks"])
                     if previous.get("sparse"):
                         entry["sparse"] = True
@@ -557,7 +572,8 @@ class ComponentRun:
                 results = self._ready.pop(done)
                 if not isinstance(results, BaseException):
                     try:
-                        results = [self._store_file(result) for result in results]
+                        with self.engine.lock:     # once per batch (store_new takes it again, cheaply)
+                            results = [self._store_file(result) for result in results]
                     except BaseException as exc:  # noqa: B902 - as above
                         results = exc
                 with self._stored_cond:
