@@ -755,7 +755,9 @@ def _read_full(fd: int, size: int, left: int = -1) -> bytes:
     if left == 0:
         return b""
     parts = []
-    wanted = size
+    # ask for no more than fstat says is left: read(2) allocates what it is asked for, and 1 MiB per small
+    # file (shrunk right after) is a malloc/free pair per file that also fragments the heap
+    wanted = size if left < 0 else min(size, left)
     while wanted:
         data = os.read(fd, wanted)
         if not data:
