@@ -24,13 +24,19 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic
 try:
     from ansible_collections.ransomeye.ops.plugins.module_utils import _crypto_container as container
     from ansible_collections.ransomeye.ops.plugins.module_utils import _signing as signing
-    from ansible_collections.ransomeye.ops.plugins.module_utils import _keychain as keychain
     HAS_CRYPTO = True
     CRYPTO_IMPORT_ERROR = None
 except ImportError as _exc:  # pragma: no cover - cryptography missing on the managed host
-    container = signing = keychain = None
+    container = signing = None
     HAS_CRYPTO = False
     CRYPTO_IMPORT_ERROR = _exc
+
+
+def _keychain() -> t.Any:
+    """The key-chain walker, imported when a key directory or trusted_keys is given (most backups have neither)."""
+    require_crypto()
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _keychain as keychain
+    return keychain
 
 
 def require_crypto(module: t.Any = None) -> None:
@@ -164,7 +170,7 @@ def load_trusted(paths: t.List[str]) -> t.Dict[str, t.Any]:
     for path in paths:
         _readable(path, "trusted key")
     try:
-        trusted = keychain.trusted_keys_from(list(paths))
+        trusted = _keychain().trusted_keys_from(list(paths))
     except RansomeyeError:
         raise
     except (ValueError, TypeError) as exc:
@@ -178,7 +184,7 @@ def load_trust(paths: t.List[str]) -> t.Any:
     """Trusted keys plus their key-chain positions (``_backup_trust.Trust``), for the position rule."""
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup_trust import Trust
     keys = load_trusted(paths)
-    return Trust(keys, keychain.trusted_keys_report(list(paths)).positions)
+    return Trust(keys, _keychain().trusted_keys_report(list(paths)).positions)
 
 
 def writer_trust(signer: t.Any, signing_key_path: str, extra_paths: t.Optional[t.List[str]]) -> t.Any:
@@ -192,7 +198,7 @@ def writer_trust(signer: t.Any, signing_key_path: str, extra_paths: t.Optional[t
     if paths:
         for path in paths:
             _readable(path, "trusted key")
-        report = keychain.trusted_keys_report(paths)
+        report = _keychain().trusted_keys_report(paths)
         keys.update(report.trusted)
         positions = report.positions
     return Trust(keys, positions)

@@ -89,7 +89,7 @@ def run_backup(module: t.Any) -> dict:
         from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
         require_psycopg2(module)
     # Fail on bad paths before touching the repository.
-    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_tree import normalize_roots
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_roots import normalize_roots
     config_roots = normalize_roots(params.get("config_paths") or [], "config") if "config" in components else []
     artifact_roots = normalize_roots(params.get("artifact_paths") or [], "artifact") if "artifacts" in components else []
     signer, signer_id = load_signer(params["signing_key"], params.get("signing_key_passphrase"))

@@ -39,32 +39,6 @@ READ_CHUNK = 1 << 20
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-def normalize_roots(paths: t.Sequence[str], what: str) -> t.List[str]:
-    """Absolute, normalised, de-duplicated roots; each must exist and be readable."""
-    roots: t.List[str] = []
-    for path in paths or []:
-        if not path:
-            continue
-        root = os.path.normpath(os.path.abspath(path))
-        try:
-            st = os.lstat(root)
-        except FileNotFoundError:
-            raise RansomeyeError("%s path %s does not exist" % (what, root), path=root)
-        if stat.S_ISDIR(st.st_mode) and not os.access(root, os.R_OK | os.X_OK):
-            raise RansomeyeError("%s path %s is not readable" % (what, root), path=root)
-        if stat.S_ISREG(st.st_mode) and not os.access(root, os.R_OK):
-            raise RansomeyeError("%s path %s is not readable" % (what, root), path=root)
-        if root not in roots:
-            roots.append(root)
-    # a root inside another root would be walked twice
-    roots = sorted(roots)
-    kept: t.List[str] = []
-    for root in roots:
-        if not any(root.startswith(k.rstrip("/") + "/") for k in kept):
-            kept.append(root)
-    return kept
-
-
 class Entry(t.NamedTuple):
     path: str
     st: os.stat_result

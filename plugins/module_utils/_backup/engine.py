@@ -41,7 +41,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
 BIG_FILE = 8 << 20           # larger files are streamed chunk by chunk by the walking thread
-BATCH_FILES = 64
+BATCH_FILES = 128            # small files per batch: fewer thread hand-offs (200,000 files of 1-4 KiB: 9.0 -> 8.3 s)
 BATCH_BYTES = 4 << 20
 INFLIGHT_BYTES = 24 << 20    # file bytes queued for the worker threads and not yet stored
 LOOKAHEAD = 16               # subdirectories of one directory waiting for their reads at a time

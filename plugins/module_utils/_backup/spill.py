@@ -56,7 +56,7 @@ class NewBlobs:
     def __init__(self, directory: str) -> None:
         self.directory = directory
         self.recent: t.Dict[bytes, str] = {}
-        self.bloom = bytearray(1 << (BLOOM_BITS - 3))
+        self.bloom = bytearray()      # 8 MiB once the first run is spilled (a small backup never needs it)
         self.runs: t.List[t.Tuple[int, int, t.List[bytes]]] = []   # (file offset, count, every STEP-th id)
         self.pack_ids: t.List[str] = []          # pack numbers of the spilled entries
         self.pack_numbers: t.Dict[str, int] = {}
@@ -125,6 +125,8 @@ class NewBlobs:
             offset = self.file.seek(0, os.SEEK_END)
             self.file.write(b"".join(rows))
             self.file.flush()
+        if not self.bloom:
+            self.bloom = bytearray(1 << (BLOOM_BITS - 3))
         bloom = self.bloom
         for blob, _pack in items:
             for bit in self._bits(blob):
