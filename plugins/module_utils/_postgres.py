@@ -23,7 +23,7 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 # the option specs live apart so that a module can build its argument spec without importing psycopg2
-from ansible_collections.ransomeye.ops.plugins.module_utils._pg_spec import (  # noqa: F401 (re-exported)
+from ansible_collections.ransomeye.ops.plugins.module_utils._pg_spec import (  # noqa: F401 pylint: disable=unused-import
     SSL_MODES, ignored_connection_spec, postgres_argument_spec)
 
 try:

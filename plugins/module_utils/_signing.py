@@ -72,8 +72,9 @@ def _canonical_ok(obj: t.Any) -> bool:
     """The check below without building a location string per node (it is only needed to report a failure)."""
     if isinstance(obj, dict):
         for key, value in obj.items():
-            if not isinstance(key, str) or (not isinstance(value, (str, bool, int)) and value is not None
-                                        and not _canonical_ok(value)):
+            if not isinstance(key, str):
+                return False
+            if not isinstance(value, (str, bool, int)) and value is not None and not _canonical_ok(value):
                 return False
         return True
     if isinstance(obj, (list, tuple)):
