@@ -30,18 +30,13 @@ description:
     rather than queued again.
 author:
   - ransomeye.ops contributors (@ransomeye)
+attributes:
+  check_mode:
+    details: Renders the alert and reports what would be sent or queued; opens no connection and writes nothing.
 extends_documentation_fragment:
   - ransomeye.ops.connection_ignored
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Renders the alert and reports what would be sent or queued; opens no connection and writes nothing.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.no_diff
 options:
   server:
     description:

@@ -196,18 +196,13 @@ options:
         backup read every file once.
     type: path
     version_added: "0.2.0"
+attributes:
+  check_mode:
+    details: In check mode nothing is written; the result says whether a backup would be taken (see O(max_age)).
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: In check mode nothing is written; the result says whether a backup would be taken (see O(max_age)).
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.no_diff
 notes:
   - The manifest records plaintext SHA-256 digests and the paths of backed-up files (needed by the restore drill);
     protect the repository against reading like any other inventory of the host.

@@ -67,22 +67,16 @@ options:
       - Seconds to wait for a backup or prune in progress before failing.
     type: int
     default: 300
+attributes:
+  check_mode:
+    details: Verification reads only, so it runs the same in check mode.
 extends_documentation_fragment:
   - ransomeye.ops.backup_keys
   - ransomeye.ops.backup_keys.decryption
   - ransomeye.ops.backup_keys.incident
   - ransomeye.ops.connection_ignored
-  - ransomeye.ops.connection_ignored.ca_cert
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Verification reads only, so it runs the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.no_diff
 seealso:
   - module: ransomeye.ops.ransomeye_backup
   - module: ransomeye.ops.ransomeye_restore

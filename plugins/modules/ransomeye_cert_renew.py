@@ -25,19 +25,15 @@ description:
     renewal.
 author:
   - ransomeye.ops contributors (@ransomeye)
+attributes:
+  check_mode:
+    details: Reports whether and why the certificate would be renewed; writes nothing.
+  diff_mode:
+    details: Subject, serial, SHA-256 fingerprint and expiry of the certificate before and after (never key material).
 extends_documentation_fragment:
   - ransomeye.ops.connection_ignored
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Reports whether and why the certificate would be renewed; writes nothing.
-  diff_mode:
-    support: full
-    details: Subject, serial, SHA-256 fingerprint and expiry of the certificate before and after (never key material).
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.diff
 requirements:
   - cryptography >= 3.4 on the managed host
 options:

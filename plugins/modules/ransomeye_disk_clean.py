@@ -42,19 +42,13 @@ description:
     hard-linked files are counted once, and only when really freed.
 author:
   - ransomeye.ops maintainers (@ransomeye)
-extends_documentation_fragment:
-  - ransomeye.ops.connection_ignored
-  - ransomeye.ops.connection_ignored.ca_cert
-  - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    support: full
     details: Lists what would go (RV(removed)) and the bytes that would be freed; removes nothing.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+extends_documentation_fragment:
+  - ransomeye.ops.connection_ignored
+  - ransomeye.ops.attributes
+  - ransomeye.ops.attributes.no_diff
 options:
   roots:
     description:

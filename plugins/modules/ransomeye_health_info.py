@@ -34,18 +34,13 @@ description:
   - An info module. It changes nothing on the host; the only file it writes is the report, when O(report_path) is set.
 author:
   - ransomeye.ops contributors (@ransomeye)
+attributes:
+  check_mode:
+    details: Runs the same read-only checks (and writes O(report_path), which is output, not a change).
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Runs the same read-only checks (and writes O(report_path), which is output, not a change).
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.no_diff
 options:
   checks:
     description:

@@ -35,19 +35,13 @@ description:
     SIGKILL itself at that point; C(corrupt) damages the temp archive before it is verified. Never set it in production."
 author:
   - ransomeye.ops maintainers (@ransomeye)
-extends_documentation_fragment:
-  - ransomeye.ops.connection_ignored
-  - ransomeye.ops.connection_ignored.ca_cert
-  - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    support: full
     details: Reads each candidate to name its archive and reports what would be archived and pruned; writes nothing.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+extends_documentation_fragment:
+  - ransomeye.ops.connection_ignored
+  - ransomeye.ops.attributes
+  - ransomeye.ops.attributes.no_diff
 options:
   paths:
     description:

@@ -28,14 +28,7 @@ author:
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.diff
 options:
   memory:
     description:

@@ -32,18 +32,13 @@ description:
   - C(changed) is true only when a VACUUM or ANALYZE ran.
 author:
   - ransomeye.ops maintainers (@ransomeye)
+attributes:
+  check_mode:
+    details: Reports the tables that would be processed (RV(planned)) and the statistics before; runs nothing.
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Reports the tables that would be processed (RV(planned)) and the statistics before; runs nothing.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.no_diff
 requirements:
   - psycopg2 (or psycopg2-binary)
 options:

@@ -141,6 +141,9 @@ options:
       - Seconds to wait for a backup or prune in progress before failing.
     type: int
     default: 300
+attributes:
+  check_mode:
+    details: In check mode the backup is verified and the files and database that would change are reported.
 extends_documentation_fragment:
   - ransomeye.ops.backup_keys
   - ransomeye.ops.backup_keys.decryption
@@ -148,15 +151,7 @@ extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.pitr_restore
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: In check mode the backup is verified and the files and database that would change are reported.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.no_diff
 seealso:
   - module: ransomeye.ops.ransomeye_backup
   - module: ransomeye.ops.ransomeye_backup_verify

@@ -33,18 +33,13 @@ options:
       - Switch to a new WAL segment after creating the point.
     type: bool
     default: true
+attributes:
+  check_mode:
+    details: Reports that a restore point would be created; creates none.
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Reports that a restore point would be created; creates none.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.no_diff
 seealso:
   - module: ransomeye.ops.ransomeye_restore
   - module: ransomeye.ops.ransomeye_wal_archive

@@ -28,22 +28,18 @@ description:
   - The password is never returned, logged or put on a command line; the module starts no child process.
 author:
   - ransomeye.ops contributors (@ransomeye)
-extends_documentation_fragment:
-  - ransomeye.ops.postgres
-  - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    support: full
     details: Reports which files and roles would change; connects read-only and changes nothing.
   diff_mode:
-    support: full
     details: The env files before and after, with both passwords replaced by C(CURRENT-PASSWORD-REDACTED) and
       C(NEW-PASSWORD-REDACTED), and every other secret-looking value (names with PASSWORD, SECRET, TOKEN, KEY,
       AUTH...; the password of any URL) replaced by C(SECRET-REDACTED); no secret ever appears in the diff. Without
       diff mode no diff is returned.
-  platform:
-    platforms: posix
+extends_documentation_fragment:
+  - ransomeye.ops.postgres
+  - ransomeye.ops.attributes
+  - ransomeye.ops.attributes.diff
 options:
   role:
     description:

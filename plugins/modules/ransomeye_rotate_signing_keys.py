@@ -29,20 +29,15 @@ description:
     the genesis key (bundle 1) and its age is taken from the file's modification time.
 author:
   - ransomeye.ops contributors (@ransomeye)
-extends_documentation_fragment:
-  - ransomeye.ops.connection_ignored
-  - ransomeye.ops.connection_ignored.ca_cert
-  - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    support: full
     details: Reports whether a rotation or rollback would happen and the bundle it would write.
   diff_mode:
-    support: full
     details: The active key id before and after (key ids are public-key fingerprints).
-  platform:
-    platforms: posix
+extends_documentation_fragment:
+  - ransomeye.ops.connection_ignored
+  - ransomeye.ops.attributes
+  - ransomeye.ops.attributes.diff
 requirements:
   - cryptography on the managed host
 options:

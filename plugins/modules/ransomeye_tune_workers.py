@@ -28,16 +28,8 @@ author:
   - ransomeye.ops contributors (@ransomeye)
 extends_documentation_fragment:
   - ransomeye.ops.connection_ignored
-  - ransomeye.ops.connection_ignored.ca_cert
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.diff
 options:
   cpus:
     description: Number of CPUs. Detected from the affinity and the cgroup CPU quota when omitted.

@@ -113,19 +113,15 @@ options:
       - OS user the PostgreSQL server runs as.
     type: str
     default: postgres
+attributes:
+  check_mode:
+    details: Reports the files and settings that would change; writes nothing and changes no setting.
+  diff_mode:
+    details: The settings before and after.
 extends_documentation_fragment:
   - ransomeye.ops.postgres
   - ransomeye.ops.attributes
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Reports the files and settings that would change; writes nothing and changes no setting.
-  diff_mode:
-    support: full
-    details: The settings before and after.
-  platform:
-    platforms: posix
+  - ransomeye.ops.attributes.diff
 notes:
   - The server must be restarted once after the first enable (C(archive_mode) is a start-up setting).
 seealso:
