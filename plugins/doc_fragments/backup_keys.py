@@ -8,10 +8,17 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # The keys a reader of a backup repository trusts, and the rollback anchor; shared by
-    # ransomeye_backup_verify, ransomeye_restore and ransomeye_backup_info.
+    # The repository a reader opens, the keys it trusts, and the rollback anchor; shared by
+    # ransomeye_backup_verify, ransomeye_restore and ransomeye_backup_info. The argument specs of this
+    # fragment and of its parts below are in module_utils/_backup_options.py. Each module words
+    # trusted_keys for itself (and says whether it is required); its own text overrides this one.
     DOCUMENTATION = r'''
 options:
+  repo:
+    description:
+      - Directory of the backup repository.
+    type: path
+    required: true
   trusted_keys:
     description:
       - Public keys trusted to sign manifests. Each item is a PEM public key file, a directory of C(.pub) files, or a
@@ -34,6 +41,11 @@ options:
       - Must not be inside the repository.
     type: path
     version_added: "0.2.0"
+  lock_timeout:
+    description:
+      - Seconds to wait for a backup or prune in progress before failing.
+    type: int
+    default: 300
 '''
 
     # The incident mark (docs/THREAT_MODEL.md, "H and the vault"); ransomeye_backup_verify and ransomeye_restore.

@@ -221,3 +221,8 @@ def load_decryption(private_key: t.Optional[str], passphrase: t.Optional[str], k
         _readable(key_file, "key_file")
         return {"key": container.load_key_file(key_file)}
     return {}
+
+
+def decryption_from_params(params: dict) -> dict:
+    """load_decryption of a module's private_key, private_key_passphrase and key_file options."""
+    return load_decryption(params.get("private_key"), params.get("private_key_passphrase"), params.get("key_file"))

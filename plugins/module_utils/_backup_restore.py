@@ -24,7 +24,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_incident imp
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_trust as btrust
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
-    container, load_decryption, load_trust)
+    container, decryption_from_params, load_trust)
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import (
     ChunkReader, object_chunks, open_object)
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_info import sizes as backup_sizes
@@ -370,7 +370,7 @@ def run_restore_module(module: t.Any) -> dict:
     anchor = anchor_param(params, repo)
     if not params.get("private_key") and not params.get("key_file"):
         raise RansomeyeError("restore decrypts the backup: give private_key (rsa mode) or key_file (aes mode)")
-    decrypt = load_decryption(params.get("private_key"), params.get("private_key_passphrase"), params.get("key_file"))
+    decrypt = decryption_from_params(params)
     with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
         level = params.get("verify_level") or "ciphertext"
         # A restore of config and artifacts only reads each v2 pack once: it authenticates every pack (AES-GCM,

@@ -29,7 +29,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_refs import 
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import reader as v2reader
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import stream as v2stream
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import (
-    container, load_decryption, load_trust)
+    container, decryption_from_params, load_trust)
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import open_object
 
 LEVELS = ("quick", "ciphertext", "full")
@@ -292,8 +292,7 @@ def run_verify_module(module: t.Any) -> dict:
     if params["level"] == "full":
         if not params.get("private_key") and not params.get("key_file"):
             raise RansomeyeError("level full decrypts every object: give private_key (rsa mode) or key_file (aes mode)")
-        decrypt_kwargs = load_decryption(params.get("private_key"), params.get("private_key_passphrase"),
-                                         params.get("key_file"))
+        decrypt_kwargs = decryption_from_params(params)
     with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
         result = verify_repo(repo, trusted, params.get("backup") or "latest", params["level"], decrypt_kwargs,
                              anchor=anchor, mark=incident_from_params(params))

@@ -36,7 +36,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain a
 from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_prefetch as prefetch
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_install as inst
-from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import load_decryption, load_trust
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import decryption_from_params, load_trust
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_objects import ChunkReader, object_chunks
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, fsync_dir
 
@@ -375,7 +375,7 @@ def run_pitr(module: t.Any) -> dict:
     user = inst.os_user(params.get("os_user") or "postgres")
     repo = brepo.Repo.open(params["repo"])
     trusted = load_trust(params.get("trusted_keys") or [])
-    decrypt = load_decryption(params.get("private_key"), params.get("private_key_passphrase"), params.get("key_file"))
+    decrypt = decryption_from_params(params)
     with repo.lock(exclusive=False, timeout=params.get("lock_timeout") or 0):
         plan = plan_restore(params, repo, trusted, decrypt)
         result: t.Dict[str, t.Any] = {

@@ -23,11 +23,6 @@ description:
 author:
   - ransomeye.ops contributors (@ransomeye)
 options:
-  repo:
-    description:
-      - Directory of the backup repository.
-    type: path
-    required: true
   backup:
     description:
       - Which backups to list, a backup id (or its 8-digit seq), V(latest) (the newest backup whose manifest
@@ -38,14 +33,7 @@ options:
     description:
       - Public keys trusted to sign manifests (PEM files, directories of C(.pub) files, or signing key directories
         whose key-update chain is walked, with the key-chain position rule).
-    type: list
-    elements: path
     required: true
-  lock_timeout:
-    description:
-      - Seconds to wait for a backup or prune in progress before failing.
-    type: int
-    default: 300
 attributes:
   check_mode:
     details: It only reads, so it runs the same in check mode.
@@ -105,19 +93,16 @@ count:
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ignored_connection_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_options import reader_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_info import run_info_module
 
 
 def main():
     module = RansomeyeModule(
         argument_spec=dict(
-            repo=dict(type="path", required=True),
             backup=dict(type="str", default="all"),
-            trusted_keys=dict(type="list", elements="path", required=True, no_log=False),
-            anchor=dict(type="path"),
-            lock_timeout=dict(type="int", default=300),
         ),
-        shared_specs=[ignored_connection_spec()],
+        shared_specs=[ignored_connection_spec(), reader_spec()],
         supports_check_mode=True,
     )
     module.run(run_info_module)

@@ -30,11 +30,6 @@ description:
 author:
   - ransomeye.ops contributors (@ransomeye)
 options:
-  repo:
-    description:
-      - Directory of the backup repository.
-    type: path
-    required: true
   backup:
     description:
       - Which backup to verify, a backup id, V(latest) or V(all).
@@ -54,19 +49,12 @@ options:
       - With a key directory, the key-chain position rule applies (C(docs/BACKUP_FORMAT.md) section 2.5) - a manifest
         signed by a retired key after a newer key of the chain signed an earlier backup is refused.
       - O(level=full) also needs O(private_key) (rsa mode) or O(key_file) (aes mode).
-    type: list
-    elements: path
     required: true
   fail_on_problems:
     description:
       - Fail the task when any problem is found. With V(false) the problems are only returned.
     type: bool
     default: true
-  lock_timeout:
-    description:
-      - Seconds to wait for a backup or prune in progress before failing.
-    type: int
-    default: 300
 attributes:
   check_mode:
     details: Verification reads only, so it runs the same in check mode.
@@ -157,26 +145,18 @@ wal:
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ignored_connection_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_options import decryption_spec, incident_spec, reader_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_verify import run_verify_module
 
 
 def main():
     module = RansomeyeModule(
         argument_spec=dict(
-            repo=dict(type="path", required=True),
             backup=dict(type="str", default="latest"),
             level=dict(type="str", choices=["quick", "ciphertext", "full"], default="quick"),
-            trusted_keys=dict(type="list", elements="path", required=True, no_log=False),
-            anchor=dict(type="path"),
-            refuse_after_seq=dict(type="int"),
-            revoked_keys=dict(type="list", elements="str", default=[], no_log=False),
-            private_key=dict(type="path", no_log=False),
-            private_key_passphrase=dict(type="str", no_log=True),
-            key_file=dict(type="path", no_log=False),
             fail_on_problems=dict(type="bool", default=True),
-            lock_timeout=dict(type="int", default=300),
         ),
-        shared_specs=[ignored_connection_spec()],
+        shared_specs=[ignored_connection_spec(), reader_spec(), decryption_spec(), incident_spec()],
         supports_check_mode=True,
         mutually_exclusive=[("private_key", "key_file")],
     )

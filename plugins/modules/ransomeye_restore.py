@@ -34,11 +34,6 @@ description:
 author:
   - ransomeye.ops contributors (@ransomeye)
 options:
-  repo:
-    description:
-      - Directory of the backup repository.
-    type: path
-    required: true
   backup:
     description:
       - Backup id to restore, or V(latest).
@@ -57,8 +52,6 @@ options:
         whose key-update chain is walked, with the key-chain position rule). Required with O(state=restored).
       - V(latest) is the newest backup whose manifest verifies; newer files that do not verify are ignored with a
         warning.
-    type: list
-    elements: path
   db:
     description:
       - Name of the database to restore into (swap target). Default is the name recorded in the manifest.
@@ -136,11 +129,6 @@ options:
     elements: str
     default: [DB_PASSWORD, DATABASE_URL]
     version_added: "0.2.0"
-  lock_timeout:
-    description:
-      - Seconds to wait for a backup or prune in progress before failing.
-    type: int
-    default: 300
 attributes:
   check_mode:
     details: In check mode the backup is verified and the files and database that would change are reported.
@@ -354,6 +342,7 @@ unsigned_tail:
 '''
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
+from ansible_collections.ransomeye.ops.plugins.module_utils._backup_options import decryption_spec, incident_spec, reader_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import postgres_argument_spec
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_restore import run_restore_module
 from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_restore import pitr_argument_spec
@@ -362,30 +351,22 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._pitr_restore import
 def main():
     module = RansomeyeModule(
         argument_spec=dict(
-            repo=dict(type="path", required=True),
             backup=dict(type="str", default="latest"),
             components=dict(type="list", elements="str", choices=["database", "config", "artifacts"]),
-            private_key=dict(type="path", no_log=False),
-            private_key_passphrase=dict(type="str", no_log=True),
-            key_file=dict(type="path", no_log=False),
-            trusted_keys=dict(type="list", elements="path", no_log=False),
-            anchor=dict(type="path"),
-            refuse_after_seq=dict(type="int"),
-            revoked_keys=dict(type="list", elements="str", default=[], no_log=False),
             db=dict(type="str"),
             dest=dict(type="path"),
             state=dict(type="str", choices=["restored", "rolled_back"], default="restored"),
             verify_level=dict(type="str", choices=["ciphertext", "full"], default="ciphertext"),
             jobs=dict(type="int", default=1),
             staging_dir=dict(type="path"),
-            lock_timeout=dict(type="int", default=300),
             credentials=dict(type="str", choices=["keep_current", "resync_role"], default="keep_current"),
             keep_pre_restore=dict(type="int", default=3),
             certificates=dict(type="str", choices=["keep_newer", "restore"], default="keep_newer"),
             env_files=dict(type="list", elements="path", default=[]),
             env_vars=dict(type="list", elements="str", default=["DB_PASSWORD", "DATABASE_URL"], no_log=False),
         ),
-        shared_specs=[postgres_argument_spec(), pitr_argument_spec()],
+        shared_specs=[postgres_argument_spec(), pitr_argument_spec(), reader_spec(trusted_keys_required=False),
+                      decryption_spec(), incident_spec()],
         supports_check_mode=True,
         mutually_exclusive=[("private_key", "key_file"),
                             ("target_time", "target_lsn", "target_xid", "target_name", "target")],

@@ -249,9 +249,10 @@ def scratch(tmp_path):
 def keys_loaded_once(monkeypatch):
     """The same public and private keys are loaded for every case: parse them once (RSA private key loading checks
     the key, ~20 ms each time), so the cases measure verify and restore."""
-    from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_info, _backup_restore, _backup_verify
-    for module in (_backup_verify, _backup_restore):
-        monkeypatch.setattr(module, "load_decryption", functools.lru_cache(maxsize=None)(module.load_decryption))
+    from ansible_collections.ransomeye.ops.plugins.module_utils import (
+        _backup_info, _backup_keys, _backup_restore, _backup_verify)
+    # verify and restore reach load_decryption through _backup_keys.decryption_from_params
+    monkeypatch.setattr(_backup_keys, "load_decryption", functools.lru_cache(maxsize=None)(_backup_keys.load_decryption))
     original = _backup_verify.load_trust
     cached_trust = functools.lru_cache(maxsize=None)(lambda paths: original(list(paths)))
     for module in (_backup_verify, _backup_restore, _backup_info):
