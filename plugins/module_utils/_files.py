@@ -234,6 +234,21 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
+@contextlib.contextmanager
+def unlink_on_error(path: str) -> t.Iterator[None]:
+    """Remove ``path``, a temp file of this run, when the block raises (even KeyboardInterrupt), then re-raise.
+
+    For a temp file whose last step is not AtomicWriter's plain rename (a
+    repository commit, a rename after a content check, a symlink): nothing half
+    written outlives a failed run.
+    """
+    try:
+        yield
+    except BaseException:
+        _unlink_quietly(path)
+        raise
+
+
 class WalkEntry(t.NamedTuple):
     """One entry found by safe_walk.
 

@@ -30,6 +30,7 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _crypto_container as container
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import unlink_on_error
 
 AHEAD = 8
 WAIT_TICKS = 1200  # x 0.05 s: how long restore_command waits for a segment the read-ahead is writing
@@ -92,27 +93,22 @@ class Prefetcher:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         os.close(os.open(wip, flags, 0o600))
         try:
-            digest = hashlib.sha256()
-            size = 0
-            with open(self.layout.stored_path(name), "rb") as src, os.fdopen(os.open(tmp, flags, 0o600), "wb") as dst:
-                chunks = container.decrypt_chunks(src, expected_object_id="wal/" + name, **self.decrypt)
-                chunks = wf.plaintext(chunks, entry.get("compression"))  # version-2 entries: frames (4.3.1)
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    dst.write(chunk)
-            if digest.hexdigest() != entry.get("plaintext_sha256") or size != entry.get("plaintext_size"):
-                os.unlink(tmp)  # left to the WAL program, which refuses it in the server log
-                return
-            if self.uid is not None:
-                os.chown(tmp, self.uid, self.gid if self.gid is not None else -1)
-            os.rename(tmp, final)
-            self.spooled += 1
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+            with unlink_on_error(tmp):
+                digest = hashlib.sha256()
+                size = 0
+                with open(self.layout.stored_path(name), "rb") as src, os.fdopen(os.open(tmp, flags, 0o600), "wb") as dst:
+                    chunks = container.decrypt_chunks(src, expected_object_id="wal/" + name, **self.decrypt)
+                    chunks = wf.plaintext(chunks, entry.get("compression"))  # version-2 entries: frames (4.3.1)
+                    for chunk in chunks:
+                        digest.update(chunk)
+                        size += len(chunk)
+                        dst.write(chunk)
+                if digest.hexdigest() != entry.get("plaintext_sha256") or size != entry.get("plaintext_size"):
+                    os.unlink(tmp)  # left to the WAL program, which refuses it in the server log
+                    return
+                if self.uid is not None:
+                    os.chown(tmp, self.uid, self.gid if self.gid is not None else -1)
+                os.rename(tmp, final)
+                self.spooled += 1
         finally:
             os.unlink(wip)

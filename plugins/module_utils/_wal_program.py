@@ -36,7 +36,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _crypto_conta
 from ansible_collections.ransomeye.ops.plugins.module_utils import _signing as signing
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_spool as spool_mod
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import ensure_directory, file_lock, fsync_dir
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import ensure_directory, file_lock, fsync_dir, unlink_on_error
 
 PROGRAM_FORMAT = "ransomeye-wal-program"
 READ_CHUNK = 1 << 20
@@ -581,7 +581,7 @@ def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str
     tmp = os.path.join(layout.tmp, "%s.%d.tmp" % (name, os.getpid()))
     final = layout.stored_path(name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
+    with unlink_on_error(tmp):
         with os.fdopen(fd, "wb", buffering=0) as dst, open(source, "rb", buffering=0) as src:
             before = os.fstat(src.fileno())
             sink = _Sink(dst.fileno())
@@ -616,12 +616,6 @@ def _store(layout: wf.WalLayout, config: dict, enc: dict, source: str, name: str
         os.rename(tmp, final)
         fsync_dir(directory)
         _hook("after_rename")
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     record = {"plaintext_sha256": sink.digest.hexdigest(), "plaintext_size": sink.size,
               "ciphertext_sha256": info.ciphertext_sha256, "ciphertext_size": int(info.ciphertext_size),
               "compression": framer.compression}
@@ -717,7 +711,7 @@ def get(config: dict, name: str, dest: str) -> str:
     tmp = dest + ".ransomeye-tmp"
     digest = hashlib.sha256()
     size = 0
-    try:
+    with unlink_on_error(tmp):
         with open(layout.stored_path(name), "rb") as src, open(tmp, "wb") as dst:
             if expected.get("compression") not in wf.COMPRESSIONS + (None, "none"):
                 raise RansomeyeError("%s: unknown compression %r in the restore plan" % (name, expected["compression"]))
@@ -730,12 +724,6 @@ def get(config: dict, name: str, dest: str) -> str:
         if digest.hexdigest() != expected.get("plaintext_sha256") or size != expected.get("plaintext_size"):
             raise RansomeyeError("%s decrypted to content that differs from the verified chain entry" % name)
         os.rename(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return "restored"
 
 

@@ -23,6 +23,7 @@ import threading
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import unlink_on_error
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import container
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
@@ -118,7 +119,7 @@ def write_object(repo: brepo.Repo, enc: t.Any, object_id: str, plaintext: t.Unio
     """Encrypt ``plaintext`` into repo/tmp, then rename it into objects/ (a crash leaves only tmp garbage)."""
     tmp = repo.new_tmp_path(object_id)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
-    try:
+    with unlink_on_error(tmp):
         with os.fdopen(fd, "wb") as handle:
             writer = enc.encryptor(handle, object_id)
             view = memoryview(plaintext)
@@ -126,12 +127,6 @@ def write_object(repo: brepo.Repo, enc: t.Any, object_id: str, plaintext: t.Unio
                 writer.write(view[start:start + container.CHUNK_SIZE])
             info = writer.close()
         repo.commit_object(tmp, object_id)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return {"kind": kind, "plaintext_sha256": info.plaintext_sha256, "plaintext_size": int(info.plaintext_size),
             "ciphertext_sha256": info.ciphertext_sha256, "ciphertext_size": int(info.ciphertext_size)}
 

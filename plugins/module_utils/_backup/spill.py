@@ -33,6 +33,7 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import unlink_on_error
 
 RUN = 1 << 16                 # ids or records kept in memory before a run is spilled
 STEP = 256                    # one in-memory sample per STEP spilled ids
@@ -213,7 +214,7 @@ class Records:
         tmp = repo.new_tmp_path("index-" + os.urandom(8).hex())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
         size = 0
-        try:
+        with unlink_on_error(tmp):
             with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
                 def put(data: bytes) -> None:
                     digest.update(data)
@@ -231,12 +232,6 @@ class Records:
                 size = handle.tell()
             index_id = digest.hexdigest()
             repo.commit_object(tmp, index_id)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
         return index_id, {"kind": "index", "plaintext_sha256": index_id, "plaintext_size": size,
                           "ciphertext_sha256": index_id, "ciphertext_size": size}
 

@@ -37,6 +37,26 @@ def test_atomic_write_failure_leaves_target_and_no_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conf"]
 
 
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_unlink_on_error_removes_the_temp_file_and_reraises(tmp_path, error):
+    tmp = tmp_path / "obj.tmp"
+    with pytest.raises(type(error)):
+        with _files.unlink_on_error(str(tmp)):
+            tmp.write_bytes(b"half written")
+            raise error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unlink_on_error_keeps_the_file_on_success_and_tolerates_a_missing_temp(tmp_path):
+    kept = tmp_path / "kept.tmp"
+    with _files.unlink_on_error(str(kept)):
+        kept.write_bytes(b"done")
+    assert kept.read_bytes() == b"done"
+    with pytest.raises(ValueError):  # the temp was never created: the block's own error comes out, not ENOENT
+        with _files.unlink_on_error(str(tmp_path / "never.tmp")):
+            raise ValueError("before the temp file existed")
+
+
 def test_process_killed_before_rename_leaves_old_file_intact(tmp_path):
     target = tmp_path / "state.json"
     target.write_bytes(b'{"old": true}')
