@@ -22,29 +22,21 @@ if _COLLECTIONS not in sys.path:
     sys.path.insert(0, _COLLECTIONS)
 
 from tests.harness import ansible_runner  # noqa: E402
-from tests.harness.pgcluster import PgCluster  # noqa: E402
+from tests.harness.pgcluster import running_cluster  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def pg():
     """One cluster for the session (per xdist worker); stopped and removed even on failure."""
-    cluster = PgCluster()
-    try:
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture
 def fresh_pg():
     """A cluster of the test's own, for tests that restart, stop or reconfigure the server."""
-    cluster = PgCluster()
-    try:
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture

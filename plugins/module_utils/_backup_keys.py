@@ -147,19 +147,25 @@ def load_encryption(params: dict, keys_dir: str, create_id_key: bool = True) -> 
     return Encryption("aes", None, key, [], id_key)
 
 
+def _private_key(loader: t.Callable[[str, t.Optional[bytes]], t.Any], path: str, passphrase: t.Optional[str],
+                 option: str) -> t.Any:
+    """``loader(path, passphrase)``; a wrong passphrase or a file that is no PEM private key is a clear error."""
+    try:
+        return loader(path, passphrase.encode() if isinstance(passphrase, str) else passphrase)
+    except RansomeyeError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise RansomeyeError("%s %s cannot be loaded (wrong passphrase or not a PEM private key): %s"
+                             % (option, path, exc))
+
+
 def load_signer(path: str, passphrase: t.Optional[str] = None) -> t.Tuple[t.Any, str]:
     """(private key, key id) from a PEM file or a signing key directory (its active.key)."""
     require_crypto()
     if path and os.path.isdir(path):
         path = os.path.join(path, "active.key")
     _readable(path, "signing_key")
-    try:
-        key = signing.load_signing_private_key(path, passphrase.encode() if isinstance(passphrase, str) else passphrase)
-    except RansomeyeError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise RansomeyeError("signing_key %s cannot be loaded (wrong passphrase or not a PEM private key): %s"
-                             % (path, exc))
+    key = _private_key(signing.load_signing_private_key, path, passphrase, "signing_key")
     return key, signing.key_id(key.public_key())
 
 
@@ -209,14 +215,7 @@ def load_decryption(private_key: t.Optional[str], passphrase: t.Optional[str], k
     require_crypto()
     if private_key:
         _readable(private_key, "private_key")
-        try:
-            key = container.load_private_key(private_key, passphrase.encode() if isinstance(passphrase, str) else passphrase)
-        except RansomeyeError:
-            raise
-        except (ValueError, TypeError) as exc:
-            raise RansomeyeError("private_key %s cannot be loaded (wrong passphrase or not a PEM private key): %s"
-                                 % (private_key, exc))
-        return {"private_key": key}
+        return {"private_key": _private_key(container.load_private_key, private_key, passphrase, "private_key")}
     if key_file:
         _readable(key_file, "key_file")
         return {"key": container.load_key_file(key_file)}

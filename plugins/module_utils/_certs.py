@@ -52,7 +52,7 @@ import stat
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import backup_copy, fsync_dir, file_lock
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import backup_copy, fsync_dir, file_lock, unlink_on_error
 
 try:
     from cryptography import x509
@@ -102,12 +102,16 @@ def _utcnow() -> datetime.datetime:
 
 # -- reading ----------------------------------------------------------------------------------------------------------
 
-def load_cert(path: str, what: str = "certificate") -> t.Any:
+def _read(path: str, what: str) -> bytes:
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            return handle.read()
     except OSError as exc:
         raise RansomeyeError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
+
+
+def load_cert(path: str, what: str = "certificate") -> t.Any:
+    data = _read(path, what)
     try:
         return x509.load_pem_x509_certificate(data)
     except ValueError:
@@ -118,11 +122,7 @@ def load_cert(path: str, what: str = "certificate") -> t.Any:
 
 
 def load_key(path: str, passphrase: t.Optional[str] = None, what: str = "private key") -> t.Any:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise RansomeyeError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
+    data = _read(path, what)
     try:
         return serialization.load_pem_private_key(data, passphrase.encode("utf-8") if passphrase else None)
     except TypeError:
@@ -474,14 +474,8 @@ def _symlink_atomically(target: str, path: str) -> None:
     directory = os.path.dirname(path)
     tmp = os.path.join(directory, ".%s.%s.lnk" % (os.path.basename(path), secrets.token_hex(8)))
     os.symlink(target, tmp)  # fails (never follows) if the name exists
-    try:
+    with unlink_on_error(tmp):
         os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     fsync_dir(directory)
 
 

@@ -142,51 +142,45 @@ def _v1_dir(root: str, controller: str) -> t.Optional[str]:
     return None
 
 
-def cgroup_cpu_quota(root: str = CGROUP_ROOT, proc_cgroup_text: t.Optional[str] = None) -> t.Optional[t.Tuple[float, str]]:
-    """The tightest CPU quota over our cgroup and its ancestors: (cpus, file) or None."""
+def _tightest(root: str, proc_cgroup_text: t.Optional[str], controller: str, v2_file: str,
+              v2_parse: t.Callable[[str], t.Any], v1_files: t.Sequence[str], v1_parse: t.Callable[..., t.Any]) -> t.Any:
+    """The smallest limit over our cgroup and its ancestors, v2 and v1 hierarchies: (value, file) or None.
+
+    A limit is set in a v2 directory by ``v2_file`` and in a v1 directory of
+    ``controller`` by ``v1_files`` (all of them must be readable); the file
+    reported is the first one of the directory holding the tightest limit.
+    """
     if proc_cgroup_text is None:
         proc_cgroup_text = _read(PROC_SELF_CGROUP) or ""
     paths = parse_proc_cgroup(proc_cgroup_text)
-    found: t.List[t.Tuple[float, str]] = []
+    found: t.List[t.Tuple[t.Any, str]] = []
     v2_base = root if os.path.exists(os.path.join(root, "cgroup.controllers")) else os.path.join(root, "unified")
     if "" in paths and os.path.isdir(v2_base):
         for directory in _ancestors(v2_base, paths[""]):
-            text = _read(os.path.join(directory, "cpu.max"))
-            cpus = parse_cpu_max_v2(text) if text else None
-            if cpus is not None:
-                found.append((cpus, os.path.join(directory, "cpu.max")))
-    v1_base = _v1_dir(root, "cpu")
+            text = _read(os.path.join(directory, v2_file))
+            value = v2_parse(text) if text else None
+            if value is not None:
+                found.append((value, os.path.join(directory, v2_file)))
+    v1_base = _v1_dir(root, controller)
     if v1_base:
-        for directory in _ancestors(v1_base, paths.get("cpu", "/")):
-            quota = _read(os.path.join(directory, "cpu.cfs_quota_us"))
-            period = _read(os.path.join(directory, "cpu.cfs_period_us"))
-            cpus = parse_cfs_v1(quota, period) if quota and period else None
-            if cpus is not None:
-                found.append((cpus, os.path.join(directory, "cpu.cfs_quota_us")))
+        for directory in _ancestors(v1_base, paths.get(controller, "/")):
+            texts = [_read(os.path.join(directory, name)) for name in v1_files]
+            value = v1_parse(*texts) if all(texts) else None
+            if value is not None:
+                found.append((value, os.path.join(directory, v1_files[0])))
     return min(found) if found else None
+
+
+def cgroup_cpu_quota(root: str = CGROUP_ROOT, proc_cgroup_text: t.Optional[str] = None) -> t.Optional[t.Tuple[float, str]]:
+    """The tightest CPU quota over our cgroup and its ancestors: (cpus, file) or None."""
+    return _tightest(root, proc_cgroup_text, "cpu", "cpu.max", parse_cpu_max_v2,
+                     ("cpu.cfs_quota_us", "cpu.cfs_period_us"), parse_cfs_v1)
 
 
 def cgroup_memory_limit(root: str = CGROUP_ROOT, proc_cgroup_text: t.Optional[str] = None) -> t.Optional[t.Tuple[int, str]]:
     """The tightest memory limit over our cgroup and its ancestors: (bytes, file) or None."""
-    if proc_cgroup_text is None:
-        proc_cgroup_text = _read(PROC_SELF_CGROUP) or ""
-    paths = parse_proc_cgroup(proc_cgroup_text)
-    found: t.List[t.Tuple[int, str]] = []
-    v2_base = root if os.path.exists(os.path.join(root, "cgroup.controllers")) else os.path.join(root, "unified")
-    if "" in paths and os.path.isdir(v2_base):
-        for directory in _ancestors(v2_base, paths[""]):
-            text = _read(os.path.join(directory, "memory.max"))
-            limit = parse_memory_max_v2(text) if text else None
-            if limit is not None:
-                found.append((limit, os.path.join(directory, "memory.max")))
-    v1_base = _v1_dir(root, "memory")
-    if v1_base:
-        for directory in _ancestors(v1_base, paths.get("memory", "/")):
-            text = _read(os.path.join(directory, "memory.limit_in_bytes"))
-            limit = parse_memory_limit_v1(text) if text else None
-            if limit is not None:
-                found.append((limit, os.path.join(directory, "memory.limit_in_bytes")))
-    return min(found) if found else None
+    return _tightest(root, proc_cgroup_text, "memory", "memory.max", parse_memory_max_v2,
+                     ("memory.limit_in_bytes",), parse_memory_limit_v1)
 
 
 # -- detection ------------------------------------------------------------------

@@ -180,6 +180,16 @@ class PgCluster:
             return handle.read()
 
 
+def table_texts(cur: t.Any) -> t.Iterator[t.Tuple[str, t.List[str]]]:
+    """("schema.table", its rows as text, sorted) for every user table, in name order (to compare databases)."""
+    cur.execute("""SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                   ORDER BY 1, 2""")
+    for schema, table in cur.fetchall():
+        cur.execute('SELECT t::text FROM "%s"."%s" t ORDER BY 1' % (schema, table))
+        yield "%s.%s" % (schema, table), [row[0] for row in cur.fetchall()]
+
+
 @contextlib.contextmanager
 def running_cluster(**kwargs: t.Any) -> t.Iterator[PgCluster]:
     cluster = PgCluster(**kwargs)

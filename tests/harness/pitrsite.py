@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from tests.harness.ansible_runner import run_module_direct
-from tests.harness.pgcluster import PgCluster
+from tests.harness.pgcluster import PgCluster, table_texts
 
 
 class Site:
@@ -83,15 +83,11 @@ def table_hashes(pg, dbname: str) -> dict:
     out = {}
     try:
         with conn.cursor() as cur:
-            cur.execute("""SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                           WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                           ORDER BY 1, 2""")
-            for schema, table in cur.fetchall():
-                cur.execute('SELECT t::text FROM "%s"."%s" t ORDER BY 1' % (schema, table))
+            for name, rows in table_texts(cur):
                 digest = hashlib.sha256()
-                for (row,) in cur.fetchall():
+                for row in rows:
                     digest.update(row.encode() + b"\n")
-                out["%s.%s" % (schema, table)] = digest.hexdigest()
+                out[name] = digest.hexdigest()
     finally:
         if hasattr(pg, "connect"):
             conn.close()

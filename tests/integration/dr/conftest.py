@@ -10,6 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from tests.harness.pgcluster import table_texts
+
 SCHEMA = """
 CREATE SEQUENCE public.detection_seq START 1000;
 CREATE TABLE public.hosts (
@@ -78,12 +80,7 @@ def table_rows(pg, dbname: str) -> dict:
     out = {}
     try:
         with conn.cursor() as cur:
-            cur.execute("""SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                           WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                           ORDER BY 1, 2""")
-            for schema, table in cur.fetchall():
-                cur.execute('SELECT t::text FROM "%s"."%s" t ORDER BY 1' % (schema, table))
-                out["%s.%s" % (schema, table)] = [r[0] for r in cur.fetchall()]
+            out.update(table_texts(cur))
             cur.execute("SELECT last_value FROM public.detection_seq")
             out["seq:public.detection_seq"] = cur.fetchall()
     finally:

@@ -353,6 +353,15 @@ def wal_file(repo, entry, key=None, private_key=None):
     return plain
 
 
+def _secrets(args):
+    """(key file bytes, RSA private key) of --key-file / --private-key, each None when not given."""
+    key = load_key_file(args.key_file) if args.key_file else None
+    private = None
+    if args.private_key:
+        private = serialization.load_pem_private_key(open(args.private_key, "rb").read(), password=None)
+    return key, private
+
+
 def wal_main(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument("repo")
@@ -361,10 +370,7 @@ def wal_main(argv):
     parser.add_argument("--key-file")
     parser.add_argument("--private-key")
     args = parser.parse_args(argv)
-    key = load_key_file(args.key_file) if args.key_file else None
-    private = None
-    if args.private_key:
-        private = serialization.load_pem_private_key(open(args.private_key, "rb").read(), password=None)
+    key, private = _secrets(args)
     trusted = serialization.load_pem_public_key(open(args.trusted, "rb").read())
     for name, entry in wal_authentic(args.repo, trusted).items():
         with open(os.path.join(args.dest, name), "wb") as handle:
@@ -384,10 +390,7 @@ def main(argv=None):
     parser.add_argument("--key-file")
     parser.add_argument("--private-key")
     args = parser.parse_args(argv)
-    key = load_key_file(args.key_file) if args.key_file else None
-    private = None
-    if args.private_key:
-        private = serialization.load_pem_private_key(open(args.private_key, "rb").read(), password=None)
+    key, private = _secrets(args)
     Repo(args.repo, args.manifest, key, private).extract(args.component, args.dest)
     return 0
 
