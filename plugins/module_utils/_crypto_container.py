@@ -780,21 +780,14 @@ def _chunks(
 
 def _diagnose(aead: t.Any, aad: bytes, counter: int, body: t.Any, full: bool) -> t.NoReturn:
     """Name the failure after a chunk did not authenticate. Nothing here is ever released."""
-    if full:
-        # A full-size chunk followed by more bytes: was it really the last one?
-        try:
-            aead.decrypt(chunk_nonce(counter, True), body, aad)
-        except InvalidTag:
-            pass
-        else:
-            raise ContainerError("container has trailing data after its final chunk %d" % counter)
+    # A full-size chunk followed by more bytes: was it really the last one? A short last chunk: was it not?
+    try:
+        aead.decrypt(chunk_nonce(counter, full), body, aad)
+    except InvalidTag:
+        pass
     else:
-        try:
-            aead.decrypt(chunk_nonce(counter, False), body, aad)
-        except InvalidTag:
-            pass
-        else:
-            raise ContainerError("container is truncated: chunk %d is not the final chunk and nothing follows it" % counter)
+        raise ContainerError(("container has trailing data after its final chunk %d" if full else
+                              "container is truncated: chunk %d is not the final chunk and nothing follows it") % counter)
     raise ContainerError(
         "chunk %d failed authentication: the container was modified, truncated, reordered or spliced" % counter,
         chunk=counter,

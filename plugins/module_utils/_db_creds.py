@@ -61,7 +61,8 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _postgres as 
 from ansible_collections.ransomeye.ops.plugins.module_utils._envfile import (
     EnvFile, build_db_url, parse_db_url, url_database)
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write, fsync_dir, file_lock
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import (
+    atomic_write, fsync_dir, file_lock, unlink_on_error, unlink_quietly)
 from ansible_collections.ransomeye.ops.plugins.module_utils._env_backups import backup_env
 from ansible_collections.ransomeye.ops.plugins.module_utils._scram import scram_sha256_verifier
 
@@ -315,7 +316,7 @@ def _stage(path: str, data: bytes) -> str:
     current = os.stat(path)
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".rotate.tmp",
                                dir=os.path.dirname(path))
-    try:
+    with unlink_on_error(tmp):
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -325,17 +326,7 @@ def _stage(path: str, data: bytes) -> str:
             os.chown(tmp, current.st_uid, current.st_gid)
         except PermissionError:
             pass
-    except BaseException:
-        _unlink(tmp)
-        raise
     return tmp
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _can_login(info: pgu.ConnInfo) -> t.Optional[str]:
@@ -455,7 +446,7 @@ class _Undo(t.NamedTuple):
 def _restore_files(undo: _Undo, problems: t.List[str]) -> None:
     for tmp in undo.staged.values():
         try:
-            _unlink(tmp)
+            unlink_quietly(tmp)
         except OSError as exc:
             problems.append("could not remove staged file %s: %s" % (tmp, exc))
     for path, old in undo.swapped.items():

@@ -127,7 +127,7 @@ class AtomicWriter:
             raise RuntimeError("AtomicWriter exited without being entered")
         if exc_type is not None:
             self.handle.close()
-            _unlink_quietly(self.tmp_path)
+            unlink_quietly(self.tmp_path)
             return
         try:
             self.handle.flush()
@@ -139,7 +139,7 @@ class AtomicWriter:
             os.rename(self.tmp_path, self.path)
         except BaseException:
             self.handle.close()
-            _unlink_quietly(self.tmp_path)
+            unlink_quietly(self.tmp_path)
             raise
         fsync_dir(self.directory)
 
@@ -227,7 +227,8 @@ def _umask() -> int:
     return current
 
 
-def _unlink_quietly(path: str) -> None:
+def unlink_quietly(path: str) -> None:
+    """Remove ``path``; one already gone is no error."""
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -245,7 +246,7 @@ def unlink_on_error(path: str) -> t.Iterator[None]:
     try:
         yield
     except BaseException:
-        _unlink_quietly(path)
+        unlink_quietly(path)
         raise
 
 

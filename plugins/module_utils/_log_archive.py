@@ -44,7 +44,7 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import (
-    BeneathRefused, fsync_dir, lstat_at, open_parent_nofollow, sha256_file, wait_flock)
+    BeneathRefused, fsync_dir, lstat_at, open_parent_nofollow, sha256_file, unlink_quietly, wait_flock)
 from ansible_collections.ransomeye.ops.plugins.module_utils._open_files import OpenFiles
 from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration, throughput
 
@@ -262,13 +262,6 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
 
 
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def _through_symlink(path: str) -> bool:
     """True when a directory on the way to ``path`` is a symlink (a glob expanded through ``<log>/evil -> /x``)."""
     parent = os.path.dirname(path)
@@ -377,7 +370,7 @@ def archive_one(opts: Options, cand: Candidate, busy: OpenFiles, delete: bool = 
             fsync_dir(adir)
             _hook("linked")
         finally:
-            _unlink_quietly(tmp_path)
+            unlink_quietly(tmp_path)
     fsync_dir(adir)
     _hook("tmp_removed")
     item = dict(path=cand.path, archive=final, sha256=sha256_file(final), original_sha256=digest,
@@ -578,7 +571,7 @@ def run(params: dict, check_mode: bool, now: t.Optional[float] = None) -> dict:
                     continue
                 for path in prunable(directory, cutoff, made):
                     if not check_mode:
-                        _unlink_quietly(path)
+                        unlink_quietly(path)
                     result["pruned"].append(path)
             if result["pruned"] and not check_mode:
                 for directory in {os.path.dirname(p) for p in result["pruned"]}:

@@ -58,28 +58,26 @@ def _printusascii(value: str, name: str, limit: int) -> str:
     return value
 
 
+def _code(value: t.Union[str, int, None], names: t.Dict[str, int], default: str, top: int, what: str) -> int:
+    """A syslog code by name or number (0..top); ``default`` when empty."""
+    if value is None or value == "":
+        return names[default]
+    text = str(value).strip().lower()
+    if text.isdigit() and 0 <= int(text) <= top:
+        return int(text)
+    if text in names:
+        return names[text]
+    raise RansomeyeError("unknown syslog %s %r; use a number 0-%d or one of %s" % (what, value, top, ", ".join(names)))
+
+
 def parse_facility(value: t.Union[str, int, None]) -> int:
     """Facility by name (``local4``) or number (0..23)."""
-    if value is None or value == "":
-        return FACILITIES["local4"]
-    text = str(value).strip().lower()
-    if text.isdigit() and 0 <= int(text) <= 23:
-        return int(text)
-    if text in FACILITIES:
-        return FACILITIES[text]
-    raise RansomeyeError("unknown syslog facility %r; use a number 0-23 or one of %s" % (value, ", ".join(FACILITIES)))
+    return _code(value, FACILITIES, "local4", 23, "facility")
 
 
 def parse_severity(value: t.Union[str, int, None]) -> int:
     """Severity by name (``warning``) or number (0..7)."""
-    if value is None or value == "":
-        return SEVERITIES["warning"]
-    text = str(value).strip().lower()
-    if text.isdigit() and 0 <= int(text) <= 7:
-        return int(text)
-    if text in SEVERITIES:
-        return SEVERITIES[text]
-    raise RansomeyeError("unknown syslog severity %r; use a number 0-7 or one of %s" % (value, ", ".join(SEVERITIES)))
+    return _code(value, SEVERITIES, "warning", 7, "severity")
 
 
 def local_now() -> datetime.datetime:

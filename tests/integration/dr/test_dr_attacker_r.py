@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.harness.paths import REPO
-from tests.integration.dr.trust_helpers import backup, make_site, resign, restore, tree_digest, verify
+from tests.harness.trees import tree_digest
+from tests.integration.dr.trust_helpers import backup, make_site, resign, restore, verify
 
 SEED = 15015
 PER_CELL = 15                      # cases per (target, mutation) cell

@@ -16,8 +16,8 @@ import pytest
 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _keychain as keychain
 from ansible_collections.ransomeye.ops.plugins.module_utils import _signing as signing
-from tests.integration.dr.trust_helpers import (backup, make_site, resign, restore, tree_digest, verify, write_key,
-                                                write_pub)
+from tests.harness.trees import tree_digest
+from tests.integration.dr.trust_helpers import backup, make_site, resign, restore, verify, write_key, write_pub
 
 
 @pytest.fixture

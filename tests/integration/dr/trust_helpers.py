@@ -118,13 +118,3 @@ def resign(path: str, key, edit=None, seq_name=None) -> str:
     with open(target, "wb") as handle:
         handle.write(data)
     return target
-
-
-def tree_digest(root: str) -> dict:
-    out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as handle:
-                out[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
-    return out

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.harness.trees import tree_snapshot
 from tests.integration.keys.conftest import failed
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -94,16 +95,6 @@ def _args(pair, ca, **extra):
     return args
 
 
-def _snapshot(directory: str) -> dict:
-    out = {}
-    for root, dirs, files in os.walk(directory):
-        for name in files + dirs:
-            full = os.path.join(root, name)
-            out[full] = os.readlink(full) if os.path.islink(full) else (
-                open(full, "rb").read() if os.path.isfile(full) else "dir")
-    return out
-
-
 def _pair_matches(cert_path: str, key_path: str) -> bool:
     with open(cert_path, "rb") as handle:
         cert = x509.load_pem_x509_certificate(handle.read())
@@ -119,10 +110,10 @@ def _openssl_verify(ca: str, cert: str) -> subprocess.CompletedProcess:
 
 
 def test_cert_renew_four_step_idempotence(tls, run_module):
-    before = _snapshot(tls["dir"])
+    before = tree_snapshot(tls["dir"])
     check = run_module("ransomeye_cert_renew", _args(tls["server"], tls["ca"]), check=True)
     assert check["changed"] is True and check["reason"] == "expiring" and check["renewed"] is False, check
-    assert _snapshot(tls["dir"]) == before
+    assert tree_snapshot(tls["dir"]) == before
 
     applied = run_module("ransomeye_cert_renew", _args(tls["server"], tls["ca"]))
     assert applied["changed"] is True and applied["renewed"] is True, applied
@@ -243,15 +234,15 @@ def test_bad_input_expired_ca_changes_nothing(tls, run_module):
     expired_dir = os.path.join(tls["dir"], "old-ca")
     os.makedirs(expired_dir)
     expired = make_ca(expired_dir, expired=True)
-    before = _snapshot(tls["dir"])
+    before = tree_snapshot(tls["dir"])
     result = run_module("ransomeye_cert_renew", _args(tls["server"], expired))
     assert failed(result) and "CA certificate %s expired on" % expired[0] in result["msg"], result
     assert "Traceback" not in result["_stdout"]
-    assert _snapshot(tls["dir"]) == before
+    assert tree_snapshot(tls["dir"]) == before
 
 
 def test_bad_input_ca_key_not_matching_ca_cert_changes_nothing(tls, run_module_direct):
-    before = _snapshot(tls["dir"])
+    before = tree_snapshot(tls["dir"])
     result = run_module_direct("ransomeye_cert_renew", _args(tls["server"], (tls["ca"][0], tls["client"][1])))
     assert failed(result) and "does not match CA certificate" in result["msg"], result
     missing = run_module_direct("ransomeye_cert_renew", _args((tls["dir"] + "/nope.crt", tls["server"][1]), tls["ca"]))
@@ -266,7 +257,7 @@ def test_bad_input_ca_key_not_matching_ca_cert_changes_nothing(tls, run_module_d
     assert failed(short) and "must be longer than renew_before" in short["msg"]
     for r in (result, missing, bad, short):
         assert "Traceback" not in r["_stderr"]
-    assert _snapshot(tls["dir"]) == before
+    assert tree_snapshot(tls["dir"]) == before
 
 
 def test_rollback_restores_the_previous_pair_atomically(tls, run_module_direct):

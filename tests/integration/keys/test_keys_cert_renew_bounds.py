@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.keys.test_keys_cert_renew import _args, _snapshot, tls  # noqa: F401 pylint: disable=unused-import
+from tests.harness.trees import tree_snapshot
+from tests.integration.keys.test_keys_cert_renew import _args, tls  # noqa: F401 pylint: disable=unused-import
 
 
 @pytest.mark.parametrize("extra,fragment", [
@@ -19,11 +20,11 @@ from tests.integration.keys.test_keys_cert_renew import _args, _snapshot, tls  #
 ])
 def test_out_of_range_options_fail_clearly_and_change_nothing(tls, run_module_direct, extra, fragment):
     directory = tls["dir"]
-    before = _snapshot(directory)
+    before = tree_snapshot(directory)
     result = run_module_direct("ransomeye_cert_renew", _args(tls["server"], tls["ca"], **extra))
     assert result.get("failed") is True, result
     assert fragment in result["msg"] and "Traceback" not in result["_stderr"], result
-    assert _snapshot(directory) == before
+    assert tree_snapshot(directory) == before
 
 
 def test_wildcard_and_ordinary_dns_names_are_still_accepted(tls, run_module_direct):

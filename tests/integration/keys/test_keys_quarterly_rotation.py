@@ -11,6 +11,7 @@ import pytest
 
 from tests.harness.demo import services
 from tests.harness.paths import REPO
+from tests.harness.trees import tree_snapshot
 from tests.integration.demo.conftest import destroy_demo, make_demo
 
 PLAYBOOK = os.path.join(REPO, "playbooks", "quarterly_rotation.yml")
@@ -29,18 +30,8 @@ def _env_text(demo):
     return {p: open(p).read() for p in (demo.layout.app_env, demo.layout.worker_env)}
 
 
-def _tree(path):
-    out = {}
-    for root, dirs, files in os.walk(path):
-        for name in files + dirs:
-            full = os.path.join(root, name)
-            out[full] = os.readlink(full) if os.path.islink(full) else (
-                open(full, "rb").read() if os.path.isfile(full) else "dir")
-    return out
-
-
 def _snapshot(demo):
-    return (_env_text(demo), _tree(demo.layout.tls_dir), _tree(demo.layout.signing_key_dir))
+    return (_env_text(demo), tree_snapshot(demo.layout.tls_dir), tree_snapshot(demo.layout.signing_key_dir))
 
 
 def _password(demo):

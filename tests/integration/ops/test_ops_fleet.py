@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.harness.paths import REPO
+from tests.harness.trees import tree_digest
 
 HOSTS = ("re-east", "re-west", "re-north")
 
@@ -122,17 +123,6 @@ def test_backups_of_every_host_are_shipped_to_the_vault_and_verify_there(fleet, 
     assert again.rc == 0, again.stdout[-4000:]
 
 
-def _tree_digests(root):
-    import hashlib
-    out = {}
-    for top, _dirs, names in os.walk(root):
-        for name in names:
-            path = os.path.join(top, name)
-            with open(path, "rb") as handle:
-                out[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
-    return out
-
-
 def _ship_only(tmp_dir, host, run_playbook, inventory, extra_vars=None):
     """Run just the backup role's shipping for ``host`` (what the nightly backup does after a backup)."""
     include = {"name": "ransomeye.ops.backup", "tasks_from": "ship"}
@@ -160,7 +150,7 @@ def test_h_cannot_rewrite_what_the_vault_holds_and_the_vault_refuses_what_h_sign
     # 1. Rewrites of what was shipped are refused, the vault copy is untouched, nothing on it is deleted.
     east = hosts["re-east"]["ransomeye_backup_repo"]
     mirror = os.path.join(vault_root, "re-east")
-    before = _tree_digests(mirror)
+    before = tree_digest(mirror)
     assert any(p.startswith("manifests/") for p in before)
     manifests = sorted(glob.glob(os.path.join(east, "manifests", "*.json")))
     with open(manifests[-1], "r+b") as handle:  # H re-signs or garbles the newest shipped manifest
@@ -176,7 +166,7 @@ def test_h_cannot_rewrite_what_the_vault_holds_and_the_vault_refuses_what_h_sign
     refusal = run.task("Refuse to overwrite anything the vault already holds", host="re-east")
     assert refusal["status"] == "failed" and "append-only" in refusal["result"]["msg"]
     assert os.path.relpath(manifests[-1], east) in refusal["result"]["msg"]
-    assert _tree_digests(mirror) == before
+    assert tree_digest(mirror) == before
 
     # 2. The incident mark: H signs a new backup with re-west's key after the compromise.
     west = hosts["re-west"]
