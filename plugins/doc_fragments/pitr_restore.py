@@ -71,9 +71,10 @@ options:
     version_added: "0.2.0"
   live_data_dir:
     description:
-      - Data directory of the running cluster to replace. Given, the live cluster is stopped (C(pg_ctl stop -m fast))
-        only after the recovered cluster passed its checks, renamed to C(<live_data_dir>.pre_pitr_<UTC time>), and the
-        recovered one renamed into place and started. Without it, the recovered cluster is left stopped in O(data_dir).
+      - Data directory of the running cluster to replace. Given, the live cluster is stopped (C(pg_ctl stop -m fast),
+        or through O(pg_service)) only after the recovered cluster passed its checks, renamed to
+        C(<live_data_dir>.pre_pitr_<UTC time>), and the recovered one renamed into place and started. Without it, the
+        recovered cluster is left stopped in O(data_dir).
       - With O(state=rolled_back), the newest C(<live_data_dir>.pre_pitr_*) is put back in place and started.
     type: path
     version_added: "0.2.0"
@@ -104,5 +105,24 @@ options:
       - Log file of the swapped-in cluster when it is started with C(pg_ctl). Default
         C(<parent of live_data_dir>/postgresql-pitr.log).
     type: path
+    version_added: "0.2.0"
+  pg_config_file:
+    description:
+      - The cluster's C(postgresql.conf) when it lives outside the data directory, as on Debian and Ubuntu
+        (C(/etc/postgresql/<major>/<cluster>/postgresql.conf)). A base backup of such a cluster holds no
+        configuration, so without this option the restore refuses before anything live is touched.
+      - The side instance then starts with C(-c config_file=) this file and C(-c data_directory=) O(data_dir), with
+        C(external_pid_file) cleared (and, before PostgreSQL 15, its own C(stats_temp_directory)), so that it shares
+        nothing with the live server. A swapped-in cluster started with C(pg_ctl) uses it too.
+    type: path
+    version_added: "0.2.0"
+  pg_service:
+    description:
+      - The systemd unit that runs the live cluster (for example C(postgresql@15-main) on Debian). Given, the swap
+        and O(state=rolled_back) stop and start the live cluster with C(systemctl) instead of C(pg_ctl), so that the
+        unit keeps tracking the server. Needs O(live_data_dir) (or O(state=rolled_back)); the unit is checked before
+        anything is extracted.
+      - The side instance that recovers is always started with C(pg_ctl).
+    type: str
     version_added: "0.2.0"
 '''

@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tarfile
 import time
@@ -34,6 +33,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._errors import Ranso
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_chain as pchain
 from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_prefetch as prefetch
+from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_server as server
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_install as inst
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import decryption_from_params, load_trust
@@ -56,6 +56,7 @@ def pitr_argument_spec() -> dict:
         data_dir=dict(type="path"), live_data_dir=dict(type="path"), side_port=dict(type="int"),
         recovery_timeout=dict(type="int", default=600), os_user=dict(type="str", default="postgres"),
         python=dict(type="path"), server_log=dict(type="path"), stop_at_gap=dict(type="bool", default=False),
+        pg_config_file=dict(type="path"), pg_service=dict(type="str"),
     )
 
 
@@ -260,21 +261,6 @@ def extract_base(repo: brepo.Repo, comp: dict, record: dict, decrypt: dict, data
 # ----------------------------------------------------------------------------- running the server
 
 
-def _pg_bin(name: str, major: int) -> str:
-    for path in ("/usr/lib/postgresql/%d/bin/%s" % (major, name), "/usr/pgsql-%d/bin/%s" % (major, name)):
-        if os.access(path, os.X_OK):
-            return path
-    found = shutil.which(name)
-    if found:
-        return found
-    raise RansomeyeError("%s for PostgreSQL %d was not found" % (name, major))
-
-
-def _pg_ctl(user: inst.OsUser, major: int, args: t.List[str], timeout: int) -> subprocess.CompletedProcess:
-    argv = inst.as_user(user, [_pg_bin("pg_ctl", major)] + args)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30, cwd="/", check=False)
-
-
 def _conf_quote(value: str) -> str:
     return "'%s'" % str(value).replace("\\", "\\\\").replace("'", "''")
 
@@ -372,6 +358,10 @@ def run_pitr(module: t.Any) -> dict:
         raise RansomeyeError("data_dir must be on the same filesystem as live_data_dir (the swap is a rename)")
     if os.path.lexists(data_dir) and (not os.path.isdir(data_dir) or os.listdir(data_dir)):
         raise RansomeyeError("data_dir %s exists and is not an empty directory; give a new path" % data_dir)
+    config_file = os.path.abspath(params["pg_config_file"]) if params.get("pg_config_file") else None
+    server.check_options(config_file, params.get("pg_service"), live)
+    if live:
+        server.needs_config(live, config_file, "live_data_dir")
     user = inst.os_user(params.get("os_user") or "postgres")
     repo = brepo.Repo.open(params["repo"])
     trusted = load_trust(params.get("trusted_keys") or [])
@@ -396,6 +386,7 @@ def run_pitr(module: t.Any) -> dict:
         created_data = not os.path.exists(data_dir)
         _ensure_new_dir(data_dir, user)
         major = int(plan.comp.get("server_version") or 150000) // 10000
+        control = server.Control(user, major, config_file, params.get("pg_service"))
         side_port = int(params.get("side_port") or _free_port())
         side_running = False
         spool = os.path.join(work, "spool")
@@ -409,6 +400,7 @@ def run_pitr(module: t.Any) -> dict:
             ahead.start()
             record = plan.item.body["objects"][plan.comp["object"]]
             size = extract_base(repo, plan.comp, record, decrypt, data_dir, user)
+            server.needs_config(data_dir, config_file, "the restored base backup in")
             result["stats"]["base_backup_bytes"] = size
             result["stats"]["extract_seconds"] = round(time.monotonic() - started, 3)
             config_path = _restore_config(work, repo, plan, decrypt, params, user)
@@ -430,6 +422,7 @@ def run_pitr(module: t.Any) -> dict:
                 # the side instance never writes into the archive.
                 "archive_command": "",
             }
+            settings.update(server.side_settings(control))
             if kind == "target_time":
                 # PostgreSQL refuses zone abbreviations (even Z) in recovery_target_time: a numeric UTC offset.
                 value = datetime.datetime.fromtimestamp(_parse_time(value), datetime.timezone.utc).strftime(
@@ -447,7 +440,7 @@ def run_pitr(module: t.Any) -> dict:
             log = os.path.join(work, "recovery.log")
             timeout = int(params.get("recovery_timeout") or 600)
             side_running = True
-            proc = _pg_ctl(user, major, ["-D", data_dir, "-l", log, "-w", "-t", str(timeout), "start"], timeout)
+            proc = server.start(control, data_dir, log, timeout)
             promoted = proc.returncode == 0 and _wait_promoted(params, side_port, data_dir, log, timeout)
             text = _log_tail(log, 20000)
             facts = _recovery_facts(text)
@@ -464,15 +457,15 @@ def run_pitr(module: t.Any) -> dict:
                        plan.reachable["lsn"], text[-1500:]), reachable=plan.reachable, recovery=facts)
             result["stats"]["recovery_seconds"] = round(time.monotonic() - started, 3)
             result.update(_check_side(params, side_port, user, data_dir))
-            stop = _pg_ctl(user, major, ["-D", data_dir, "-m", "fast", "-w", "-t", "120", "stop"], 120)
-            if stop.returncode != 0:
+            stopped = server.stop(control, data_dir)
+            if stopped.returncode != 0:
                 raise RansomeyeError("could not stop the recovered cluster on port %d: %s"
-                                     % (side_port, stop.stderr.strip()))
+                                     % (side_port, stopped.stderr.strip()))
             side_running = False
             _write_auto_conf(data_dir, None, user)
         except BaseException:
             if side_running:
-                _pg_ctl(user, major, ["-D", data_dir, "-m", "immediate", "-w", "-t", "60", "stop"], 60)
+                server.stop(control, data_dir, "immediate", 60)
             if created_data or os.path.isdir(data_dir):
                 _remove_tree(data_dir)
             raise
@@ -480,7 +473,7 @@ def run_pitr(module: t.Any) -> dict:
             result["stats"].update(ahead.stop())
             _scrub_work(work)
         if live:
-            result.update(_swap(params, live, data_dir, user, major))
+            result.update(_swap(params, live, data_dir, control))
         result["stats"]["duration"] = round(time.monotonic() - started, 3)
     return result
 
@@ -583,28 +576,40 @@ def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-def _swap(params: dict, live: str, data_dir: str, user: inst.OsUser, major: int) -> dict:
+def _swap(params: dict, live: str, data_dir: str, control: server.Control) -> dict:
     """Stop the live cluster, rename it aside, rename the restored one into place, start it; undo on failure."""
     previous = "%s.pre_pitr_%s" % (live, _stamp())
     log = params.get("server_log") or os.path.join(os.path.dirname(live), "postgresql-pitr.log")
-    if _is_running(live):
-        stop = _pg_ctl(user, major, ["-D", live, "-m", "fast", "-w", "-t", "120", "stop"], 120)
-        if stop.returncode != 0:
-            raise RansomeyeError("could not stop the live cluster in %s (%s); the recovered cluster is ready in "
-                                 "%s and nothing was swapped" % (live, stop.stderr.strip(), data_dir))
+    _stop_live(control, live, "the recovered cluster is ready in %s and nothing was swapped" % data_dir)
     os.rename(live, previous)
     os.rename(data_dir, live)
     fsync_dir(os.path.dirname(live))
-    start = _pg_ctl(user, major, ["-D", live, "-l", log, "-w", "-t", "300", "start"], 300)
-    if start.returncode != 0:
-        _pg_ctl(user, major, ["-D", live, "-m", "immediate", "-w", "-t", "60", "stop"], 60)
+    started = server.start_live(control, live, log)
+    if started.returncode != 0:
+        server.kill_live(control, live)
         os.rename(live, data_dir)
         os.rename(previous, live)
         fsync_dir(os.path.dirname(live))
-        _pg_ctl(user, major, ["-D", live, "-l", log, "-w", "-t", "300", "start"], 300)
-        raise RansomeyeError("the recovered cluster did not start in %s (%s); the previous cluster was put back "
-                             "and started; the recovered one is in %s" % (live, start.stderr.strip()[-500:], data_dir))
+        again = server.start_live(control, live, log)
+        state = "put back and started" if again.returncode == 0 else \
+            "put back but did not start either (%s)" % _said(again)[-300:]
+        raise RansomeyeError("the recovered cluster did not start in %s (%s); the previous cluster was %s; the "
+                             "recovered one is in %s" % (live, _said(started)[-500:], state, data_dir))
     return {"previous_data_dir": previous, "live_data_dir": live, "data_dir": live, "server_log": log}
+
+
+def _said(proc: t.Any) -> str:
+    return (proc.stderr or proc.stdout or "").strip()
+
+
+def _stop_live(control: server.Control, live: str, unchanged: str) -> None:
+    """Stop the live cluster (through its unit with pg_service); refuse to go on while its postmaster runs."""
+    if not control.service and not _is_running(live):
+        return
+    stopped = server.stop_live(control, live)
+    if stopped.returncode != 0 or _is_running(live):
+        raise RansomeyeError("could not stop the live cluster in %s (%s); %s"
+                             % (live, _said(stopped) or "its postmaster.pid is still there", unchanged))
 
 
 def rollback(params: dict, check_mode: bool) -> dict:
@@ -621,20 +626,22 @@ def rollback(params: dict, check_mode: bool) -> dict:
     previous = os.path.join(parent, pres[-1])
     discarded = "%s.rolled_back_%s" % (live, _stamp())
     result = {"changed": True, "previous_data_dir": previous, "live_data_dir": live, "rolled_back_data_dir": discarded}
+    config_file = os.path.abspath(params["pg_config_file"]) if params.get("pg_config_file") else None
+    server.check_options(config_file, params.get("pg_service"), live)
+    server.needs_config(previous, config_file, "the previous cluster in")
     if check_mode:
         return result
     user = inst.os_user(params.get("os_user") or "postgres")
     with open(os.path.join(previous, "PG_VERSION")) as handle:
         major = int(handle.read().strip().split(".")[0])
+    control = server.Control(user, major, config_file, params.get("pg_service"))
     log = params.get("server_log") or os.path.join(parent, "postgresql-pitr.log")
-    if _is_running(live):
-        stop = _pg_ctl(user, major, ["-D", live, "-m", "fast", "-w", "-t", "120", "stop"], 120)
-        if stop.returncode != 0:
-            raise RansomeyeError("could not stop the cluster in %s: %s; nothing was changed" % (live, stop.stderr))
+    _stop_live(control, live, "nothing was changed")
     os.rename(live, discarded)
     os.rename(previous, live)
     fsync_dir(parent)
-    start = _pg_ctl(user, major, ["-D", live, "-l", log, "-w", "-t", "300", "start"], 300)
-    if start.returncode != 0:
-        raise RansomeyeError("the previous cluster is back in %s but did not start: %s" % (live, start.stderr))
+    started = server.start_live(control, live, log)
+    if started.returncode != 0:
+        raise RansomeyeError("the previous cluster is back in %s but did not start: %s; the restored one is in %s"
+                             % (live, _said(started)[-500:], discarded))
     return result
