@@ -75,6 +75,18 @@ def new_object_id() -> str:
     return hashlib.sha256(uuid.uuid4().bytes + os.urandom(16)).hexdigest()
 
 
+def start_writeback(fd: int) -> None:
+    """Start writing a finished file's data to disk without waiting for it (Linux starts write-back on
+    POSIX_FADV_DONTNEED, and drops the pages once clean: a backup does not fill the page cache with its
+    packs). ``Repo.sync`` fsyncs the file later, by then mostly written."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        try:
+            advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass   # only advice: the fsync in Repo.sync is what makes the file durable
+
+
 def _syncfs(path: str) -> None:
     """Flush every write on the repository's filesystem (one call instead of one fsync per object)."""
     fd = os.open(path, os.O_RDONLY)
@@ -101,6 +113,12 @@ class Repo:
         self.cache_dir = os.path.join(self.path, "cache")
         self.keys_dir = os.path.join(self.path, "keys")
         self._made: t.Set[str] = set()
+        # what sync() must make durable: objects whose writer started their write-back (fsynced one by one
+        # there), the directories objects were renamed into, and whether any other object was committed (then
+        # one syncfs covers everything, as before)
+        self._to_fsync: t.List[str] = []
+        self._renamed_into: t.Set[str] = set()
+        self._unsynced = False
 
     def _ensure(self, directory: str) -> None:
         if directory not in self._made:
@@ -186,17 +204,38 @@ class Repo:
         self._ensure(self.tmp_dir)
         return os.path.join(self.tmp_dir, "%s.%d.%s.tmp" % (object_id, os.getpid(), uuid.uuid4().hex[:8]))
 
-    def commit_object(self, tmp_path: str, object_id: str) -> str:
-        """Move a finished object into place (renaming over a leftover of a crashed run is fine)."""
+    def commit_object(self, tmp_path: str, object_id: str, flushing: bool = False) -> str:
+        """Move a finished object into place (renaming over a leftover of a crashed run is fine). ``flushing``:
+        the writer started the file's write-back (``start_writeback``); ``sync`` then fsyncs this file alone."""
         final = self.object_path(object_id)
-        self._ensure(os.path.dirname(final))
+        directory = os.path.dirname(final)
+        self._ensure(directory)
         os.rename(tmp_path, final)
+        self._renamed_into.add(directory)
+        if flushing:
+            self._to_fsync.append(final)
+        else:
+            self._unsynced = True
         return final
 
     def sync(self) -> None:
-        """Make every object written so far durable before the manifest refers to it."""
-        _syncfs(self.path)
-        for directory in (self.objects_dir, self.tmp_dir):
+        """Make every object written so far durable before the manifest refers to it.
+
+        When every object's writer started its write-back (packs and indexes do, on the thread that writes
+        them, while the backup goes on), those files and the directories they were renamed into are fsynced:
+        a whole-filesystem sync would also wait for every other program's dirty data on that filesystem (a
+        database, the files being backed up). Otherwise one syncfs covers everything, as before."""
+        if self._unsynced:
+            _syncfs(self.path)
+        else:
+            for path in self._to_fsync:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        self._to_fsync = []
+        for directory in sorted(self._renamed_into) + [self.objects_dir, self.tmp_dir, self.path]:
             if os.path.isdir(directory):
                 fsync_dir(directory)
 

@@ -32,6 +32,7 @@ import threading
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils import _malloc
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import signing
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
@@ -815,6 +816,7 @@ class Engine:
         self.packs: t.List[str] = []
         self.new_packs: t.Dict[str, dict] = {}
         self.new_blobs = bspill.NewBlobs(self.cache_root)   # blobs this run stored -> the pack each went to
+        _malloc.one_arena()   # before the pools below start their threads
         self.workers = max(1, min(4, os.cpu_count() or 1))
         self.window = 3 * self.workers    # batches (or chunks of a large file) in flight
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)

@@ -126,7 +126,9 @@ def write_object(repo: brepo.Repo, enc: t.Any, object_id: str, plaintext: t.Unio
             for start in range(0, max(1, len(plaintext)), container.CHUNK_SIZE):
                 writer.write(view[start:start + container.CHUNK_SIZE])
             info = writer.close()
-        repo.commit_object(tmp, object_id)
+            handle.flush()
+            brepo.start_writeback(handle.fileno())   # on the sealing thread, while the backup goes on
+        repo.commit_object(tmp, object_id, flushing=True)
     return {"kind": kind, "plaintext_sha256": info.plaintext_sha256, "plaintext_size": int(info.plaintext_size),
             "ciphertext_sha256": info.ciphertext_sha256, "ciphertext_size": int(info.ciphertext_size)}
 
@@ -138,7 +140,9 @@ def write_plain_object(repo: brepo.Repo, data: bytes, kind: str) -> t.Tuple[str,
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    repo.commit_object(tmp, digest)
+        handle.flush()
+        brepo.start_writeback(handle.fileno())
+    repo.commit_object(tmp, digest, flushing=True)
     return digest, {"kind": kind, "plaintext_sha256": digest, "plaintext_size": len(data),
                     "ciphertext_sha256": digest, "ciphertext_size": len(data)}
 

@@ -30,6 +30,7 @@ import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils import _malloc
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import (BeneathRefused, open_dir_at, open_dir_beneath,
                                                                            open_restore_base)
 from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo as brepo
@@ -789,6 +790,7 @@ def restore_components(repo: brepo.Repo, body: dict, comps: t.List[t.Tuple[str, 
     reads is authenticated as well before the first rename, so a damaged
     backup is refused with nothing written, as before.
     """
+    _malloc.one_arena()   # before the pools below start their threads
     workers = max(1, min(4, os.cpu_count() or 1))
     restorers: t.Dict[str, Restorer] = {}
     readers: t.List[TreeReader] = []

@@ -230,8 +230,10 @@ class Records:
                         batch = []
                 put(b"".join(batch))
                 size = handle.tell()
+                handle.flush()
+                brepo.start_writeback(handle.fileno())
             index_id = digest.hexdigest()
-            repo.commit_object(tmp, index_id)
+            repo.commit_object(tmp, index_id, flushing=True)
         return index_id, {"kind": "index", "plaintext_sha256": index_id, "plaintext_size": size,
                           "ciphertext_sha256": index_id, "ciphertext_size": size}
 
