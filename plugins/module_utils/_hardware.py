@@ -18,12 +18,7 @@ import math
 import os
 import typing as t
 
-try:
-    import psutil
-    HAS_PSUTIL = True
-except ImportError:  # pragma: no cover - depends on the managed host
-    psutil = None
-    HAS_PSUTIL = False
+from ansible_collections.ransomeye.ops.plugins.module_utils._psutil import HAS_PSUTIL, psutil
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_SELF_CGROUP = "/proc/self/cgroup"

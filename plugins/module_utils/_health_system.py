@@ -18,13 +18,7 @@ import time
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._health_report import Threshold, make_check, UNKNOWN
-
-try:
-    import psutil
-    HAS_PSUTIL = True
-except ImportError:  # pragma: no cover - depends on the managed host
-    psutil = None
-    HAS_PSUTIL = False
+from ansible_collections.ransomeye.ops.plugins.module_utils._psutil import psutil
 
 Thresholds = t.Mapping[str, Threshold]
 

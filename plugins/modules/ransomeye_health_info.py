@@ -279,7 +279,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._health_report impor
 from ansible_collections.ransomeye.ops.plugins.module_utils._health_run import (
     SYSTEM, expand_checks, run_health, write_report,
 )
-from ansible_collections.ransomeye.ops.plugins.module_utils._health_system import HAS_PSUTIL
+from ansible_collections.ransomeye.ops.plugins.module_utils._psutil import HAS_PSUTIL
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule
 from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import postgres_argument_spec, require_psycopg2
 
