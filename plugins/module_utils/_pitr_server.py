@@ -98,8 +98,8 @@ def pg_ctl(control: Control, args: t.List[str], timeout: int) -> subprocess.Comp
 
 def start(control: Control, data_dir: str, log: str, timeout: int) -> subprocess.CompletedProcess:
     """pg_ctl start of ``data_dir`` (the side instance, or the live one without pg_service)."""
-    return pg_ctl(control, ["-D", data_dir, "-l", log, "-w", "-t", str(timeout)] + _options(control, data_dir)
-                  + ["start"], timeout)
+    args = ["-D", data_dir, "-l", log, "-w", "-t", str(timeout)] + _options(control, data_dir) + ["start"]
+    return pg_ctl(control, args, timeout)
 
 
 def stop(control: Control, data_dir: str, mode: str = "fast", timeout: int = 120) -> subprocess.CompletedProcess:

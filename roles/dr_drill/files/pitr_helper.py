@@ -5,7 +5,7 @@
 Subcommands (JSON in on stdin, JSON out on stdout; the password only ever on stdin):
   walkey    {"path", "owner"}                      -> {"created": bool, "public": path}  (Ed25519 WAL signing key)
   workload  {db..., "rows"}                        -> {"inserted": n}
-  mark      {db...}                                -> {"time", "lsn", "hashes": {table: sha256}, "data_directory"}
+  mark      {db...}                                -> {"time", "lsn", "hashes": {table: sha256}, "data_directory", "config_file"}
   attack    {db..., "artifact_dir"}                -> {"garbled": table, "dropped": table, "locked_files": [...]}
   hashes    {db..., "expected": {...}}             -> {"hashes": {...}, "differing": [tables]}
   rpo       {"repo", "time"}                       -> {"rpo_seconds", "last_segment_before", "archived_at"}
@@ -84,11 +84,14 @@ def mark(req: dict) -> dict:
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-                        "pg_current_wal_insert_lsn()::text, current_setting('data_directory')")
-            when, lsn, data_dir = cur.fetchone()
+                        "pg_current_wal_insert_lsn()::text, current_setting('data_directory'), "
+                        "current_setting('config_file')")
+            when, lsn, data_dir, config_file = cur.fetchone()
     finally:
         conn.close()
-    out = {"time": when, "lsn": lsn, "data_directory": data_dir}
+    # A configuration outside the data directory (Debian) is not in the base backup: the restore needs its path.
+    outside = os.path.dirname(os.path.abspath(config_file)) != os.path.abspath(data_dir)
+    out = {"time": when, "lsn": lsn, "data_directory": data_dir, "config_file": config_file if outside else None}
     out.update(hashes(req))
     return out
 

@@ -207,3 +207,28 @@ def test_swap_and_rollback_through_the_systemd_unit(debian):
     assert back["_rc"] == 0 and back["changed"], back.get("msg")
     assert [c[:2] for c in _calls(calls)][4:] == [["cat", UNIT], ["stop", UNIT], ["start", UNIT]]
     assert table_hashes(site.pg, "app") == site.attacked
+
+
+def _drill_helper():
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "roles", "dr_drill", "files", "pitr_helper.py")
+    spec = importlib.util.spec_from_file_location("drill_pitr_helper", path)
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    return helper
+
+
+def test_the_pitr_drill_finds_a_configuration_outside_the_data_directory(debian, pitr_keys):
+    helper = _drill_helper()
+    params = debian.pg.conn_params()
+    req = {"host": params["login_host"], "port": params["login_port"], "user": params["login_user"],
+           "password": params["login_password"], "dbname": "app", "sslmode": "disable"}
+    assert helper.mark(req)["config_file"] == debian.conf  # passed on to the restore as pg_config_file
+    plain = Site(pitr_keys)
+    try:
+        params = plain.pg.conn_params()
+        req.update(port=params["login_port"], password=params["login_password"], dbname="postgres")
+        found = helper.mark(req)
+        assert found["config_file"] is None and found["data_directory"] == plain.pg.data
+    finally:
+        plain.destroy()
