@@ -41,6 +41,12 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+_READ = os.O_RDONLY | _NOFOLLOW
+# O_NOATIME: reading a file for a backup does not update its access time (as borg does), which would otherwise
+# dirty and journal each file's inode on the first read after a change (relatime). Allowed to the file's owner
+# and to a process with CAP_FOWNER; EPERM otherwise, then the file is opened without it.
+_READ_NOATIME = _READ | getattr(os, "O_NOATIME", 0)
+_HAS_BLOCKS = hasattr(os.stat_result, "st_blocks")
 BIG_FILE = 8 << 20           # larger files are streamed chunk by chunk by the walking thread
 BATCH_FILES = 128            # small files per batch: fewer thread hand-offs (200,000 files of 1-4 KiB: 9.0 -> 8.3 s)
 BATCH_BYTES = 4 << 20
@@ -229,51 +235,87 @@ class ComponentRun:
             return False
         return True
 
+    def _open_file(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result) -> int:
+        if self.engine.noatime and (self.engine.euid == 0 or st.st_uid == self.engine.euid):
+            try:
+                return os.open(name, _READ_NOATIME, dir_fd=dir_fd)
+            except PermissionError:
+                if self.engine.euid == 0:
+                    self.engine.noatime = False   # root without CAP_FOWNER (a container): on no file then
+        return os.open(name, _READ, dir_fd=dir_fd)
+
     def read_file(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result) -> FileResult:
-        fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+        fd = self._open_file(dir_fd, name, st)
         try:
             opened = os.fstat(fd)
-            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
+            if opened.st_ino != st.st_ino or opened.st_dev != st.st_dev or not stat.S_ISREG(opened.st_mode):
                 raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(name))
-            whole = None
-            first = first_data = b""
-            chunks = []
-            size = 0
-            blob_of = self.engine.data_blob_id
-            known = self.known
             expected = opened.st_size
-            while True:
+            if 0 < expected <= fmt.CHUNK:
+                # most files: one read(2) of the size fstat gave, ending exactly there, is the whole file (as in
+                # the loop below); its one chunk's SHA-256 is the file's
+                data = os.read(fd, expected)
+                if len(data) == expected:
+                    digest = hashlib.sha256(data).digest()
+                    state = self.engine._id_states[fmt.BLOB_DATA].copy()
+                    state.update(digest)
+                    blob = state.digest()
+                    if self.known(blob):
+                        chunk: t.Tuple[bytes, t.Optional[bytes], int, int] = (blob, None, expected, 0)
+                    else:
+                        stored, comp = fmt.encode_blob(data)
+                        chunk = (blob, stored, expected, comp)
+                    return FileResult(expected, digest.hex(), [chunk],
+                                      _HAS_BLOCKS and opened.st_blocks * 512 < expected)
+                return self._read_chunks(fd, opened, data)   # a short read: the file shrank, or grows
+            return self._read_chunks(fd, opened, b"")
+        finally:
+            os.close(fd)
+
+    def _read_chunks(self, fd: int, opened: os.stat_result, head: bytes) -> FileResult:
+        """The general read loop (``head``: bytes already read from the start of the file)."""
+        whole = None
+        first = first_data = b""
+        chunks = []
+        size = 0
+        blob_of = self.engine.data_blob_id
+        known = self.known
+        expected = opened.st_size
+        while True:
+            if head:
+                # what a first short read returned, completed as _read_full would have
+                more = _read_full(fd, fmt.CHUNK - len(head), expected - len(head)) if len(head) < fmt.CHUNK else b""
+                data, head = head + more, b""
+            else:
                 # one read() for a small file: a short read that ends exactly at the size fstat gave is the end
                 # (anything else reads on until read() returns nothing, as a file may be growing)
                 data = _read_full(fd, fmt.CHUNK, expected - size)
-                if not data:
-                    break
-                digest = hashlib.sha256(data).digest()
-                # a file of one chunk (most small files) is hashed once: its SHA-256 is the chunk's
-                if size == 0:
-                    first, first_data = digest, data
-                else:
-                    if whole is None:
-                        whole = hashlib.sha256(first_data)
-                        first_data = b""
-                    whole.update(data)
-                blob = blob_of(digest)
-                if known(blob):
-                    chunks.append((blob, None, len(data), 0))
-                else:
-                    stored, comp = fmt.encode_blob(data)
-                    chunks.append((blob, stored, len(data), comp))
-                size += len(data)
-            sparse = bool(size and hasattr(opened, "st_blocks") and opened.st_blocks * 512 < size)
-            if whole is not None:
-                sha = whole.hexdigest()
-            elif size:
-                sha = first.hex()
+            if not data:
+                break
+            digest = hashlib.sha256(data).digest()
+            # a file of one chunk (most small files) is hashed once: its SHA-256 is the chunk's
+            if size == 0:
+                first, first_data = digest, data
             else:
-                sha = _EMPTY_SHA256
-            return FileResult(size, sha, chunks, sparse)
-        finally:
-            os.close(fd)
+                if whole is None:
+                    whole = hashlib.sha256(first_data)
+                    first_data = b""
+                whole.update(data)
+            blob = blob_of(digest)
+            if known(blob):
+                chunks.append((blob, None, len(data), 0))
+            else:
+                stored, comp = fmt.encode_blob(data)
+                chunks.append((blob, stored, len(data), comp))
+            size += len(data)
+        sparse = bool(size and _HAS_BLOCKS and opened.st_blocks * 512 < size)
+        if whole is not None:
+            sha = whole.hexdigest()
+        elif size:
+            sha = first.hex()
+        else:
+            sha = _EMPTY_SHA256
+        return FileResult(size, sha, chunks, sparse)
 
     def process(self, dir_fd: t.Optional[int], items: t.List[t.Tuple[bytes, os.stat_result]], path: bytes,
                 old: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool) -> "_Done":
@@ -638,7 +680,7 @@ class ComponentRun:
         """A large file: this thread reads it and hashes the whole; its 1 MiB chunks are hashed, compressed and
         stored on the worker threads, a bounded window at a time (memory does not grow with the file)."""
         eng = self.engine
-        fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+        fd = self._open_file(dir_fd, name, st)
         try:
             opened = os.fstat(fd)
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
@@ -803,6 +845,8 @@ class Engine:
         self.warn = warn
         self.clock_backwards = clock_backwards
         self.rehash_fraction = max(0.0, min(100.0, float(rehash_percent))) / 100.0
+        self.euid = os.geteuid() if hasattr(os, "geteuid") else -1
+        self.noatime = bool(_READ_NOATIME != _READ)
         self.run_start_ns = int(now * 1e9)
         secret = t.cast(bytes, bcache.host_secret(cache_dir, repo.repo_id, create=True))
         self.mac_key = bcache.mac_key(secret)
