@@ -56,10 +56,11 @@ def module_deps() -> dict:
         if not os.path.isfile(path) or name in seen:
             return set()
         libs, utils = _imports(path)
-        libs = {(lib, "optional" if FALLBACKS.get(name) == lib else "yes") for lib in libs}
+        libs = {(lib, "yes") for lib in libs}
         for util in utils:
             libs |= closure(util, seen | {name})
-        return libs
+        # A fallback helper works without its library, also when it imports it through another helper (_psutil).
+        return {(lib, "optional" if FALLBACKS.get(name) == lib else how) for lib, how in libs}
 
     result = {}
     for path in sorted(glob.glob(os.path.join(REPO, "plugins", "modules", "*.py"))):
