@@ -12,7 +12,9 @@ repository size (du) and peak RSS of the tool's process. Ours is ransomeye_backu
 modules (format v2, rsa mode with an RSA-3072 recipient, Ed25519 signer); restic with its repository v2 defaults
 (compression auto), borg with repokey encryption and its default lz4. restic and borgbackup come from Debian
 (``apt-get install -y restic borgbackup``, bench set-up only; never a runtime dependency). The machine is shared:
-the load average is printed next to each shape.
+the load average is printed next to each shape. Each data set is flushed to disk and read once before any tool
+runs (``settle``), so the order of the tools does not decide who pays for writing it back or for access-time
+updates.
 """
 from __future__ import annotations
 
@@ -151,12 +153,22 @@ class Borg:
         return run_tool(argv, self.env)
 
 
+def settle(root):
+    """After building a data set: flush it to disk and read it once, so that whichever tool runs first pays neither
+    the write-back of the data just built (a tool that flushes a whole filesystem would) nor the access-time
+    update of each file's first read after it was written (tools that do not open with O_NOATIME would)."""
+    os.sync()
+    tree_digest(root)
+    os.sync()
+
+
 def bench_shape(label, work, keys, root, files, tools):
     print("\n== shape %s: %d files, %.0f MB (load average %s)" % (
         label, len(files), du(root) / 1e6, " ".join("%.1f" % x for x in os.getloadavg())))
     rng = random.Random(11)
     changed = rng.sample(files, max(1, len(files) // 100))
     rows = {}
+    settle(root)
     instances = [tool_class(work, keys, [root]) for tool_class in tools]
     # Files modified within 2 s of a backup's start are "racy" (ours and borg read them again next time: their
     # timestamps cannot tell a later change apart); data written just now would make "nothing changed" re-read
@@ -209,6 +221,7 @@ def bench_memory(base, keys, counts):
         started = time.monotonic()
         make_shape_b(root, count)
         built = time.monotonic() - started
+        settle(root)
         time.sleep(2.2)
         wall, peak = Ours(work, keys, [root]).backup()
         print("memory, shape B %9d files: full backup %8.1f s, peak RSS %7.1f MiB (data built in %.0f s; load "

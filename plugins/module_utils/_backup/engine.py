@@ -165,7 +165,7 @@ class ComponentRun:
             return self._index
 
     def known(self, blob: bytes) -> bool:
-        return blob in self.engine.new_blobs or self.index().lookup(blob) is not None
+        return self.engine.new_blobs.get(blob) is not None or self.index().lookup(blob) is not None
 
     def skip(self, path: bytes, why: str) -> None:
         self.stats["skipped_count"] += 1

@@ -80,8 +80,10 @@ class NewBlobs:
         runs = self.runs
         if not runs:
             return default
+        # the four Bloom positions of _bits, inlined: most lookups of a new id end at the first clear bit
         bloom = self.bloom
-        for bit in self._bits(blob):
+        h = int.from_bytes(blob[:16], "little")
+        for bit in (h & _MASK, (h >> 26) & _MASK, (h >> 52) & _MASK, (h >> 78) & _MASK):
             if not bloom[bit >> 3] & (1 << (bit & 7)):
                 return default
         for run in reversed(runs):
