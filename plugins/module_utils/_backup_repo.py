@@ -76,9 +76,9 @@ def new_object_id() -> str:
 
 
 def start_writeback(fd: int) -> None:
-    """Start writing a finished file's data to disk without waiting for it (Linux starts write-back on
-    POSIX_FADV_DONTNEED, and drops the pages once clean: a backup does not fill the page cache with its
-    packs). ``Repo.sync`` fsyncs the file later, by then mostly written."""
+    """Start writing a finished file's data to disk without waiting for it (on POSIX_FADV_DONTNEED Linux starts
+    the write-back of the file's dirty pages; pages still dirty are kept). ``Repo.sync`` fsyncs the file later, by
+    then mostly written."""
     advise = getattr(os, "posix_fadvise", None)
     if advise is not None:
         try:

@@ -146,6 +146,7 @@ class ComponentRun:
         self._store_next = 0
         self._stored_cond = threading.Condition()
         self._stored: t.Dict[int, t.Any] = {}  # stored, waiting for the walking thread
+        self._rehash_buffers: t.Optional[t.Tuple[bytearray, bytearray]] = None   # reused by every rehash read
 
     # ---- dedup lookups against verified data
     def index(self) -> fmt.IndexSet:
@@ -355,7 +356,7 @@ class ComponentRun:
         if full_path:
             return self._full(dir_fd, items, path, old, dev, top, signature, None)
         fraction = self.engine.rehash_fraction
-        picked = [name for name, st in items if stat.S_ISREG(st.st_mode) and random.random() < fraction] \
+        picked = [(name, st) for name, st in items if stat.S_ISREG(st.st_mode) and random.random() < fraction] \
             if fraction and files else []
         if picked and not self._rehash_matches(dir_fd, picked, old, top):
             return self._full(dir_fd, items, path, old, dev, top, signature, None)
@@ -375,19 +376,25 @@ class ComponentRun:
                                                     {name: done[name][1] for name in done}, signature))
         return old.tree_id, offset
 
-    def _rehash_matches(self, dir_fd: t.Optional[int], names: t.List[bytes], old: bcache.CacheRecord,
-                        top: bool) -> bool:
+    def _rehash_matches(self, dir_fd: t.Optional[int], picked: t.List[t.Tuple[bytes, os.stat_result]],
+                        old: bcache.CacheRecord, top: bool) -> bool:
         """Read the files picked for rehashing: True when each still has the content its cached entry records."""
         try:
             old_entries = dict(fmt.decode_tree(old.tree, top=top))
         except fmt.FormatError:
             return False
-        for name in names:
+        if self._rehash_buffers is None:
+            self._rehash_buffers = (bytearray(fmt.CHUNK), bytearray(fmt.CHUNK))
+        for name, st in picked:
             previous = old_entries.get(name)
             if previous is None or previous.get("type") != "file":
                 return False
             self.stats["files_rehashed"] = self.stats.get("files_rehashed", 0) + 1
-            digest, size = _hash_file(dir_fd, name)
+            fd = self._open_file(dir_fd, name, st)
+            try:
+                digest, size = _hash_fd(fd, self._rehash_buffers, self.engine.executor)
+            finally:
+                os.close(fd)
             self.stats["bytes_read"] += size
             if digest != previous.get("sha256") or size != previous.get("size"):
                 return False
@@ -777,19 +784,33 @@ class ComponentRun:
             "packs": sorted(self.used_packs)})
 
 
-def _hash_file(dir_fd: t.Optional[int], name: bytes) -> t.Tuple[str, int]:
-    fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+def _hash_fd(fd: int, buffers: t.Tuple[bytearray, bytearray],
+             executor: t.Optional[concurrent.futures.Executor] = None) -> t.Tuple[str, int]:
+    """(SHA-256 hex, size) of an open file, read into two reused buffers: with an ``executor``, one block is
+    hashed on a worker thread while the next is read (both release the GIL), so the rehash of a backup where
+    nothing changed costs about the hashing alone."""
+    digest = hashlib.sha256()
+    size = 0
+    hashing: t.Optional[concurrent.futures.Future] = None
+    turn = 0
     try:
-        digest = hashlib.sha256()
-        size = 0
         while True:
-            block = os.read(fd, fmt.CHUNK)
-            if not block:
+            count = os.readv(fd, [buffers[turn]])
+            if hashing is not None:
+                hashing.result()      # the other buffer is free again, and the updates stay in order
+                hashing = None
+            if not count:
                 return digest.hexdigest(), size
-            digest.update(block)
-            size += len(block)
+            block = memoryview(buffers[turn])[:count]
+            if executor is None:
+                digest.update(block)
+            else:
+                hashing = executor.submit(digest.update, block)
+            size += count
+            turn ^= 1
     finally:
-        os.close(fd)
+        if hashing is not None:
+            concurrent.futures.wait([hashing])   # no worker may still read a buffer the caller reuses
 
 
 def _read_full(fd: int, size: int, left: int = -1) -> bytes:

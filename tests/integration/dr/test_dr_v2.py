@@ -507,3 +507,22 @@ def test_a_file_shorter_than_its_stat_size_is_stored_as_read(v2site):
     restore(site, dest)
     with open(str(dest) + source, "rb") as handle:
         assert handle.read() == content
+
+
+def test_a_full_rehash_of_an_unchanged_tree_reads_every_file_and_stores_nothing(v2site):
+    site = v2site
+    age_tree(site["base"])
+    backup(site)
+    objects_before = object_files(site["repo"])
+    sizes = {}        # one entry per inode: a hard-linked file is read under its first name only
+    for root in site["roots"]:
+        for dirpath, _dirs, names in os.walk(os.fsencode(root)):
+            for name in names:
+                st = os.lstat(os.path.join(dirpath, name))
+                if stat.S_ISREG(st.st_mode):
+                    sizes[(st.st_dev, st.st_ino)] = st.st_size
+    again = backup(site, rehash_percent=100.0)
+    stats = again["stats"]["artifacts"]
+    assert stats["files_rehashed"] == len(sizes) and stats["bytes_read"] == sum(sizes.values())
+    assert stats["objects_new"] == 0     # (files in a directory with hard links are re-read by the full path)
+    assert object_files(site["repo"]) == objects_before
