@@ -13,8 +13,8 @@ modules (format v2, rsa mode with an RSA-3072 recipient, Ed25519 signer); restic
 (compression auto), borg with repokey encryption and its default lz4. restic and borgbackup come from Debian
 (``apt-get install -y restic borgbackup``, bench set-up only; never a runtime dependency). The machine is shared:
 the load average is printed next to each shape. Each data set is flushed to disk and read once before any tool
-runs (``settle``), so the order of the tools does not decide who pays for writing it back or for access-time
-updates.
+runs (``settle``), and the disks are flushed (untimed) before each timed step, so the order of the tools does not
+decide who pays for writing back the data set or another tool's unflushed writes, or for access-time updates.
 """
 from __future__ import annotations
 
@@ -174,10 +174,15 @@ def bench_shape(label, work, keys, root, files, tools):
     # timestamps cannot tell a later change apart); data written just now would make "nothing changed" re-read
     # the newest files for whichever tool runs first.
     time.sleep(2.2)
+    # os.sync() (untimed) before each timed step: a tool that flushes (ours fsyncs its packs, its restore syncs
+    # the filesystems it wrote) must not wait for the writes another tool left unflushed, or for a restore
+    # directory just removed
     for tool in instances:
         rows[tool.name] = row = {}
+        os.sync()
         row["full"], peak_full = tool.backup()
         time.sleep(2.2)   # past every tool's racy-timestamp window, so "nothing changed" means nothing
+        os.sync()
         row["nochange"], peak_nochange = tool.backup()
         row["peak"] = max(peak_full, peak_nochange)
     # the same 1 % of files change once, then every tool backs up and restores
@@ -188,8 +193,10 @@ def bench_shape(label, work, keys, root, files, tools):
     for tool in instances:
         name = tool.name
         row = rows[name]
+        os.sync()
         row["changed"], peak = tool.backup()
         dest = os.path.join(work, "restore-%s" % name.split()[0].replace(".", "-"))
+        os.sync()
         row["restore"], peak_restore = tool.restore(dest)
         row["peak"] = max(row["peak"], peak, peak_restore)
         row["size"] = du(tool.repo)
