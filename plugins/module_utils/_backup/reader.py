@@ -54,6 +54,9 @@ def _within(root: bytes, path: bytes) -> bool:
     return path == root or path.startswith(root.rstrip(b"/") + b"/")
 
 
+WRITEBACK_FROM = 256 << 10     # restored files at least this large start their write-back when written
+
+
 class Event(t.NamedTuple):
     kind: str          # dir, enddir, file, symlink, hardlink
     path: bytes        # absolute original path
@@ -444,6 +447,10 @@ class Restorer:
                                      % os.fsdecode(path))
             self._apply_owner_mode(fd, entry["mode"], entry.get("uid"), entry.get("gid"))
             os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+            if offset >= WRITEBACK_FROM:
+                # its write-back starts now, while later files are written: the flush at the end of the restore
+                # then waits for what is left, not for every byte written
+                brepo.start_writeback(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp, dir_fd=dir_fd)
