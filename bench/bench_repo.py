@@ -76,17 +76,13 @@ def du(path):
 
 
 def run_tool(argv, env):
-    """(wall seconds, peak RSS bytes of the child) for one external command."""
-    started = time.monotonic()
-    # a fresh helper process per measurement, so RUSAGE_CHILDREN's maximum is this command's
-    wrapper = [sys.executable, "-c", "import resource,subprocess,sys;r=subprocess.run(sys.argv[1:]);"
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,file=sys.stderr);sys.exit(r.returncode)"]
-    proc = subprocess.run(wrapper + argv, env=env, capture_output=True, text=True, check=False)
-    wall = time.monotonic() - started
-    if proc.returncode != 0:
-        raise SystemExit("%s failed: %s" % (" ".join(argv[:3]), proc.stderr[-2000:]))
-    peak_kib = int(proc.stderr.strip().splitlines()[-1])
-    return wall, peak_kib * 1024
+    """(wall seconds, peak RSS bytes of the child) for one external command, timed as our module is."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        code, wall, peak = modrun.run_timed(argv, modrun.bench_env(env), out, err)
+        if code != 0:
+            err.seek(0)
+            raise SystemExit("%s failed: %s" % (" ".join(argv[:3]), err.read()[-2000:].decode(errors="replace")))
+    return wall, peak
 
 
 class Ours:
