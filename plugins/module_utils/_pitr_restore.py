@@ -7,8 +7,9 @@ Order, so that a failure never touches the live cluster: verify the base
 backup's manifest and the WAL chain, decide whether the target is reachable
 (refuse with how far replay can go when it is not), extract the base backup
 into the new ``data_dir``, recover it on a side port with restore_command =
-the collection's WAL program (which decrypts and authenticates each file and
-checks it against the verified plan before PostgreSQL sees it), check it, and
+the collection's WAL program (which hands PostgreSQL only files this module
+decrypted, authenticated and checked against the verified plan: the key never
+leaves this process, _pitr_prefetch.py), check it, and
 only then (with ``live_data_dir``) stop the live cluster and swap the
 directories by rename, keeping ``<live>.pre_pitr_<stamp>`` for a one-step
 rollback (``state: rolled_back``).
@@ -345,9 +346,6 @@ def run_pitr(module: t.Any) -> dict:
         raise RansomeyeError("a point-in-time restore needs data_dir (a new directory for the restored cluster)")
     if not params.get("private_key") and not params.get("key_file"):
         raise RansomeyeError("restore decrypts the backup: give private_key (rsa mode) or key_file (aes mode)")
-    if params.get("private_key_passphrase"):
-        raise RansomeyeError("a point-in-time restore needs an unencrypted private_key (the WAL program reads it "
-                             "for every segment as the server's OS user); decrypt a copy for the restore")
     data_dir = os.path.abspath(params["data_dir"])
     live = os.path.abspath(params["live_data_dir"]) if params.get("live_data_dir") else None
     if live and (live == data_dir or data_dir.startswith(live.rstrip("/") + "/")):
@@ -403,7 +401,7 @@ def run_pitr(module: t.Any) -> dict:
             server.needs_config(data_dir, config_file, "the restored base backup in")
             result["stats"]["base_backup_bytes"] = size
             result["stats"]["extract_seconds"] = round(time.monotonic() - started, 3)
-            config_path = _restore_config(work, repo, plan, decrypt, params, user)
+            config_path = _restore_config(work, repo, plan, spool, user)
             prog = os.path.join(work, "prog")
             inst.install_files(prog, inst.program_files(params.get("python") or sys.executable), False)
             os.chmod(prog, 0o755)
@@ -471,7 +469,7 @@ def run_pitr(module: t.Any) -> dict:
             raise
         finally:
             result["stats"].update(ahead.stop())
-            _scrub_work(work)
+            _remove_tree(work)
         if live:
             result.update(_swap(params, live, data_dir, control))
         result["stats"]["duration"] = round(time.monotonic() - started, 3)
@@ -515,40 +513,19 @@ def _is_running(data_dir: str) -> bool:
     return os.path.exists(os.path.join(data_dir, "postmaster.pid"))
 
 
-def _restore_config(work: str, repo: brepo.Repo, plan: Plan, decrypt: dict, params: dict, user: inst.OsUser) -> str:
-    """The get program's config: the verified plan, and a copy of the secret readable by the server's user only."""
-    secret_src = params.get("private_key") or params.get("key_file")
-    secret = os.path.join(work, "restore.secret")
-    with open(secret_src, "rb") as handle:
-        data = handle.read()
-    atomic_write(secret, data, mode=0o600, uid=user.uid if os.geteuid() == 0 else None,
-                 gid=user.gid if os.geteuid() == 0 else None)
+def _restore_config(work: str, repo: brepo.Repo, plan: Plan, spool: str, user: inst.OsUser) -> str:
+    """The get program's config: the verified plan and the spool it asks (no key: the read-ahead decrypts)."""
     files = {}
     for name in plan.names:
         entry = plan.report.good[name].entry
         files[name] = {"plaintext_sha256": entry["plaintext_sha256"], "plaintext_size": entry["plaintext_size"],
                        "compression": entry.get("compression") or "none"}
     config = {"format": "ransomeye-wal-program", "version": 1, "repo": repo.path, "files": files,
-              "timeout": 300, "private_key": secret if params.get("private_key") else None,
-              "key_file": secret if params.get("key_file") else None}
+              "timeout": 300, "spool": spool}
     path = os.path.join(work, "restore.json")
     atomic_write(path, inst.config_bytes(config), mode=0o640,
                  gid=user.gid if os.geteuid() == 0 else None)
     return path
-
-
-def _scrub_work(work: str) -> None:
-    """Remove the work directory; overwrite the secret copy first."""
-    secret = os.path.join(work, "restore.secret")
-    try:
-        size = os.path.getsize(secret)
-        with open(secret, "r+b") as handle:
-            handle.write(b"\0" * size)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError:
-        pass
-    _remove_tree(work)
 
 
 def _check_side(params: dict, port: int, user: inst.OsUser, data_dir: str) -> dict:

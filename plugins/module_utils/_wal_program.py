@@ -703,6 +703,8 @@ def get(config: dict, name: str, dest: str) -> str:
     expected = files.get(name)
     if not isinstance(expected, dict):
         return "missing"
+    if config.get("spool"):
+        return _get_from_spool(config["spool"], name, dest)
     layout = wf.WalLayout(config["repo"])
     if config.get("private_key"):
         decrypt = {"private_key": _restore_key(config["private_key"])}
@@ -725,6 +727,52 @@ def get(config: dict, name: str, dest: str) -> str:
             raise RansomeyeError("%s decrypted to content that differs from the verified chain entry" % name)
         os.rename(tmp, dest)
     return "restored"
+
+
+def _get_from_spool(spool: str, name: str, dest: str) -> str:
+    """Ask the restore module's read-ahead for ``name`` and move the checked file to ``dest``.
+
+    The program never decrypts here: the key stays in the module's process (docs/BACKUP_FORMAT.md 4.6). The
+    wait is bounded by the program's alarm (``timeout``), and ends at once when the module is gone."""
+    final = os.path.join(spool, name)
+    refused = final + ".bad"
+    request = final + ".want"
+    owner = _spool_owner(spool)
+    asked = False
+    while True:
+        try:
+            os.rename(final, dest)
+            return "restored"
+        except FileNotFoundError:
+            pass
+        try:
+            with open(refused, "rb") as handle:
+                reason = handle.read(4000).decode("utf-8", "replace").strip()
+        except FileNotFoundError:
+            reason = None
+        if reason is not None:
+            os.unlink(refused)
+            raise RansomeyeError("%s was refused by the restore: %s" % (name, reason))
+        if not asked:
+            os.close(os.open(request, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
+            asked = True
+        elif not os.path.exists(request) and not os.path.exists(final) and not os.path.exists(refused):
+            asked = False   # served and taken between two looks (a retry by the server): ask again
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            raise RansomeyeError("the restore that serves %s (pid %d) is gone; start the restore again" % (name, owner))
+        except PermissionError:
+            pass   # alive, and another user's (root's): the usual case
+        time.sleep(0.02)
+
+
+def _spool_owner(spool: str) -> int:
+    try:
+        with open(os.path.join(spool, "owner.pid"), "rb") as handle:
+            return int(handle.read(32).strip())
+    except (OSError, ValueError):
+        raise RansomeyeError("%s names no serving restore (owner.pid); start the restore again" % spool)
 
 
 # ----------------------------------------------------------------------------- check (installer preflight)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import time
@@ -137,3 +138,60 @@ def test_swap_and_one_step_rollback(history):
                                                        live_data_dir=site.pg.data, server_log=site.pg.logfile))
     assert back["_rc"] == 0 and back["changed"], back.get("msg")
     assert table_hashes(site.pg, "app") == attacked
+
+
+def test_the_server_user_never_gets_a_key_and_a_passphrase_protected_key_works(history, tmp_path):
+    """The restore_command runs as the server's OS user: it is handed checked plaintext by the module and never a
+    key. Proven two ways: the key given is passphrase-protected (the program has neither the passphrase nor a path
+    to the key), and nothing in the work directory, watched for the whole run, holds a key or names one."""
+    import threading
+    from cryptography.hazmat.primitives import serialization
+    site = history
+    if "private_key" not in site.decrypt:
+        pytest.skip("rsa mode only")
+    with open(site.decrypt["private_key"], "rb") as handle:
+        key = serialization.load_pem_private_key(handle.read(), None)
+    protected = tmp_path / "recipient-protected.pem"
+    protected.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"correct horse")))
+    data_dir = os.path.join(site.base, "restored-protected-key")
+    work = data_dir + ".ransomeye-pitr"
+    seen, leaks, done = set(), [], threading.Event()
+
+    def watch():
+        # a PEM private-key boundary (plain or encrypted) in any file, or a config that names a key
+        while not done.is_set():
+            for top, _dirs, files in os.walk(work):
+                for name in files:
+                    path = os.path.join(top, name)
+                    seen.add(os.path.relpath(path, work))
+                    try:
+                        with open(path, "rb") as handle:
+                            text = handle.read(1 << 22)
+                    except OSError:
+                        continue
+                    if b"PRIVATE KEY-----" in text:
+                        leaks.append(path)
+                    if name == "restore.json" and text:
+                        try:
+                            config = json.loads(text)
+                        except ValueError:
+                            continue
+                        if config.get("private_key") or config.get("key_file") or not config.get("spool"):
+                            leaks.append(path)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = run_module_direct("ransomeye_restore", dict(
+            _restore_args(site, data_dir, target_name="before_change"), private_key=str(protected),
+            private_key_passphrase="correct horse"))
+    finally:
+        done.set()
+        watcher.join()
+    assert result["_rc"] == 0, result.get("msg", "")[-1500:]
+    assert "restore.json" in seen and any(name.startswith("spool/") for name in seen), seen
+    assert not leaks, leaks
+    assert hashes_of_stopped(site, data_dir) == site.marks["A"]["hashes"]
+    shutil.rmtree(data_dir)
