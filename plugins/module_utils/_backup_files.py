@@ -194,15 +194,16 @@ class Restorer:
         return fd, parts[-1]
 
     def _chmod_chown_fd(self, fd: int, record: dict, mode: int, st: t.Optional[os.stat_result]) -> bool:
-        changed = False
-        if st is None or stat.S_IMODE(st.st_mode) != mode:
+        changed = chowned = False
+        # owner first: a chown clears the set-user-id and set-group-id bits, also for root
+        if self.is_root and (st is None or (st.st_uid, st.st_gid) != (record.get("uid"), record.get("gid"))):
+            changed = chowned = True
+            if not self.check_mode:
+                os.fchown(fd, int(record.get("uid", -1)), int(record.get("gid", -1)))
+        if st is None or stat.S_IMODE(st.st_mode) != mode or (chowned and mode & 0o6000):
             changed = True
             if not self.check_mode:
                 os.fchmod(fd, mode)
-        if self.is_root and (st is None or (st.st_uid, st.st_gid) != (record.get("uid"), record.get("gid"))):
-            changed = True
-            if not self.check_mode:
-                os.fchown(fd, int(record.get("uid", -1)), int(record.get("gid", -1)))
         return changed
 
     def restore_dir(self, original: str, record: dict) -> None:

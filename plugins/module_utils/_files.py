@@ -553,13 +553,14 @@ class AtomicWriterAt:
         try:
             if exc_type is None:
                 self.handle.flush()
-                os.fchmod(self.handle.fileno(), self.mode)
                 if self.uid is not None or self.gid is not None:
                     try:
                         os.fchown(self.handle.fileno(), -1 if self.uid is None else self.uid,
                                   -1 if self.gid is None else self.gid)
                     except PermissionError:
                         pass  # an unprivileged run keeps its own ownership
+                # after the chown, which clears the set-user-id and set-group-id bits, also for root
+                os.fchmod(self.handle.fileno(), self.mode)
                 os.fsync(self.handle.fileno())
                 self.handle.close()
                 os.rename(self.tmp_name, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)

@@ -292,9 +292,10 @@ stats:
       C(bytes_per_second) (its bytes over its duration).
     - A point-in-time restore has C(base_backup_bytes), C(extract_seconds), C(recovery_seconds), C(duration),
       C(wal_read_ahead) (files decrypted and checked by the module for the server), C(wal_served_on_request) (of
-      those, the ones the WAL program asked for because they were not read ahead: history files, a segment asked
-      for again) and C(wal_read_ahead_error) (the last segment the read-ahead could not take; asked for, it is tried
-      again and then refused in the server log; null). The key stays in the module: the WAL program never decrypts.
+      those, the ones the WAL program asked for because they were not read ahead, such as history files or a segment
+      asked for again) and C(wal_read_ahead_error) (the last segment the read-ahead could not take; asked for, it is
+      tried again and then refused in the server log; null). The key stays in the module, the WAL program never
+      decrypts.
   returned: always
   type: dict
 target:

@@ -250,7 +250,7 @@ class _Dir:
     """A directory the restore writes into: its descriptor while entries are being staged, and what its commit
     does (renames of staged temp files, mode fixes), then its own mode and mtime."""
 
-    __slots__ = ("root", "rel", "meta", "fd", "busy", "ended", "renames", "fixes", "created")
+    __slots__ = ("root", "rel", "meta", "fd", "busy", "ended", "renames", "fixes", "created", "plain")
 
     def __init__(self, root: bytes, rel: t.Tuple[bytes, ...], entry: t.Optional[dict], fd: t.Optional[int]) -> None:
         self.root = root          # the recorded root this directory belongs to
@@ -265,6 +265,7 @@ class _Dir:
         self.renames = bytearray()
         self.fixes: t.List[t.Tuple[bytes, int, t.Any, t.Any]] = []
         self.created = False
+        self.plain = False        # created by this run, ours, no set-group-id bit: new files in it are ours too
 
     def add_rename(self, number: int, name: bytes) -> None:
         self.renames += _RENAME.pack(number, len(name)) + name
@@ -304,6 +305,9 @@ class Restorer:
         self.check_mode = check_mode
         self.writers = writers
         self.is_root = os.geteuid() == 0
+        self.owner = (os.geteuid(), os.getegid())
+        self.umask = os.umask(0o077)   # read it (there is no other way), and put it back at once
+        os.umask(self.umask)
         self.stats = {"files_restored": 0, "files_unchanged": 0, "links_restored": 0, "hardlinks_restored": 0,
                       "dirs_created": 0, "modes_fixed": 0, "bytes_written": 0, "packs_read": 0,
                       "files_kept_live": 0}
@@ -351,9 +355,10 @@ class Restorer:
         return self.is_root and (st.st_uid, st.st_gid) != (entry.get("uid"), entry.get("gid"))
 
     def _apply_owner_mode(self, fd: int, mode: int, uid: t.Any, gid: t.Any) -> None:
-        os.fchmod(fd, mode)
+        # owner first: a chown clears the set-user-id and set-group-id bits, also for root
         if self.is_root:
             os.fchown(fd, int(uid if uid is not None else -1), int(gid if gid is not None else -1))
+        os.fchmod(fd, mode)
 
     def _open_root_parent(self, root: bytes) -> t.Tuple[t.Optional[int], bytes]:
         """(descriptor of the directory that holds the root's target, its name); under ``dest`` every directory
@@ -411,9 +416,10 @@ class Restorer:
             raise EntryRefused("refusing to restore into %s: %s" % (os.fsdecode(self.dest + path), exc.strerror))
 
     def _file_job(self, dir_fd: t.Optional[int], name: bytes, path: bytes, entry: dict, tmp: bytes,
-                  blobs: t.List[fmt.IndexEntry], fresh: bool = False) -> t.Tuple[str, int]:
+                  blobs: t.List[fmt.IndexEntry], fresh: bool = False, plain: bool = False) -> t.Tuple[str, int]:
         """On a worker thread: ("same" | "mode" | "would" | "written", bytes written). ``fresh``: the directory
-        was created by this run, so there is nothing to compare with (one lstat less per file)."""
+        was created by this run, so there is nothing to compare with (one lstat less per file); ``plain``: a new
+        file in it is owned by this process's user and group."""
         st = None if fresh else self._lstat(dir_fd, name)
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise EntryRefused("refusing to replace directory %s with a file" % os.fsdecode(self.dest + path))
@@ -422,7 +428,11 @@ class Restorer:
                 return ("mode" if self._needs_owner_mode(entry, st) else "same"), 0
         if self.check_mode or dir_fd is None:
             return "would", 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dir_fd)
+        # Created with its permission bits, so that most files need no chmod (nor a chown in a directory this run
+        # created, when the owner is ours): two system calls less per file, which a restore of many small files
+        # feels. Its content comes only from packs already authenticated against the signed manifest.
+        created_mode = entry["mode"] & 0o777 & ~self.umask
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, created_mode, dir_fd=dir_fd)
         try:
             digest = hashlib.sha256()
             offset = 0
@@ -445,7 +455,11 @@ class Restorer:
             if digest.hexdigest() != entry["sha256"] or offset != entry["size"]:
                 raise RansomeyeError("restored content of %s does not match the backup; the file was left as it was"
                                      % os.fsdecode(path))
-            self._apply_owner_mode(fd, entry["mode"], entry.get("uid"), entry.get("gid"))
+            if self.is_root and not (plain and (entry.get("uid"), entry.get("gid")) == self.owner):
+                os.fchown(fd, int(entry["uid"] if entry.get("uid") is not None else -1),
+                          int(entry["gid"] if entry.get("gid") is not None else -1))
+            if entry["mode"] & 0o7777 != created_mode:
+                os.fchmod(fd, entry["mode"])   # after the chown, which would clear set-user-id and set-group-id
             os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
             if offset >= WRITEBACK_FROM:
                 # its write-back starts now, while later files are written: the flush at the end of the restore
@@ -463,7 +477,7 @@ class Restorer:
         try:
             for holder, name, path, entry, number, blobs in batch:
                 results.append(self._file_job(holder.fd, name, path, entry, self._tmp_name(number), blobs,
-                                              holder.created))
+                                              holder.created, holder.plain))
         except BaseException:
             # the batch fails as a whole: its files staged so far are never handed back, so remove them here
             for (holder, _name, _path, _entry, number, _blobs), (outcome, _n) in zip(batch, results):
@@ -579,6 +593,9 @@ class Restorer:
                     fd, created = self._dir(parent.fd, name, event.path, parent.created)
                     child = _Dir(parent.root, parent.rel + (name,), event.entry, fd)
                     child.created = created
+                    if created and fd is not None:
+                        st = os.fstat(fd)
+                        child.plain = (st.st_uid, st.st_gid) == self.owner and not st.st_mode & stat.S_ISGID
                     self.dirs.append(child)
                     stack.append(child)
                     continue

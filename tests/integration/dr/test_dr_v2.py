@@ -526,3 +526,46 @@ def test_a_full_rehash_of_an_unchanged_tree_reads_every_file_and_stores_nothing(
     assert stats["files_rehashed"] == len(sizes) and stats["bytes_read"] == sum(sizes.values())
     assert stats["objects_new"] == 0     # (files in a directory with hard links are re-read by the full path)
     assert object_files(site["repo"]) == objects_before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owners other than our own need root")
+@pytest.mark.parametrize("fmt", ["v2", "v1"])
+def test_owners_and_special_mode_bits_round_trip_also_under_a_set_group_id_destination(v2site, fmt):
+    """A restored file is created with its permission bits and needs no chown when it is ours in a directory this
+    run created: these cases must still come back exactly (set-uid, set-gid, sticky, read-only, other owners, and a
+    destination whose set-group-id bit would otherwise hand new files its group)."""
+    site = v2site
+    root = site["roots"][0] + "/owners"
+    os.makedirs(root)
+    cases = {"setuid": (0o4755, 0, 0), "setgid": (0o2750, 0, 0), "readonly": (0o444, 0, 0),
+             "private": (0o600, 0, 0), "other-user": (0o640, 1234, 5678), "other-group": (0o664, 0, 4321),
+             "sticky-file": (0o1644, 0, 0)}
+    for name, (mode, uid, gid) in cases.items():
+        path = os.path.join(root, name)
+        _write(path, name.encode() * 10)
+        os.chown(path, uid, gid)
+        os.chmod(path, mode)
+    os.chmod(root, 0o2775)
+    os.chown(root, 0, 4321)
+    os.makedirs(os.path.join(root, "inherits"))   # under a setgid parent: setgid, group 4321
+    _write(os.path.join(root, "inherits", "root-owned"), b"r")
+    os.chown(os.path.join(root, "inherits", "root-owned"), 0, 0)
+    backup(site, format=fmt, components=["artifacts"], artifact_paths=[root])   # v1 cannot store non-UTF-8 names
+    dest = site["tmp"] / "setgid-dest"
+    os.makedirs(dest)
+    os.chown(dest, 0, 999)
+    os.chmod(dest, 0o2777)   # every directory the restore creates below inherits set-group-id and group 999
+    restore(site, dest)
+
+    def owners(top):
+        out = {}
+        for dirpath, dirs, files in os.walk(top):
+            for name in dirs + files:
+                st = os.lstat(os.path.join(dirpath, name))
+                out[os.path.relpath(os.path.join(dirpath, name), top)] = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        return out
+
+    restored = owners(os.fsdecode(os.fsencode(str(dest)) + os.fsencode(root)))
+    assert restored == owners(root)
+    assert restored["setuid"] == (0o4755, 0, 0) and restored["other-user"] == (0o640, 1234, 5678)
+    assert restored["inherits/root-owned"][2] == 0
