@@ -233,10 +233,8 @@ def bench_shape(label, work, keys, root, files, tools):
                                    ("changed", "1% changed", "s", 1), ("restore", "full restore, faster run", "s", 1),
                                    ("size", "repository size", "MB", 1e6), ("peak", "peak RSS", "MiB", 1 << 20)):
         print("%-30s %14s %14s %14s" % (text + " (%s)" % unit, *["%.2f" % (rows[t.name][key] / scale) for t in tools]))
-    print("%-30s %14s %14s %14s" % ("full backup runs 1 / 2 (s)",
-                                     *["%.2f / %.2f" % tuple(rows[t.name]["fulls"]) for t in tools]))
-    print("%-30s %14s %14s %14s" % ("restore runs 1 / 2 (s)",
-                                     *["%.2f / %.2f" % tuple(rows[t.name]["restores"]) for t in tools]))
+    for key, text in (("fulls", "full backup runs 1 / 2 (s)"), ("restores", "restore runs 1 / 2 (s)")):
+        print("%-30s %14s %14s %14s" % (text, *["%.2f / %.2f" % tuple(rows[t.name][key]) for t in tools]))
     print("%-30s %14s %14s %14s" % ("restore byte-identical", *[str(rows[t.name]["ok"]) for t in tools]))
     ours = rows[tools[0].name]
     for key in ("full", "nochange", "changed", "restore", "size", "peak"):
