@@ -10,14 +10,15 @@ import gzip
 import os
 import time
 
-import pytest
-
 
 def _consistent(result, nbytes):
     """bytes_per_second is nbytes over duration (int), and 0 only when the step was too fast to measure."""
     assert isinstance(result["duration"], float) and result["duration"] >= 0
     if result["duration"] >= 0.001:
-        assert result["bytes_per_second"] == pytest.approx(nbytes / result["duration"], rel=0.01, abs=1)
+        # duration is reported in whole milliseconds, the rate from the unrounded one: a 46 ms step is off by up
+        # to 1.1 % (a fixed rel=0.01 failed on exactly that)
+        low, high = result["duration"] - 0.0005, result["duration"] + 0.0005
+        assert nbytes / high - 1 <= result["bytes_per_second"] <= nbytes / max(low, 1e-6) + 1, result
     else:
         assert result["bytes_per_second"] == 0
 
