@@ -72,7 +72,8 @@ def _fresh(latest: t.Optional[brepo.LoadedManifest], repo: brepo.Repo, signer_pu
 
 def _empty_stats() -> dict:
     return {"bytes_read": 0, "bytes_stored": 0, "bytes_deduplicated": 0, "files_new": 0, "files_changed": 0,
-            "files_unchanged": 0, "files_rehashed": 0, "objects_new": 0, "objects_reused": 0, "duration": 0.0}
+            "files_unchanged": 0, "files_rehashed": 0, "cache_mismatches": 0, "objects_new": 0, "objects_reused": 0,
+            "duration": 0.0}
 
 
 def run_backup(module: t.Any) -> dict:
@@ -309,6 +310,11 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
             total[key] += values.get(key, 0)
     total["duration"] = round(time.monotonic() - started_mono, 3)
     stats["total"] = total
+    if total["cache_mismatches"]:
+        module.warn("%d file(s) picked for rehashing had content other than the cache recorded although their "
+                    "size, times and inode had not changed: their directories were read again in full and this "
+                    "backup holds what is on disk now. Content that changes behind an unchanged stat is disk "
+                    "corruption or deliberate tampering; check the host" % total["cache_mismatches"])
     result.update({
         "changed": True, "up_to_date": False, "reason": reason, "backup_id": backup_id, "seq": seq,
         "manifest": manifest_path, "manifest_sha256": manifest_sha,
@@ -347,6 +353,7 @@ def _v2_components(engine: t.Any, components: t.List[str], config_roots: t.List[
         stats[component] = dict(_empty_stats(), files_new=cstats["files_read"],
                                 files_unchanged=cstats["files_unchanged"], bytes_read=cstats["bytes_read"],
                                 files_rehashed=cstats.get("files_rehashed", 0),
+                                cache_mismatches=cstats.get("cache_mismatches", 0),
                                 objects_new=cstats["blobs_new"] + cstats["trees_new"],
                                 objects_reused=cstats["blobs_reused"] + cstats["trees_reused"],
                                 duration=round(time.monotonic() - started, 3))

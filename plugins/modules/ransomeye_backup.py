@@ -278,7 +278,11 @@ stats:
     - Per component (C(database), C(config), C(artifacts)) and C(total).
     - Keys C(bytes_read) (plaintext read), C(bytes_stored) (ciphertext written), C(bytes_deduplicated)
       (plaintext not stored again because identical content already was), C(files_new), C(files_changed),
-      C(files_unchanged), C(files_rehashed), C(objects_new), C(objects_reused), C(duration) (seconds).
+      C(files_unchanged), C(files_rehashed), C(cache_mismatches), C(objects_new), C(objects_reused), C(duration)
+      (seconds).
+    - C(cache_mismatches) counts files picked for rehashing (O(rehash_percent)) whose content was not what the
+      cache recorded although their size, times and inode were unchanged; none of the cache was trusted for
+      their directories (v2) or for the rest of the run (v1), and the run warns.
     - A C(database) stored with O(format=v2) also has C(chunks) (content-defined chunks of the dump) and
       C(segments); its C(objects_new) counts the chunks stored by this run, C(bytes_deduplicated) the dump bytes
       already in the repository.
@@ -286,7 +290,8 @@ stats:
   type: dict
   sample:
     artifacts: {bytes_read: 2097152, bytes_stored: 1048700, bytes_deduplicated: 1048576, files_new: 1,
-                files_changed: 0, files_unchanged: 300, files_rehashed: 6, objects_new: 1, objects_reused: 301,
+                files_changed: 0, files_unchanged: 300, files_rehashed: 6, cache_mismatches: 0, objects_new: 1,
+                objects_reused: 301,
                 duration: 0.41}
 pruned:
   description:

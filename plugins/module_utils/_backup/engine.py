@@ -359,7 +359,9 @@ class ComponentRun:
         picked = [(name, st) for name, st in items if stat.S_ISREG(st.st_mode) and random.random() < fraction] \
             if fraction and files else []
         if picked and not self._rehash_matches(dir_fd, picked, old, top):
-            return self._full(dir_fd, items, path, old, dev, top, signature, None)
+            # the cache no longer describes this directory's content: none of its files is taken from it (a
+            # file not picked this time may have changed behind an unchanged stat just as well)
+            return self._full(dir_fd, items, path, old, dev, top, signature, None, distrust=True)
         olds = [(name, st, self.old_child(old, name)) for name, st in subdirs]
         done = self._subdirs(dir_fd, olds, path, dev, top)
         same = all(old_sub is not None and old_sub.tree_id == done[name][0] for name, _st, old_sub in olds)
@@ -397,6 +399,7 @@ class ComponentRun:
                 os.close(fd)
             self.stats["bytes_read"] += size
             if digest != previous.get("sha256") or size != previous.get("size"):
+                self.stats["cache_mismatches"] = self.stats.get("cache_mismatches", 0) + 1
                 return False
         return True
 
@@ -449,12 +452,13 @@ class ComponentRun:
 
     def _full(self, dir_fd: t.Optional[int], items: t.List[t.Tuple[bytes, os.stat_result]], path: bytes,
               old: t.Optional[bcache.CacheRecord], dev: t.Optional[int], top: bool, signature: bytes,
-              done: t.Optional[t.Dict[bytes, t.Tuple[str, int]]]) -> "_Job":
+              done: t.Optional[t.Dict[bytes, t.Tuple[str, int]]], distrust: bool = False) -> "_Job":
         """Build the directory's entries (``done``: its subdirectories, already processed), start reading its
         changed files on the worker threads and back up its subdirectories meanwhile; ``complete`` encodes the
-        tree once the reads are stored."""
+        tree once the reads are stored. ``distrust``: a rehash found content the cache does not describe, so
+        every file of the directory is read (its subdirectories still use their own cache records)."""
         old_entries: t.Dict[bytes, dict] = {}
-        if old is not None:
+        if old is not None and not distrust:
             try:
                 old_entries = dict(fmt.decode_tree(old.tree, top=top))
             except fmt.FormatError:

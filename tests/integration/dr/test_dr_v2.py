@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -526,6 +527,76 @@ def test_a_full_rehash_of_an_unchanged_tree_reads_every_file_and_stores_nothing(
     assert stats["files_rehashed"] == len(sizes) and stats["bytes_read"] == sum(sizes.values())
     assert stats["objects_new"] == 0     # (files in a directory with hard links are re-read by the full path)
     assert object_files(site["repo"]) == objects_before
+
+
+def _make_cache_lie_about(site, directory: bytes) -> int:
+    """Rewrite the host-local cache record of ``directory`` so that every file's sha256 in it is wrong, re-MACed
+    with the host key as the engine would write it: what the cache says differs from the disk while every stat
+    field is unchanged (the effect of disk corruption, or of content changed with the clock turned back; ctime
+    cannot be set otherwise). Returns the number of files the record describes."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import cache as bcache
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt as bfmt
+    repo_id = json.load(open(os.path.join(site["repo"], "repo.json")))["repo_id"]
+    cache_dir = site["args"]["cache_dir"]
+    key = bcache.mac_key(bcache.host_secret(cache_dir, repo_id, create=False))
+    root = os.path.join(cache_dir, repo_id)
+    cache_path, state_path = os.path.join(root, "artifacts.cache"), os.path.join(root, "artifacts.state")
+    state = bcache.read_state(state_path, key)
+    reader = bcache.CacheReader(cache_path, key, bytes.fromhex(state["nonce"]))
+    wanted = sorted(os.listdir(directory))
+    records, offset, size, lied = [], 0, os.path.getsize(cache_path), 0
+    while offset < size:
+        record = reader.read(offset)
+        records.append(record)
+        (length,) = struct.unpack(">I", os.pread(reader.handle.fileno(), 4, offset))
+        offset += 4 + length + 32
+    reader.close()
+    writer = bcache.CacheWriter(cache_path, key)
+    for record in records:
+        try:
+            entries = bfmt.decode_tree(record.tree)
+        except bfmt.FormatError:
+            entries = bfmt.decode_tree(record.tree, top=True)    # the record of the roots
+        if sorted(name for name, _e in entries) == wanted:
+            text = record.tree
+            for _name, entry in entries:
+                wrong = hashlib.sha256(entry["sha256"].encode()).hexdigest()
+                text = text.replace(entry["sha256"].encode(), wrong.encode())
+                lied += 1
+            record = record._replace(tree=text)
+        writer.add(record)
+    writer.commit()
+    bcache.write_state(state_path, key, dict(state, nonce=writer.nonce.hex()))
+    return lied
+
+
+def test_content_changed_behind_an_unchanged_stat_is_read_again_for_the_whole_directory(v2site):
+    """A rehash that finds a file whose content is not what the cache says must not hand the directory back to
+    the cache: before the fix the full path re-drew the rehash lottery per file and took most of the lying
+    entries, so the backup recorded hashes its chunks do not have."""
+    site = v2site
+    age_tree(site["base"])
+    backup(site, components=["artifacts"])
+    victim = site["base"] + b"/x/app-x/events/d03"
+    lied = _make_cache_lie_about(site, victim)
+    assert lied == 30
+    # 50 %: the directory is picked with certainty but for 2**-30, its other files are mostly not picked again
+    again = backup(site, components=["artifacts"], rehash_percent=50.0)
+    stats = again["stats"]["artifacts"]
+    assert stats["cache_mismatches"] >= 1
+    assert any("rehashing had content other than the cache recorded" in w for w in again["warnings"])
+    checked = verify(site, level="full", backup_id=again["backup_id"])
+    assert checked["problems"] == [], checked["problems"]
+    body = json.load(open(again["manifest"]))["manifest"]
+    assert body["components"]["artifacts"]["entries"]["files"] >= 250
+    dest = site["tmp"] / "dest-lie"
+    restore(site, dest, backup_id=again["backup_id"])
+    for root in site["roots"]:
+        assert restored_view(dest, root) == snapshot(os.fsencode(root))
+    # the cache written by that run describes the disk again: nothing is re-read without a rehash
+    quiet = backup(site, components=["artifacts"])
+    assert quiet["stats"]["artifacts"]["cache_mismatches"] == 0
+    assert quiet["stats"]["artifacts"]["bytes_read"] == 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="owners other than our own need root")
