@@ -224,6 +224,7 @@ def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level:
     verified: t.List[str] = []
     backups: t.List[dict] = []
     marked: t.Set[t.Any] = set()
+    proven: t.Set[str] = set()     # v2 trees and streams whose content this run proved (shared by backups)
     for seq in selected:
         entry = entries[seq]
         item = entry.item
@@ -260,9 +261,9 @@ def verify_repo(repo: brepo.Repo, trusted: t.Any, backup: str = "latest", level:
                     continue
                 reason = None
                 if v2reader.is_v2(comp):
-                    reason = v2reader.verify_component(repo, item.body, comp, decrypt_kwargs)
+                    reason = v2reader.verify_component(repo, item.body, comp, decrypt_kwargs, proven)
                 elif v2stream.is_v2_stream(comp):
-                    reason = v2reader.verify_stream(repo, item.body, comp, decrypt_kwargs)
+                    reason = v2reader.verify_stream(repo, item.body, comp, decrypt_kwargs, proven)
                 if reason:
                     problems.append(_problem(item.backup_id, "component:%s" % name, reason))
                     ok = False

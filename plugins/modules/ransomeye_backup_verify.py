@@ -21,7 +21,9 @@ description:
   - V(ciphertext) also computes the SHA-256 of every stored object. It needs no private key.
   - V(full) does the V(quick) checks, then decrypts and authenticates every chunk of every object and compares the
     plaintext SHA-256 and size with the manifest (a modified ciphertext cannot authenticate, so its hash is not
-    recomputed). It needs O(private_key) (rsa mode) or O(key_file) (aes mode).
+    recomputed). In a v2 repository it then reads every file (and the database stream) as a restore does and
+    compares its SHA-256 with the one its entry records, so a backup that passes V(full) restores. It needs
+    O(private_key) (rsa mode) or O(key_file) (aes mode).
   - Objects shared by several backups are read once per run.
   - Manifests that do not verify (planted, foreign, unparseable, with an out-of-range seq) are reported as problems,
     and never stop the other backups from verifying. With O(anchor), a repository behind the rollback anchor is

@@ -599,6 +599,30 @@ def test_content_changed_behind_an_unchanged_stat_is_read_again_for_the_whole_di
     assert quiet["stats"]["artifacts"]["bytes_read"] == 0
 
 
+def test_full_verify_hashes_file_content_and_names_a_file_a_restore_would_refuse(v2site):
+    """verify level full must find what a restore refuses. A backup whose file entries disagree with their
+    chunks is made here with a lying cache and rehash off: a changed file sends its directory down the full
+    path, whose 29 unchanged files take their (wrong) hashes from the cache. Before, full verify only checked
+    that trees decode and blobs are located, and passed such a backup."""
+    site = v2site
+    age_tree(site["base"])
+    good = backup(site, components=["artifacts"])
+    victim = site["base"] + b"/x/app-x/events/d03"
+    _make_cache_lie_about(site, victim)
+    _write(victim + b"/e00003.json", b'{"changed": true}')
+    bad = backup(site, components=["artifacts"])
+    assert bad["stats"]["artifacts"]["files_new"] == 1
+    quick = verify(site, level="ciphertext", backup_id=bad["backup_id"])
+    assert quick["problems"] == []                  # that level proves the bytes stored, not their meaning
+    full = verify(site, level="full", backup_id="all")
+    assert full["verified"] == [good["backup_id"]]
+    assert [p["backup"] for p in full["problems"]] == [bad["backup_id"]]
+    reason = full["problems"][0]["reason"]
+    assert "/x/app-x/events/d03/e000" in reason and "a restore would refuse it" in reason
+    with pytest.raises(RansomeyeError, match="does not match the backup"):
+        restore(site, site["tmp"] / "dest-bad", backup_id=bad["backup_id"])
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="owners other than our own need root")
 @pytest.mark.parametrize("fmt", ["v2", "v1"])
 def test_owners_and_special_mode_bits_round_trip_also_under_a_set_group_id_destination(v2site, fmt):
