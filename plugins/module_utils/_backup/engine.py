@@ -69,7 +69,30 @@ class _Job:
         self.fd: t.Optional[int] = None    # its directory, closed when the job completes
 
 
-_Done = t.Union[t.Tuple[str, int], _Job]
+_Check = t.Tuple[concurrent.futures.Future, dict]     # a rehash on a worker thread, and the cached entry it checks
+
+
+class _PendingReuse:
+    """A directory the cache describes, waiting for the rehash of its picked files (on the worker threads, while
+    the walk goes on): ``complete`` reuses its cached tree when they all match, and reads the whole directory
+    otherwise."""
+
+    __slots__ = ("items", "path", "old", "dev", "top", "signature", "done", "checks", "files", "symlinks", "fd")
+
+    def __init__(self, items: t.List[t.Tuple[bytes, os.stat_result]], path: bytes, old: t.Any, dev: t.Optional[int],
+                 top: bool, signature: bytes, checks: t.List[_Check],
+                 files: int, symlinks: int) -> None:
+        self.items, self.path, self.old, self.dev, self.top, self.signature = items, path, old, dev, top, signature
+        self.checks, self.files, self.symlinks = checks, files, symlinks
+        self.done: t.Dict[bytes, t.Tuple[str, int]] = {}
+        self.fd: t.Optional[int] = None    # its directory (for the full path), closed when it completes
+
+    @property
+    def outstanding(self) -> int:
+        return sum(1 for future, _entry in self.checks if not future.done())
+
+
+_Done = t.Union[t.Tuple[str, int], _Job, _PendingReuse]
 
 
 class FileResult(t.NamedTuple):
@@ -146,7 +169,8 @@ class ComponentRun:
         self._store_next = 0
         self._stored_cond = threading.Condition()
         self._stored: t.Dict[int, t.Any] = {}  # stored, waiting for the walking thread
-        self._rehash_buffers: t.Optional[t.Tuple[bytearray, bytearray]] = None   # reused by every rehash read
+        self._rehashing: t.Set[concurrent.futures.Future] = set()   # rehash reads still on the worker threads
+        self._rehash_buffers = threading.local()                      # one pair of read buffers per worker
 
     # ---- dedup lookups against verified data
     def index(self) -> fmt.IndexSet:
@@ -358,50 +382,80 @@ class ComponentRun:
         fraction = self.engine.rehash_fraction
         picked = [(name, st) for name, st in items if stat.S_ISREG(st.st_mode) and random.random() < fraction] \
             if fraction and files else []
-        if picked and not self._rehash_matches(dir_fd, picked, old, top):
-            # the cache no longer describes this directory's content: none of its files is taken from it (a
-            # file not picked this time may have changed behind an unchanged stat just as well)
+        checks = self._start_rehash(dir_fd, picked, old, top) if picked else []
+        if checks is None:
             return self._full(dir_fd, items, path, old, dev, top, signature, None, distrust=True)
         olds = [(name, st, self.old_child(old, name)) for name, st in subdirs]
         done = self._subdirs(dir_fd, olds, path, dev, top)
         same = all(old_sub is not None and old_sub.tree_id == done[name][0] for name, _st, old_sub in olds)
         if not same or self.cache_reader is None:
-            # a subdirectory changed: this directory's tree is built again (its files from the cache as usual)
-            return self._full(dir_fd, items, path, old, dev, top, signature, done)
+            # a subdirectory changed: this directory's tree is built again (its files from the cache as usual,
+            # unless the rehash found one the cache does not describe)
+            return self._full(dir_fd, items, path, old, dev, top, signature, done,
+                              distrust=not self._rehash_matched(checks))
+        pending = _PendingReuse(items, path, old, dev, top, signature, checks, files, symlinks)
+        pending.done = done
+        if checks:
+            return pending
+        return self._finish_reuse(pending)
+
+    def _finish_reuse(self, pending: "_PendingReuse") -> t.Tuple[str, int]:
+        old, files, done = pending.old, pending.files, pending.done
         self.stats["files"] += files
         self.stats["files_unchanged"] += files
-        self.stats["symlinks"] += symlinks
-        self.stats["dirs"] += len(subdirs)
+        self.stats["symlinks"] += pending.symlinks
+        self.stats["dirs"] += len(done)
         self.stats["trees_reused"] += 1
         self.used_packs.update(old.packs)
         offset = self.writer.add(bcache.CacheRecord(old.tree, old.tree_id, old.packs,
-                                                    {name: done[name][1] for name in done}, signature))
+                                                    {name: done[name][1] for name in done}, pending.signature))
         return old.tree_id, offset
 
-    def _rehash_matches(self, dir_fd: t.Optional[int], picked: t.List[t.Tuple[bytes, os.stat_result]],
-                        old: bcache.CacheRecord, top: bool) -> bool:
-        """Read the files picked for rehashing: True when each still has the content its cached entry records."""
+    def _start_rehash(self, dir_fd: t.Optional[int], picked: t.List[t.Tuple[bytes, os.stat_result]],
+                      old: bcache.CacheRecord, top: bool) -> t.Optional[t.List["_Check"]]:
+        """Hash the files picked for rehashing on the worker threads: [(future of (sha256, size), cached entry)],
+        or None when the cached tree does not describe one of them as a file."""
         try:
             old_entries = dict(fmt.decode_tree(old.tree, top=top))
         except fmt.FormatError:
-            return False
-        if self._rehash_buffers is None:
-            self._rehash_buffers = (bytearray(fmt.CHUNK), bytearray(fmt.CHUNK))
+            return None
+        wanted = []
         for name, st in picked:
             previous = old_entries.get(name)
             if previous is None or previous.get("type") != "file":
-                return False
+                return None
+            wanted.append((name, st, previous))
+        checks = []
+        for name, st, previous in wanted:
             self.stats["files_rehashed"] = self.stats.get("files_rehashed", 0) + 1
-            fd = self._open_file(dir_fd, name, st)
-            try:
-                digest, size = _hash_fd(fd, self._rehash_buffers, self.engine.executor)
-            finally:
-                os.close(fd)
+            future = self.engine.executor.submit(self._rehash_file, dir_fd, name, st)
+            self._rehashing.add(future)
+            future.add_done_callback(self._rehashing.discard)
+            checks.append((future, previous))
+        return checks
+
+    def _rehash_file(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result) -> t.Tuple[str, int]:
+        """On a worker thread: (SHA-256 hex, size) of one file (the hashing releases the GIL, so two files are
+        hashed at once on two cores while the walk goes on)."""
+        buffers = getattr(self._rehash_buffers, "pair", None)
+        if buffers is None:
+            buffers = self._rehash_buffers.pair = (bytearray(fmt.CHUNK), bytearray(fmt.CHUNK))
+        fd = self._open_file(dir_fd, name, st)
+        try:
+            return _hash_fd(fd, buffers)
+        finally:
+            os.close(fd)
+
+    def _rehash_matched(self, checks: t.List["_Check"]) -> bool:
+        """Wait for a directory's rehash: True when each file still has the content its cached entry records."""
+        matched = True
+        for future, previous in checks:
+            digest, size = future.result()
             self.stats["bytes_read"] += size
-            if digest != previous.get("sha256") or size != previous.get("size"):
+            if matched and (digest != previous.get("sha256") or size != previous.get("size")):
                 self.stats["cache_mismatches"] = self.stats.get("cache_mismatches", 0) + 1
-                return False
-        return True
+                matched = False
+        return matched
 
     def _subdirs(self, dir_fd: t.Optional[int], subdirs: t.List[t.Tuple[bytes, os.stat_result,
                                                                         t.Optional[bcache.CacheRecord]]],
@@ -413,7 +467,7 @@ class ComponentRun:
         waiting: "collections.deque[t.Tuple[bytes, _Job]]" = collections.deque()
         for name, st, old_sub in subdirs:
             started = self._subdir(dir_fd, name, st, path, old_sub, dev, top)
-            if not isinstance(started, _Job) or not started.outstanding:
+            if isinstance(started, tuple) or not started.outstanding:
                 # nothing to wait for (a directory of directories, or of unchanged files): its entries are not
                 # kept around, whatever the number of its siblings
                 results[name] = self.complete(started)
@@ -441,7 +495,7 @@ class ComponentRun:
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
                 raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(full))
             result = self.process(sub_fd, _list_dir(sub_fd), full, old_sub, st.st_dev if dev is None else dev, False)
-            if isinstance(result, _Job) and result.outstanding:
+            if isinstance(result, _PendingReuse) or (isinstance(result, _Job) and result.outstanding):
                 result.fd = sub_fd        # closed once its reads are done (complete)
                 handed_over = True
             return result
@@ -546,6 +600,8 @@ class ComponentRun:
 
     def complete(self, job: "_Done") -> t.Tuple[str, int]:
         """(tree id hex, cache offset) of a directory: waits for its file reads, then encodes and stores its tree."""
+        if isinstance(job, _PendingReuse):
+            return self._complete_reuse(job)
         if not isinstance(job, _Job):
             return job
         if job.outstanding and any(item[3] is job for item in self._batch):
@@ -579,6 +635,20 @@ class ComponentRun:
         self.used_packs.update(packs)
         offset = self.writer.add(bcache.CacheRecord(tree, blob.hex(), sorted(packs), job.children, job.signature))
         return blob.hex(), offset
+
+    def _complete_reuse(self, pending: _PendingReuse) -> t.Tuple[str, int]:
+        fd, pending.fd = pending.fd, None
+        if self._rehash_matched(pending.checks):
+            if fd is not None:
+                self.open_fds.discard(fd)
+                os.close(fd)
+            return self._finish_reuse(pending)
+        # the cache no longer describes this directory's content: none of its files is taken from it (a file not
+        # picked this time may have changed behind an unchanged stat just as well)
+        job = self._full(fd, pending.items, pending.path, pending.old, pending.dev, pending.top, pending.signature,
+                         pending.done, distrust=True)
+        job.fd = fd
+        return self.complete(job)
 
     def _read_files(self, dir_fd: t.Optional[int], reads: t.List[t.Tuple[int, bytes, os.stat_result]],
                     job: "_Job") -> None:
@@ -763,7 +833,8 @@ class ComponentRun:
             # no worker may still read through a descriptor about to be closed (its number could be reused)
             for _batch, _size, _number, future in self._inflight:
                 future.cancel()
-            concurrent.futures.wait([future for _batch, _size, _number, future in self._inflight])
+            concurrent.futures.wait([future for _batch, _size, _number, future in self._inflight]
+                                    + list(self._rehashing))
             for fd in self.open_fds:
                 os.close(fd)
             self.open_fds.clear()
