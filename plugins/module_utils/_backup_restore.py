@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function, annotations
 __metaclass__ = type
 
 import hashlib
+import os
 import re
 import time
 import typing as t
@@ -355,6 +356,9 @@ def _credentials_plan(params: dict, repo: brepo.Repo, body: dict, components: t.
 
 def run_restore_module(module: t.Any) -> dict:
     params = module.params
+    if params.get("dest") and not os.path.isabs(params["dest"]):
+        raise RansomeyeError("dest must be an absolute path, not %r: a relative one would be taken from whatever "
+                             "directory the module happens to run in" % params["dest"])
     from ansible_collections.ransomeye.ops.plugins.module_utils import _pitr_restore
     if _pitr_restore.wants_pitr(params):
         return _pitr_restore.run_pitr(module)

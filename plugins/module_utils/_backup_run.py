@@ -350,6 +350,10 @@ def _v2_components(engine: t.Any, components: t.List[str], config_roots: t.List[
         started = time.monotonic()
         record, cstats = engine.backup(component, roots)
         body["components"][component] = record
+        if record.get("skipped_count"):
+            sample = "; ".join(record.get("skipped") or [])[:1000]
+            engine.warn("%s: %d entries are not in this backup (deleted or replaced while it ran, another filesystem, "
+                        "or not a file, directory or symlink), e.g. %s" % (component, record["skipped_count"], sample))
         stats[component] = dict(_empty_stats(), files_new=cstats["files_read"],
                                 files_unchanged=cstats["files_unchanged"], bytes_read=cstats["bytes_read"],
                                 files_rehashed=cstats.get("files_rehashed", 0),

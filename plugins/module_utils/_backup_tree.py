@@ -257,9 +257,16 @@ def backup_artifacts(
             continue
         cached_sha, forced = cache.lookup(entry.path, entry.st)
         fd = -1
+        if cached_sha is None or forced:
+            try:
+                fd = _open_entry(entry)
+            except FileNotFoundError:
+                # deleted since the walk listed it (evidence aged out while the backup ran): left out, reported
+                del files[entry.path]
+                skipped.append(entry.path)
+                continue
         try:
             if cached_sha is None or forced:
-                fd = _open_entry(entry)
                 sha, size = _hash_fd(fd)
                 stats["bytes_read"] += size
                 if forced:

@@ -58,7 +58,7 @@ options:
     type: str
   dest:
     description:
-      - Restore config and artifacts under this directory instead of their original paths.
+      - Restore config and artifacts under this directory instead of their original paths. It must be absolute.
     type: path
   state:
     description:

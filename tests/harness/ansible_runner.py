@@ -163,8 +163,9 @@ def run_module_direct(
     diff: bool = False,
     env: t.Optional[dict] = None,
     timeout: int = 600,
+    cwd: t.Optional[str] = None,
 ) -> dict:
-    """Execute ``plugins/modules/<module>.py`` directly with an args file; return its JSON result."""
+    """Execute ``plugins/modules/<module>.py`` directly with an args file (in ``cwd``); return its JSON result."""
     name = module.split(".")[-1]
     path = os.path.join(REPO, "plugins", "modules", name + ".py")
     args = dict(module_args or {})
@@ -177,7 +178,7 @@ def run_module_direct(
         args_file = handle.name
     try:
         proc = subprocess.run([sys.executable, path, args_file], capture_output=True, text=True,
-                              env=ansible_env(env), timeout=timeout, check=False)
+                              env=ansible_env(env), timeout=timeout, check=False, cwd=cwd)
     finally:
         os.unlink(args_file)
     try:

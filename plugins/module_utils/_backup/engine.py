@@ -21,6 +21,7 @@ __metaclass__ = type
 
 import collections
 import concurrent.futures
+import errno
 import hashlib
 import hmac
 import os
@@ -60,13 +61,17 @@ SAMPLE = 20
 class _Job:
     """A directory whose entries are built and whose changed files are being read on the worker threads."""
 
-    __slots__ = ("entries", "packs", "children", "old", "signature", "outstanding", "fd")
+    __slots__ = ("entries", "packs", "children", "old", "signature", "outstanding", "fd", "path", "top")
 
     def __init__(self, entries: t.List[t.Optional[dict]], packs: t.Set[str], children: t.Dict[bytes, int],
-                 old: t.Optional[t.Any], signature: bytes) -> None:
+                 old: t.Optional[t.Any], signature: bytes, path: bytes = b"", top: bool = False) -> None:
         self.entries, self.packs, self.children, self.old, self.signature = entries, packs, children, old, signature
         self.outstanding = 0               # files queued and not yet stored
         self.fd: t.Optional[int] = None    # its directory, closed when the job completes
+        self.path, self.top = path, top    # for messages about its entries
+
+    def full(self, name: bytes) -> bytes:
+        return name if self.top else self.path + b"/" + name
 
 
 _Check = t.Tuple[concurrent.futures.Future, dict]     # a rehash on a worker thread, and the cached entry it checks
@@ -93,6 +98,9 @@ class _PendingReuse:
 
 
 _Done = t.Union[t.Tuple[str, int], _Job, _PendingReuse]
+_GONE = ("", -1)    # the result of a subdirectory deleted between its parent's listing and its own opening
+VANISHED = "vanished during the backup"
+REPLACED = "replaced during the backup"   # another inode now: never read with the listed entry's owner and mode
 
 
 class FileResult(t.NamedTuple):
@@ -195,7 +203,9 @@ class ComponentRun:
     def skip(self, path: bytes, why: str) -> None:
         self.stats["skipped_count"] += 1
         if len(self.skipped) < SAMPLE:
-            self.skipped.append("%s (%s)" % (os.fsdecode(path), why))
+            # shown, not used to find the entry: a name that is not UTF-8 is escaped (\xe9), since the signed
+            # manifest is canonical JSON and cannot hold the lone surrogates os.fsdecode would give
+            self.skipped.append("%s (%s)" % (path.decode("utf-8", "backslashreplace"), why))
 
     # ---- cache
     def open_cache(self) -> t.Optional[bcache.CacheRecord]:
@@ -269,12 +279,17 @@ class ComponentRun:
                     self.engine.noatime = False   # root without CAP_FOWNER (a container): on no file then
         return os.open(name, _READ, dir_fd=dir_fd)
 
-    def read_file(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result) -> FileResult:
-        fd = self._open_file(dir_fd, name, st)
+    def read_file(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result) -> t.Union[FileResult, str]:
+        """A str: why the listed file cannot be backed up (deleted or replaced after its directory was listed, as
+        evidence aged out or rewritten while the backup runs); it is left out and reported."""
+        try:
+            fd = self._open_file(dir_fd, name, st)
+        except FileNotFoundError:
+            return VANISHED
         try:
             opened = os.fstat(fd)
             if opened.st_ino != st.st_ino or opened.st_dev != st.st_dev or not stat.S_ISREG(opened.st_mode):
-                raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(name))
+                return REPLACED
             expected = opened.st_size
             if 0 < expected <= fmt.CHUNK:
                 # most files: one read(2) of the size fstat gave, ending exactly there, is the whole file (as in
@@ -434,14 +449,21 @@ class ComponentRun:
             checks.append((future, previous))
         return checks
 
-    def _rehash_file(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result) -> t.Tuple[str, int]:
+    def _rehash_file(self, dir_fd: t.Optional[int], name: bytes,
+                     st: os.stat_result) -> t.Optional[t.Tuple[str, int]]:
         """On a worker thread: (SHA-256 hex, size) of one file (the hashing releases the GIL, so two files are
         hashed at once on two cores while the walk goes on)."""
         buffers = getattr(self._rehash_buffers, "pair", None)
         if buffers is None:
             buffers = self._rehash_buffers.pair = (bytearray(fmt.CHUNK), bytearray(fmt.CHUNK))
-        fd = self._open_file(dir_fd, name, st)
         try:
+            fd = self._open_file(dir_fd, name, st)
+        except FileNotFoundError:
+            return None     # deleted since the listing: the directory takes the full path, which reports it
+        try:
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
+                return None     # replaced since the listing: as above (not content changed behind its stat)
             return _hash_fd(fd, buffers)
         finally:
             os.close(fd)
@@ -450,7 +472,11 @@ class ComponentRun:
         """Wait for a directory's rehash: True when each file still has the content its cached entry records."""
         matched = True
         for future, previous in checks:
-            digest, size = future.result()
+            hashed = future.result()
+            if hashed is None:
+                matched = False
+                continue
+            digest, size = hashed
             self.stats["bytes_read"] += size
             if matched and (digest != previous.get("sha256") or size != previous.get("size")):
                 self.stats["cache_mismatches"] = self.stats.get("cache_mismatches", 0) + 1
@@ -486,14 +512,21 @@ class ComponentRun:
         full = name if top else path + b"/" + name
         try:
             sub_fd = os.open(name, _DIRFLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            self.skip(full, VANISHED)
+            return _GONE
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):     # swapped for a symlink or a file since the listing
+                self.skip(full, REPLACED)
+                return _GONE
             raise RansomeyeError("cannot open directory %s: %s" % (os.fsdecode(full), exc.strerror))
         self.open_fds.add(sub_fd)
         handed_over = False
         try:
             opened = os.fstat(sub_fd)
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
-                raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(full))
+                self.skip(full, REPLACED)
+                return _GONE
             result = self.process(sub_fd, _list_dir(sub_fd), full, old_sub, st.st_dev if dev is None else dev, False)
             if isinstance(result, _PendingReuse) or (isinstance(result, _Job) and result.outstanding):
                 result.fd = sub_fd        # closed once its reads are done (complete)
@@ -554,7 +587,11 @@ class ComponentRun:
                 subdirs.append((len(entries), name, st))
             elif stat.S_ISLNK(mode):
                 entry["type"] = "symlink"
-                entry["target"] = fmt.b64(os.readlink(name, dir_fd=dir_fd))
+                try:
+                    entry["target"] = fmt.b64(os.readlink(name, dir_fd=dir_fd))
+                except FileNotFoundError:
+                    self.skip(full, VANISHED)
+                    continue
                 self.stats["symlinks"] += 1
             elif stat.S_ISREG(mode):
                 if st.st_nlink > 1:
@@ -583,7 +620,7 @@ class ComponentRun:
             entries.append(entry)
         if used_old and old is not None:
             packs.update(old.packs)
-        job = _Job(entries, packs, children, old, signature)
+        job = _Job(entries, packs, children, old, signature, path, top)
         self._read_files(dir_fd, reads, job)
         todo = [(name, st, self.old_child(old, name)) for _pos, name, st in subdirs
                 if done is None or name not in done]
@@ -592,6 +629,9 @@ class ComponentRun:
             done.update(self._subdirs(dir_fd, todo, path, dev, top))
         for position, name, st in subdirs:
             tree_id, offset = t.cast(dict, done)[name]
+            if offset < 0:
+                entries[position] = None      # deleted since the listing (reported by _subdir)
+                continue
             entry = t.cast(dict, entries[position])
             entry["tree"] = tree_id
             children[name] = offset
@@ -658,6 +698,10 @@ class ComponentRun:
         for position, name, st in reads:
             if st.st_size > BIG_FILE:
                 result = self._read_big(dir_fd, name, st, job.packs)
+                if isinstance(result, str):
+                    job.outstanding += 1        # (_vanished counts it down)
+                    self._vanished(job, position, name, result)
+                    continue
                 self._set_entry(job.entries[position], [blob.hex() for blob, _s, _r, _c in result.chunks], result)
                 continue
             self._batch.append((dir_fd, name, st, job, position))
@@ -697,7 +741,8 @@ class ComponentRun:
                 if not isinstance(results, BaseException):
                     try:
                         with self.engine.lock:     # once per batch (store_new takes it again, cheaply)
-                            results = [self._store_file(result) for result in results]
+                            results = [result if isinstance(result, str) else self._store_file(result)
+                                       for result in results]
                     except BaseException as exc:  # noqa: B902 - as above
                         results = exc
                 with self._stored_cond:
@@ -747,7 +792,11 @@ class ComponentRun:
         results = self._collected(number)
         self._inflight_bytes -= size
         stats = self.stats
-        for (_fd, _name, _st, job, position), (result, ids, packs, new) in zip(batch, results):
+        for (_fd, name, _st, job, position), done in zip(batch, results):
+            if isinstance(done, str):
+                self._vanished(job, position, name, done)
+                continue
+            result, ids, packs, new = done
             self._set_entry(job.entries[position], ids, result)
             job.packs.update(packs)
             job.outstanding -= 1
@@ -757,15 +806,27 @@ class ComponentRun:
             stats["files_read"] += 1
         hook("during_artifacts")
 
-    def _read_big(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result, packs: t.Set[str]) -> FileResult:
+    def _vanished(self, job: "_Job", position: int, name: bytes, why: str) -> None:
+        """A file of ``job`` deleted or replaced after the listing: left out of its tree, and reported."""
+        job.entries[position] = None
+        job.outstanding -= 1
+        self.stats["files"] -= 1
+        self.skip(job.full(name), why)
+
+    def _read_big(self, dir_fd: t.Optional[int], name: bytes, st: os.stat_result,
+                  packs: t.Set[str]) -> t.Union[FileResult, str]:
         """A large file: this thread reads it and hashes the whole; its 1 MiB chunks are hashed, compressed and
-        stored on the worker threads, a bounded window at a time (memory does not grow with the file)."""
+        stored on the worker threads, a bounded window at a time (memory does not grow with the file). A str: as
+        for read_file."""
         eng = self.engine
-        fd = self._open_file(dir_fd, name, st)
+        try:
+            fd = self._open_file(dir_fd, name, st)
+        except FileNotFoundError:
+            return VANISHED
         try:
             opened = os.fstat(fd)
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
-                raise RansomeyeError("%s was replaced while it was being backed up" % os.fsdecode(name))
+                return REPLACED
             whole = hashlib.sha256()
             ids: t.List[t.Tuple[bytes, t.Optional[bytes], int, int]] = []
             pending: "collections.deque[concurrent.futures.Future]" = collections.deque()

@@ -43,6 +43,19 @@ def test_wrong_aes_key_file_fails_clearly(dr_site, run_module_direct, tmp_path):
     _failed(restore, "cannot decrypt")
 
 
+def test_a_relative_dest_is_refused_before_anything_is_read_or_written(dr_site, run_module_direct, tmp_path):
+    """A typo like dest: restore/ would otherwise restore under whatever directory the module runs in."""
+    site = dr_site
+    assert run_module_direct("ransomeye_backup", dict(site["args"], components=["config"]))["_rc"] == 0
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    restore = run_module_direct("ransomeye_restore", dict(
+        repo=site["repo"], trusted_keys=[site["keys"]["signing_pub"]], private_key=site["keys"]["recipient_key"],
+        components=["config"], dest="restore-here"), cwd=str(cwd))
+    _failed(restore, "dest must be an absolute path", "restore-here")
+    assert os.listdir(cwd) == []
+
+
 @pytest.mark.parametrize("module", ["ransomeye_backup_verify", "ransomeye_restore"])
 def test_missing_repository(dr_site, run_module_direct, module, tmp_path):
     site = dr_site

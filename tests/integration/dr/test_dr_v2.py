@@ -623,6 +623,127 @@ def test_full_verify_hashes_file_content_and_names_a_file_a_restore_would_refuse
         restore(site, site["tmp"] / "dest-bad", backup_id=bad["backup_id"])
 
 
+def _delete_after_listing(monkeypatch, victims):
+    """Make the walk meet a concurrent deleter: right after the backup lists a directory named in ``victims``
+    (path -> names), those entries are removed from the disk, as evidence aged out by retention while the backup
+    runs would be. Real files and a real walk; only the moment of the deletion is chosen."""
+    import shutil
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import engine as v2engine
+    listing = v2engine._list_dir
+
+    def list_then_delete(fd):
+        items = listing(fd)
+        here = os.fsencode(os.readlink("/proc/self/fd/%d" % fd))
+        action = victims.pop(here, [])
+        if callable(action):
+            action(here)
+            return items
+        for name in action:
+            path = here + b"/" + name
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        return items
+    monkeypatch.setattr(v2engine, "_list_dir", list_then_delete)
+
+
+def test_entries_deleted_while_the_backup_runs_are_left_out_and_reported_not_fatal(v2site, monkeypatch):
+    """A file, a large file, a symlink and a directory deleted between the listing and the read: the backup
+    completes, names each one in ``skipped`` and a warning, and restores to exactly what is left on disk. Before,
+    the first of them failed the whole backup with a bare 'No such file or directory'."""
+    site = v2site
+    sub = site["base"] + b"/x/app/sub"
+    victims = {sub: [b"latest", b"caf\xe9-dir"], sub + b"/evidence": [b"sample-1.bin", b"big.img"]}
+    _delete_after_listing(monkeypatch, victims)
+    result = backup(site, components=["artifacts"])
+    assert victims == {}                      # every deletion happened
+    record = json.load(open(result["manifest"]))["manifest"]["components"]["artifacts"]
+    gone = sorted(item.rsplit(" (", 1)[0] for item in record["skipped"])
+    # a name that is not UTF-8 is shown escaped: the signed manifest is canonical JSON (it failed the backup)
+    assert gone == sorted(p.decode("utf-8", "backslashreplace") for p in (
+        sub + b"/latest", sub + b"/caf\xe9-dir", sub + b"/evidence/sample-1.bin", sub + b"/evidence/big.img"))
+    assert any(item.endswith("/caf\\xe9-dir") for item in gone)
+    assert all(item.endswith("(vanished during the backup)") for item in record["skipped"])
+    assert record["skipped_count"] == 4
+    assert any("4 entries are not in this backup" in w for w in result["warnings"]), result["warnings"]
+    assert verify(site, level="full", backup_id=result["backup_id"])["problems"] == []
+    dest = site["tmp"] / "dest-vanished"
+    restore(site, dest, backup_id=result["backup_id"])
+    for root in site["roots"]:
+        assert restored_view(dest, root) == snapshot(os.fsencode(root))
+
+    # the same with the cache in use: a file of an unchanged directory deleted before its rehash read
+    age_tree(site["base"])
+    backup(site, components=["artifacts"])
+    events = site["base"] + b"/x/app-x/events/d02"
+    victims = {events: [sorted(os.listdir(events))[0]]}
+    _delete_after_listing(monkeypatch, victims)
+    again = backup(site, components=["artifacts"], rehash_percent=100.0)
+    assert victims == {}
+    stats = again["stats"]["artifacts"]
+    assert stats["cache_mismatches"] == 0     # a deleted file is not content that changed behind its stat
+    assert json.load(open(again["manifest"]))["manifest"]["components"]["artifacts"]["skipped_count"] == 1
+    dest = site["tmp"] / "dest-vanished-2"
+    restore(site, dest, backup_id=again["backup_id"])
+    for root in site["roots"]:
+        assert restored_view(dest, root) == snapshot(os.fsencode(root))
+
+
+def test_entries_replaced_while_the_backup_runs_are_left_out_never_read_as_listed(v2site, monkeypatch):
+    """A file swapped for another inode (here a hard link to a file the backup never lists, as an attacker who
+    can write the evidence tree might plant) and a directory swapped for a symlink, between the listing and the
+    read: neither is read under the listed entry's owner and mode; both are left out and reported, the rest is
+    backed up. Before, the first of them failed the whole backup."""
+    site = v2site
+    outside = site["base"] + b"/x/app/outside.txt"
+    evidence = site["base"] + b"/x/app/sub/evidence"
+    events = site["base"] + b"/x/app-x/events"
+
+    def swap_file(here):
+        os.link(outside, here + b"/planted")
+        os.rename(here + b"/planted", here + b"/sample-3.bin")
+
+    def swap_dir(here):
+        os.rename(here + b"/d05", here + b"/d05.old")
+        os.symlink(here + b"/d04", here + b"/d05")
+    victims = {evidence: swap_file, events: swap_dir}
+    _delete_after_listing(monkeypatch, victims)
+    result = backup(site, components=["artifacts"])
+    assert victims == {}
+    record = json.load(open(result["manifest"]))["manifest"]["components"]["artifacts"]
+    assert sorted(record["skipped"]) == sorted([os.fsdecode(evidence) + "/sample-3.bin (replaced during the backup)",
+                                                os.fsdecode(events) + "/d05 (replaced during the backup)"])
+    assert verify(site, level="full", backup_id=result["backup_id"])["problems"] == []
+    dest = os.fsencode(str(site["tmp"] / "dest-replaced"))
+    restore(site, os.fsdecode(dest), backup_id=result["backup_id"])
+    assert not os.path.lexists(dest + evidence + b"/sample-3.bin")
+    assert not os.path.lexists(dest + events + b"/d05")
+    assert os.path.isfile(dest + evidence + b"/sample-2.bin") and len(os.listdir(dest + events + b"/d04")) == 30
+    assert b"not backed up" not in b"".join(open(os.path.join(d, f), "rb").read()
+                                            for d, _s, fs in os.walk(dest + evidence) for f in fs)
+
+
+def test_a_v1_backup_leaves_out_a_file_deleted_while_it_runs(v2site, monkeypatch):
+    """The same for the v1 format: the file is deleted right before the backup opens it."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_tree as v1tree
+    site = v2site
+    victim = os.fsdecode(site["base"] + b"/x/app-x/events/d01/e00001.json")
+    opening = v1tree._open_entry
+
+    def delete_then_open(entry):
+        if entry.path == victim:
+            os.unlink(victim)
+        return opening(entry)
+    monkeypatch.setattr(v1tree, "_open_entry", delete_then_open)
+    result = backup(site, components=["artifacts"], artifact_paths=[site["roots"][1]], format="v1")
+    assert not os.path.exists(victim)
+    record = json.load(open(result["manifest"]))["manifest"]["components"]["artifacts"]
+    assert record["skipped"] == [victim] and victim not in record["files"]
+    assert len(record["files"]) > 200
+    assert verify(site, level="full", backup_id=result["backup_id"])["problems"] == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="owners other than our own need root")
 @pytest.mark.parametrize("fmt", ["v2", "v1"])
 def test_owners_and_special_mode_bits_round_trip_also_under_a_set_group_id_destination(v2site, fmt):
