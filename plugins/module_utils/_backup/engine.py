@@ -729,8 +729,14 @@ class ComponentRun:
         stores it; storing is quick next to reading), so that packs hold files in walk order and a restore,
         which goes in walk order, reads each pack once. ``_collected`` hands the walking thread, per file,
         (result, chunk ids, packs used, new blobs)."""
+        outcome: t.Any = []
         try:
-            outcome: t.Any = [self.read_file(dir_fd, name, st) for dir_fd, name, st, _job, _pos in batch]
+            for dir_fd, name, st, job, _pos in batch:
+                try:
+                    outcome.append(self.read_file(dir_fd, name, st))
+                except OSError as exc:     # (unreadable: permission denied, an I/O error) named with its path
+                    raise RansomeyeError("cannot read %s: %s" % (job.full(name).decode("utf-8", "backslashreplace"),
+                                                                 exc.strerror or exc))
         except BaseException as exc:  # noqa: B902 - handed to the walking thread, which raises it
             outcome = exc
         with self._store_lock:
@@ -894,8 +900,9 @@ class ComponentRun:
             # no worker may still read through a descriptor about to be closed (its number could be reused)
             for _batch, _size, _number, future in self._inflight:
                 future.cancel()
-            concurrent.futures.wait([future for _batch, _size, _number, future in self._inflight]
-                                    + list(self._rehashing))
+            running = [future for _batch, _size, _number, future in self._inflight]
+            running.extend(self._rehashing)
+            concurrent.futures.wait(running)
             for fd in self.open_fds:
                 os.close(fd)
             self.open_fds.clear()

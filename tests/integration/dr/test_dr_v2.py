@@ -724,6 +724,27 @@ def test_entries_replaced_while_the_backup_runs_are_left_out_never_read_as_liste
                                             for d, _s, fs in os.walk(dest + evidence) for f in fs)
 
 
+def test_an_unreadable_file_fails_the_backup_naming_its_full_path(v2site, monkeypatch):
+    """Unlike a deleted file, an unreadable one is a standing problem the operator must fix: the backup fails and
+    names it with its whole path (before: "PermissionError: ... b'e00017.json'"). The tests run as root, who can
+    read every file, so the refusal is simulated at the open; the walk and the repository are real."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import engine as v2engine
+    site = v2site
+    run_class = v2engine.ComponentRun
+    opening = run_class._open_file
+
+    def refuse(self, dir_fd, name, st):
+        if name == b"e00017.json":
+            raise PermissionError(13, "Permission denied")
+        return opening(self, dir_fd, name, st)
+    monkeypatch.setattr(run_class, "_open_file", refuse)
+    with pytest.raises(RansomeyeError) as caught:
+        backup(site, components=["artifacts"])
+    assert caught.value.msg == "cannot read %s/x/app-x/events/d01/e00017.json: Permission denied" \
+        % os.fsdecode(site["base"])
+    assert verify(site, level="quick")["verified"] == []      # nothing was recorded as a backup
+
+
 def test_a_v1_backup_leaves_out_a_file_deleted_while_it_runs(v2site, monkeypatch):
     """The same for the v1 format: the file is deleted right before the backup opens it."""
     from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_tree as v1tree
