@@ -57,10 +57,13 @@ def walk_roots(roots: t.Sequence[str]) -> t.Iterator[Entry]:
 
 
 def _open_entry(entry: Entry) -> int:
+    # O_NONBLOCK: a FIFO swapped in since the walk listed a file must not make the open wait for a writer (the
+    # inode check below then refuses it); it changes nothing for a regular file
+    flags = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
     if entry.dir_fd is not None:
-        fd = os.open(entry.name, os.O_RDONLY | _NOFOLLOW, dir_fd=entry.dir_fd)
+        fd = os.open(entry.name, flags, dir_fd=entry.dir_fd)
     else:
-        fd = os.open(entry.path, os.O_RDONLY | _NOFOLLOW)
+        fd = os.open(entry.path, flags)
     opened = os.fstat(fd)
     if (opened.st_dev, opened.st_ino) != (entry.st.st_dev, entry.st.st_ino):
         os.close(fd)

@@ -42,7 +42,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
-_READ = os.O_RDONLY | _NOFOLLOW
+_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)   # a FIFO swapped in after the listing: no wait
 # O_NOATIME: reading a file for a backup does not update its access time (as borg does), which would otherwise
 # dirty and journal each file's inode on the first read after a change (relatime). Allowed to the file's owner
 # and to a process with CAP_FOWNER; EPERM otherwise, then the file is opened without it.

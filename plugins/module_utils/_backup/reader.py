@@ -37,6 +37,9 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_repo 
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup import fmt, pack as bpack
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# opening what an lstat showed to be a regular file: should it have been swapped for a FIFO since, the open must
+# not wait for a writer (O_NONBLOCK changes nothing for a regular file), and an fstat then tells
+_READ_EXISTING = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
 _DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
 RESULT_LIMIT = 10000     # at most this many paths in a restore's files/links results
 _RENAME = struct.Struct(">IH")   # a staged file: temp number, name length (the name follows)
@@ -715,9 +718,10 @@ class Restorer:
                     os.rename(self._tmp_name(number), name, src_dir_fd=fd, dst_dir_fd=fd)
                     hook("file_restored")
                 for name, mode, uid, gid in d.fixes:
-                    file_fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=fd)
+                    file_fd = os.open(name, _READ_EXISTING, dir_fd=fd)
                     try:
-                        self._apply_owner_mode(file_fd, mode, uid, gid)
+                        if stat.S_ISREG(os.fstat(file_fd).st_mode):   # not whatever was swapped in since
+                            self._apply_owner_mode(file_fd, mode, uid, gid)
                     finally:
                         os.close(file_fd)
                 d.renames, d.fixes = bytearray(), []
@@ -834,9 +838,12 @@ class Restorer:
 
 
 def _hash_at(dir_fd: int, name: bytes) -> str:
-    fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+    """SHA-256 hex of an existing regular file; "" (equal to no recorded hash) when ``name`` is no longer one."""
+    fd = os.open(name, _READ_EXISTING, dir_fd=dir_fd)
     digest = hashlib.sha256()
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
         while True:
             block = os.read(fd, 1 << 20)
             if not block:

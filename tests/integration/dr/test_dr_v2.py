@@ -745,6 +745,62 @@ def test_an_unreadable_file_fails_the_backup_naming_its_full_path(v2site, monkey
     assert verify(site, level="quick")["verified"] == []      # nothing was recorded as a backup
 
 
+def test_a_restored_file_swapped_for_a_fifo_after_its_lstat_is_replaced_not_waited_on(v2site, monkeypatch):
+    """A restore over an existing tree compares each existing regular file with the backup. Should the file be
+    swapped for a FIFO between that lstat and the open (the lstat is made to report the file as it was; the FIFO
+    is real), the open must not wait for a writer forever: the FIFO is replaced by the backed-up file. Before,
+    the restore hung."""
+    import threading
+    site = v2site
+    result = backup(site, components=["artifacts"])
+    dest = site["tmp"] / "dest-fifo"
+    restore(site, dest, backup_id=result["backup_id"])
+    target = os.fsencode(str(dest)) + site["base"] + b"/x/app-x/events/d06/e00006.json"
+    content = open(target, "rb").read()
+    as_it_was = os.lstat(target)
+    os.unlink(target)
+    os.mkfifo(target)
+    lstat = v2reader.Restorer._lstat
+
+    def lstat_before_the_swap(self, dir_fd, name):
+        return as_it_was if name == b"e00006.json" else lstat(self, dir_fd, name)
+    monkeypatch.setattr(v2reader.Restorer, "_lstat", lstat_before_the_swap)
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(r=restore(site, dest, backup_id=result["backup_id"])),
+                              daemon=True)
+    worker.start()
+    worker.join(60)
+    if worker.is_alive():
+        os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))   # a writer comes and goes: the blocked open returns
+        worker.join(60)
+        pytest.fail("the restore waited on a FIFO swapped in after its lstat")
+    assert outcome["r"]["changed"] is True
+    assert stat.S_ISREG(os.lstat(target).st_mode) and open(target, "rb").read() == content
+
+
+def test_a_file_swapped_for_a_fifo_after_the_listing_is_left_out_not_waited_on(v2site, monkeypatch):
+    """The backup opens what the listing showed as a regular file; a FIFO swapped in meanwhile must not make the
+    open wait for a writer forever (before: the backup hung)."""
+    import threading
+    site = v2site
+    evidence = site["base"] + b"/x/app/sub/evidence"
+
+    def swap_for_fifo(here):
+        os.unlink(here + b"/sample-4.bin")
+        os.mkfifo(here + b"/sample-4.bin")
+    _delete_after_listing(monkeypatch, {evidence: swap_for_fifo})
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(r=backup(site, components=["artifacts"])), daemon=True)
+    worker.start()
+    worker.join(60)
+    if worker.is_alive():
+        os.close(os.open(evidence + b"/sample-4.bin", os.O_WRONLY | os.O_NONBLOCK))   # unblock it, then fail
+        worker.join(60)
+        pytest.fail("the backup waited on a FIFO swapped in after the listing")
+    record = json.load(open(outcome["r"]["manifest"]))["manifest"]["components"]["artifacts"]
+    assert record["skipped"] == [os.fsdecode(evidence) + "/sample-4.bin (replaced during the backup)"]
+
+
 def test_a_v1_backup_leaves_out_a_file_deleted_while_it_runs(v2site, monkeypatch):
     """The same for the v1 format: the file is deleted right before the backup opens it."""
     from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_tree as v1tree
