@@ -41,3 +41,24 @@ def normalize_roots(paths: t.Sequence[str], what: str) -> t.List[str]:
         if not any(root.startswith(k.rstrip("/") + "/") for k in kept):
             kept.append(root)
     return kept
+
+
+def refuse_overlaps(roots: t.Sequence[str], repo: str, cache_dir: t.Optional[str]) -> None:
+    """Refuse a repository (or the host-local cache) inside a root, or a root inside the repository: each backup
+    would store the repository's own packs again (and the cache's host key, which the repository must never
+    hold, encrypted or not)."""
+    places = [("repo", os.path.realpath(repo))]
+    if cache_dir:
+        places.append(("cache_dir", os.path.realpath(cache_dir)))
+    for root in roots:
+        real = os.path.realpath(root)
+        for option, place in places:
+            if _within(real, place):
+                raise RansomeyeError("%s %s is inside the backed-up path %s: each backup would store it again; "
+                                     "move it out of the backed-up paths" % (option, place, root), path=root)
+            if option == "repo" and _within(place, real):
+                raise RansomeyeError("backed-up path %s is inside the repository %s" % (root, place), path=root)
+
+
+def _within(root: str, path: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")

@@ -90,9 +90,11 @@ def run_backup(module: t.Any) -> dict:
         from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import require_psycopg2
         require_psycopg2(module)
     # Fail on bad paths before touching the repository.
-    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_roots import normalize_roots
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup_roots import normalize_roots, refuse_overlaps
     config_roots = normalize_roots(params.get("config_paths") or [], "config") if "config" in components else []
     artifact_roots = normalize_roots(params.get("artifact_paths") or [], "artifact") if "artifacts" in components else []
+    refuse_overlaps(config_roots + artifact_roots, params["repo"],
+                    _cache_dir(params) if (params.get("format") or "v2") == "v2" else None)
     signer, signer_id = load_signer(params["signing_key"], params.get("signing_key_passphrase"))
     trust = writer_trust(signer, params["signing_key"], params.get("trusted_keys"))
     repo_path = params["repo"]
@@ -324,16 +326,20 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     return result
 
 
+def _cache_dir(params: dict) -> str:
+    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import cache as v2cache
+    return os.path.abspath(params.get("cache_dir") or v2cache.default_cache_dir())
+
+
 def _v2_engine(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, components: t.List[str],
                manifests: t.List[brepo.LoadedManifest], clock_backwards: bool, now: float) -> t.Any:
     """The run's v2 engine (plugins/module_utils/_backup/), or None when no component is stored in packs."""
     if not any(c in components for c in ("database", "config", "artifacts")):
         return None
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup import engine as v2engine
-    from ansible_collections.ransomeye.ops.plugins.module_utils._backup import cache as v2cache
     params = module.params
     rehash = params.get("rehash_percent") if params.get("rehash_percent") is not None else 2.0
-    cache_dir = os.path.abspath(params.get("cache_dir") or v2cache.default_cache_dir())
+    cache_dir = _cache_dir(params)
     if is_within(os.path.realpath(repo.path), os.path.realpath(cache_dir)):
         raise RansomeyeError("cache_dir %s must not be inside the repository: the host-local cache and key are "
                              "what an attacker who can write the repository must not reach" % cache_dir)

@@ -43,6 +43,8 @@ options:
   repo:
     description:
       - Directory of the backup repository. Created (mode 0700) when missing.
+      - It must not be inside O(config_paths) or O(artifact_paths), nor hold one of them; the backup refuses
+        before it writes anything.
     type: path
     required: true
   components:
@@ -191,7 +193,8 @@ options:
   cache_dir:
     description:
       - Host-local directory of the v2 cache (the trees of the last backup, authenticated with a MAC) and of the
-        host secret that keys blob ids in rsa mode. It must not be inside the repository.
+        host secret that keys blob ids in rsa mode. It must not be inside the repository, nor inside
+        O(config_paths) or O(artifact_paths).
       - Defaults to C(~/.cache/ransomeye.ops/backup) of the user running the module. Losing it only makes the next
         backup read every file once.
     type: path

@@ -56,6 +56,30 @@ def test_a_relative_dest_is_refused_before_anything_is_read_or_written(dr_site, 
     assert os.listdir(cwd) == []
 
 
+@pytest.mark.parametrize("where", ["repo inside a root", "root inside repo", "cache inside a root"])
+def test_a_repository_or_cache_inside_a_backed_up_path_is_refused_before_anything_is_written(
+        dr_site, run_module_direct, tmp_path, where):
+    """artifact_paths: [/srv/ransomeye] with repo: /srv/ransomeye/backup would store the repository inside
+    itself, a little more each night (and a cache there would put the host key into the repository)."""
+    site = dr_site
+    parent = tmp_path / "srv"
+    (parent / "evidence").mkdir(parents=True)
+    (parent / "evidence" / "e1.json").write_text("{}")
+    args = dict(site["args"], components=["artifacts"], artifact_paths=[str(parent)], repo=str(tmp_path / "repo"),
+                cache_dir=str(tmp_path / "cache"))
+    if where == "repo inside a root":
+        args["repo"] = str(parent / "backup")
+    elif where == "root inside repo":
+        (tmp_path / "repo" / "objects").mkdir(parents=True)
+        args["artifact_paths"] = [str(tmp_path / "repo" / "objects")]
+    else:
+        args["cache_dir"] = str(parent / "cache")
+    result = run_module_direct("ransomeye_backup", args)
+    _failed(result, "inside")
+    assert not os.path.exists(parent / "backup") and not os.path.exists(parent / "cache")
+    assert not os.path.exists(tmp_path / "repo" / "manifests")
+
+
 @pytest.mark.parametrize("module", ["ransomeye_backup_verify", "ransomeye_restore"])
 def test_missing_repository(dr_site, run_module_direct, module, tmp_path):
     site = dr_site
