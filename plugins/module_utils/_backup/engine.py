@@ -602,9 +602,7 @@ class ComponentRun:
                         self.stats["hardlinks"] += 1
                         entries.append(entry)
                         continue
-                    self.hardlinks[(st.st_dev, st.st_ino)] = full
                 entry.update(type="file", size=st.st_size, ctime_ns=st.st_ctime_ns, inode=st.st_ino)
-                self.stats["files"] += 1
                 previous = old_entries.get(name)
                 if previous is not None and self.reusable(previous, st):
                     entry.update(sha256=previous["sha256"], chunks=previous["chunks"])
@@ -613,7 +611,15 @@ class ComponentRun:
                     used_old = True
                     self.stats["files_unchanged"] += 1
                 else:
-                    reads.append((len(entries), name, st))
+                    # read now, not on the worker threads: the names linked to it, met later, point at this one,
+                    # which must not turn out deleted or replaced after they did (they would name nothing)
+                    result = self._read_big(dir_fd, name, st, packs)
+                    if isinstance(result, str):
+                        self.skip(full, result)
+                        continue
+                    self._set_entry(entry, [blob.hex() for blob, _s, _r, _c in result.chunks], result)
+                self.hardlinks[(st.st_dev, st.st_ino)] = full
+                self.stats["files"] += 1
             else:
                 self.skip(full, "not a regular file, directory or symlink")
                 continue

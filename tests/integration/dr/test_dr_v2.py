@@ -801,6 +801,28 @@ def test_a_file_swapped_for_a_fifo_after_the_listing_is_left_out_not_waited_on(v
     assert record["skipped"] == [os.fsdecode(evidence) + "/sample-4.bin (replaced during the backup)"]
 
 
+def test_a_hard_linked_file_deleted_while_the_backup_runs_leaves_its_other_names_restorable(v2site, monkeypatch):
+    """The first name of a hard-linked file is deleted right after its directory is listed: its other names must
+    not become links to a file the backup left out (the restore would refuse them); the next name carries the
+    content. Before, the first name's read was on a worker thread and the other names already pointed at it."""
+    site = v2site
+    sub = site["base"] + b"/x/app/sub"
+    victims = {sub: [b"z-original.bin"]}
+    _delete_after_listing(monkeypatch, victims)
+    result = backup(site, components=["artifacts"])
+    assert victims == {}
+    record = json.load(open(result["manifest"]))["manifest"]["components"]["artifacts"]
+    assert record["skipped"] == [os.fsdecode(sub) + "/z-original.bin (vanished during the backup)"]
+    assert record["entries"]["hardlinks"] == 1
+    dest = site["tmp"] / "dest-links"
+    restore(site, dest, backup_id=result["backup_id"])
+    for root in site["roots"]:
+        assert restored_view(dest, root) == snapshot(os.fsencode(root))
+    there = os.fsencode(str(dest)) + sub
+    assert os.stat(there + b"/z-third").st_ino == os.stat(there + b"/a-dir/second-name").st_ino
+    assert open(there + b"/z-third", "rb").read() == b"linked content\n" * 100
+
+
 def test_a_v1_backup_leaves_out_a_file_deleted_while_it_runs(v2site, monkeypatch):
     """The same for the v1 format: the file is deleted right before the backup opens it."""
     from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_tree as v1tree
