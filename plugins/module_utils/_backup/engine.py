@@ -288,7 +288,7 @@ class ComponentRun:
             return VANISHED
         try:
             opened = os.fstat(fd)
-            if opened.st_ino != st.st_ino or opened.st_dev != st.st_dev or not stat.S_ISREG(opened.st_mode):
+            if not _same_file(opened, st):
                 return REPLACED
             expected = opened.st_size
             if 0 < expected <= fmt.CHUNK:
@@ -462,7 +462,7 @@ class ComponentRun:
             return None     # deleted since the listing: the directory takes the full path, which reports it
         try:
             opened = os.fstat(fd)
-            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
+            if not _same_file(opened, st):
                 return None     # replaced since the listing: as above (not content changed behind its stat)
             return _hash_fd(fd, buffers)
         finally:
@@ -837,7 +837,7 @@ class ComponentRun:
             return VANISHED
         try:
             opened = os.fstat(fd)
-            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
+            if not _same_file(opened, st):
                 return REPLACED
             whole = hashlib.sha256()
             ids: t.List[t.Tuple[bytes, t.Optional[bytes], int, int]] = []
@@ -931,6 +931,12 @@ class ComponentRun:
             "roots": self.roots, "nonce": self.writer.nonce.hex(), "top": self.top[1],
             "manifest_seq": manifest_seq, "manifest_sha256": manifest_sha256, "run_start_ns": eng.run_start_ns,
             "packs": sorted(self.used_packs)})
+
+
+def _same_file(opened: os.stat_result, listed: os.stat_result) -> bool:
+    """The descriptor opened is still the regular file the listing showed (not deleted and replaced by another
+    inode, a planted hard link or a FIFO, since)."""
+    return (opened.st_dev, opened.st_ino) == (listed.st_dev, listed.st_ino) and stat.S_ISREG(opened.st_mode)
 
 
 def _hash_fd(fd: int, buffers: t.Tuple[bytearray, bytearray],
