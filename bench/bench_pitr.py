@@ -4,8 +4,11 @@
 
 Both tools archive 16 MiB segments (synthetic, with a valid long page header for the cluster they archive for;
 half random, half text-like), each run as the postgres OS user, one process per segment as PostgreSQL runs them,
-synchronously (pgBackRest: archive-async off). The runs are interleaved segment by segment (ours, theirs, theirs,
-ours, ...), so both see the same load on a shared machine; the figure is the ratio of the two throughputs.
+synchronously (pgBackRest: archive-async off). Ours runs twice: as installed (the call hands the segment to the
+resident archiver, which the first call started, and waits for its answer; the archiver's CPU time is added to
+the call's, and its peak resident size is shown beside the calls') and with resident_idle 0 (every call runs the
+whole push itself). The runs are interleaved segment by segment (a different order each segment), so all see the
+same load on a shared machine; the figure is the ratio of the throughputs.
 
 Like with like: both compress and encrypt. Ours: zstd level 1 per 1 MiB frame (zlib level 1 when the server's
 interpreter has no zstandard; the entries say which; a frame that three 4 KiB probes
@@ -81,6 +84,20 @@ def run_one(argv):
     raise SystemExit("no rusage from GNU time: %s" % proc.stderr)
 
 
+def daemon_usage(prog):
+    """(pid, CPU seconds, peak RSS KiB) of the resident archiver of ``prog``; (0, 0.0, 0) when none runs."""
+    try:
+        with open(os.path.join(prog, "run", "archiver.lock")) as handle:
+            pid = int(handle.read().strip())
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/%d/status" % pid) as handle:
+            hwm = [int(line.split()[1]) for line in handle if line.startswith("VmHWM:")][0]
+    except (OSError, ValueError, IndexError):
+        return 0, 0.0, 0
+    return pid, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), hwm
+
+
 def du(path):
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -95,20 +112,26 @@ def archiver_bench(base, prog, conf, sysid, count, rounds, pg_data):
     time, and the file renamed to .done only after exit 0. Same segments, same loop for every tool; the variants
     run interleaved (a different order each round) so that they share the machine's load.
 
-    Variants: ours as installed (look_ahead 8: one call archives later .ready segments too and the server's calls
-    for them are answered from the spool), ours with look_ahead 0 (one segment per call), pgBackRest sync, and
+    Variants: ours as installed (resident archiver, look_ahead 8: one push archives later .ready segments too and
+    the server's calls for them are answered from the spool; the archiver's CPU time is counted), ours with every
+    call a whole push (look_ahead 8, and look_ahead 0: one segment per call), pgBackRest sync, and
     pgBackRest async (archive-async=y, spool-path; its forked async process archives ahead, process-max 1, and
     its CPU is not in the per-call figure, which is the foreground's only). pgBackRest async wants the WAL inside
     its pg1-path, so the simulated data directory holds a copy of the bench cluster's global/pg_control and is
     the async configuration's pg1-path."""
     datadir = os.path.join(base, "pgdata-sim")
     ahead_conf = os.path.join(prog, "archive.json")
-    plain_conf = os.path.join(prog, "archive-no-look-ahead.json")
     with open(ahead_conf) as handle:
         config = json.load(handle)
-    assert config.get("look_ahead", 0) > 0, config
+    assert config.get("look_ahead", 0) > 0 and config.get("resident_idle", 0) > 0, config
+    # The per-process variants: configs in directories of their own (no resident archiver; a spool for look-ahead)
+    solo_conf = os.path.join(prog, "solo", "archive.json")
+    os.makedirs(os.path.join(prog, "solo", "spool"), exist_ok=True)
+    subprocess.run(["chown", "postgres:postgres", os.path.join(prog, "solo", "spool")], check=True)
+    plain_conf = os.path.join(prog, "solo-plain", "archive.json")
+    os.makedirs(os.path.dirname(plain_conf), exist_ok=True)
     with open(plain_conf, "w") as handle:
-        json.dump(dict(config, look_ahead=0), handle)
+        json.dump(dict(config, look_ahead=0, resident_idle=0), handle, indent=1, sort_keys=True)
     os.chmod(plain_conf, 0o644)
     pgb = os.path.dirname(conf)
     async_conf = os.path.join(pgb, "pgbackrest-async.conf")
@@ -119,9 +142,11 @@ def archiver_bench(base, prog, conf, sysid, count, rounds, pg_data):
         dst.write(text.replace("pg1-path=%s\n" % pg_data, "pg1-path=%s\n" % datadir))
     subprocess.run(["chown", "-R", "postgres:postgres", pgb], check=True)
     os.chmod(async_conf, 0o600)
+    launcher = os.path.join(prog, "ransomeye-wal")
     variants = {
-        "ours (look_ahead 8)": lambda p, n: [os.path.join(prog, "ransomeye-wal"), "push", "--config", ahead_conf, p, n],
-        "ours (look_ahead 0)": lambda p, n: [os.path.join(prog, "ransomeye-wal"), "push", "--config", plain_conf, p, n],
+        "ours (as installed)": lambda p, n: [launcher, "push", "--config", ahead_conf, p, n],
+        "ours (per process, look_ahead 8)": lambda p, n: [launcher, "push", "--config", solo_conf, p, n],
+        "ours (per process, look_ahead 0)": lambda p, n: [launcher, "push", "--config", plain_conf, p, n],
         "pgbackrest sync": lambda p, n: ["pgbackrest", "--config=" + conf, "--stanza=bench", "archive-push", p],
         "pgbackrest async": lambda p, n: ["pgbackrest", "--config=" + async_conf, "--stanza=bench", "archive-push", p],
     }
@@ -149,7 +174,12 @@ def archiver_bench(base, prog, conf, sysid, count, rounds, pg_data):
                 if not ready:
                     break
                 name = ready[0][:-6]
+                before = daemon_usage(prog)
                 _wall, used, rss = run_one(variants[variant](os.path.join(wal, name), name))
+                if variant == "ours (as installed)":
+                    after = daemon_usage(prog)
+                    used += after[1] - (before[1] if before[0] == after[0] else 0.0)
+                    rss = max(rss, after[2])  # the archiver's peak, not only the call's
                 os.rename(os.path.join(status, name + ".ready"), os.path.join(status, name + ".done"))
                 cpu += used
                 peak = max(peak, rss)
@@ -168,10 +198,10 @@ def archiver_bench(base, prog, conf, sysid, count, rounds, pg_data):
         "summary": "simulated archiver, backlog of %d .ready segments, %d rounds" % (count, rounds),
         "MB_per_s": {v: round(mb / totals[v][0], 1) for v in order},
         "ratio_vs_pgbackrest_sync": {v: round(sync / totals[v][0], 2) for v in order},
-        "ratio_ours_look_ahead_vs_pgbackrest_async": round(totals["pgbackrest async"][0]
-                                                           / totals["ours (look_ahead 8)"][0], 2),
+        "ratio_ours_as_installed_vs_pgbackrest_async": round(
+            totals["pgbackrest async"][0] / totals["ours (as installed)"][0], 2),
         "cpu_ms_per_segment_of_the_calls": {v: round(1000 * totals[v][1] / (count * rounds), 1) for v in order},
-        "peak_rss_MiB": {v: round(totals[v][2] / 1024, 1) for v in order},
+        "peak_rss_MiB (ours as installed: the archiver's)": {v: round(totals[v][2] / 1024, 1) for v in order},
         "load": os.getloadavg()}))
 
 
@@ -191,10 +221,12 @@ def get_bench(base, pushed, rec_key, conf, segs):
         json.dump({"format": "ransomeye-wal-program", "version": 1, "repo": repo, "files": files,
                    "private_key": rec_key, "timeout": 60}, handle)
     os.chmod(config, 0o644)
-    theirs = [n[:8] + "%08X" % (int(n[8:16], 16) + 1) + n[16:] for n in pushed]  # pgBackRest's names
+    # One of our variants (log numbers 1, 4, 7, ...: see main) against pgBackRest's copies (log numbers 3, 6, ...)
+    mine = [n for n in pushed if (int(n[8:16], 16) - 1) % 3 == 0]
+    theirs = [n[:8] + "%08X" % (int(n[8:16], 16) + 2) + n[16:] for n in mine]
     walls = {"ours": 0.0, "pgbackrest": 0.0}
     peaks = []
-    for i, (ours, other) in enumerate(zip(pushed, theirs)):
+    for i, (ours, other) in enumerate(zip(mine, theirs)):
         for tool in (("ours", "pgbackrest") if i % 2 == 0 else ("pgbackrest", "ours")):
             dest = os.path.join(segs, "restored")
             if tool == "ours":
@@ -206,9 +238,9 @@ def get_bench(base, pushed, rec_key, conf, segs):
             if tool == "ours":
                 peaks.append(rss)
             os.unlink(dest)
-    mb = len(pushed) * 16.0
+    mb = len(mine) * 16.0
     quarter = max(1, len(peaks) // 4)
-    print(json.dumps({"summary": "archive-get, %d segments each" % len(pushed),
+    print(json.dumps({"summary": "archive-get, %d segments each" % len(mine),
                       "ours_MB_per_s": round(mb / walls["ours"], 1),
                       "pgbackrest_MB_per_s": round(mb / walls["pgbackrest"], 1),
                       "throughput_ratio_ours_vs_pgbackrest": round(walls["pgbackrest"] / walls["ours"], 2),
@@ -291,26 +323,43 @@ def main() -> int:
         print("ours: zstd-1 frames (zlib-1 without zstandard; incompressible frames stored as is), AES-256-GCM, "
               "RSA-3072 recipient, Ed25519 "
               "signature per segment; pgbackrest: compress-type=zst (level 3), aes-256-cbc; both sync, fsync")
-        total = {"ours": [0.0, 0.0], "pgbackrest": [0.0, 0.0]}
-        peaks = {"ours": [], "pgbackrest": []}
+        solo = os.path.join(prog, "solo")  # the same program with no resident archiver (its own config dir)
+        os.makedirs(solo)
+        with open(os.path.join(prog, "archive.json")) as handle:
+            config = json.load(handle)
+        assert config.get("resident_idle", 0) > 0, config
+        with open(os.path.join(solo, "archive.json"), "w") as handle:
+            json.dump(dict(config, resident_idle=0), handle, indent=1, sort_keys=True)  # as the installer writes it
+        os.chmod(os.path.join(solo, "archive.json"), 0o644)
+        tools = ("ours", "ours (per process)", "pgbackrest")
+        total = {tool: [0.0, 0.0] for tool in tools}
+        peaks = {tool: [] for tool in tools}
+        resident_peaks = []
         pushed = []
         seq = 0
         for r in range(args.rounds):
-            rnd = {"ours": [0.0, 0.0, 0], "pgbackrest": [0.0, 0.0, 0]}
+            rnd = {tool: [0.0, 0.0, 0] for tool in tools}
             for i in range(args.segments):
-                order = ("ours", "pgbackrest") if (seq % 2 == 0) else ("pgbackrest", "ours")
+                order = tools[seq % 3:] + tools[:seq % 3]
                 for tool in order:
                     # distinct names per tool: pgBackRest and ours never see each other's files
-                    name = "00000001%08X%08X" % (r * 2 + 1 + (tool == "pgbackrest"), i)
+                    name = "00000001%08X%08X" % (r * 3 + 1 + tools.index(tool), i)
                     path = os.path.join(segs, name)
                     segment(path, name, sysid, seq)
-                    if tool == "ours":
-                        argv = [os.path.join(prog, "ransomeye-wal"), "push", "--config",
-                                os.path.join(prog, "archive.json"), path, name]
-                        pushed.append(name)
-                    else:
+                    before = daemon_usage(prog)
+                    if tool == "pgbackrest":
                         argv = ["pgbackrest", "--config=" + conf, "--stanza=bench", "archive-push", path]
+                    else:
+                        config_dir = prog if tool == "ours" else solo
+                        argv = [os.path.join(prog, "ransomeye-wal"), "push", "--config",
+                                os.path.join(config_dir, "archive.json"), path, name]
+                        pushed.append(name)
                     wall, cpu, rss = run_one(argv)
+                    if tool == "ours":
+                        after = daemon_usage(prog)
+                        # the archiver's share of this segment (all of it when this call started it)
+                        cpu += after[1] - (before[1] if before[0] == after[0] else 0.0)
+                        resident_peaks.append(after[2])
                     rnd[tool][0] += wall
                     rnd[tool][1] += cpu
                     rnd[tool][2] = max(rnd[tool][2], rss)
@@ -318,7 +367,7 @@ def main() -> int:
                     os.unlink(path)
                 seq += 1
             mb = args.segments * 16.0
-            for tool in ("ours", "pgbackrest"):
+            for tool in tools:
                 total[tool][0] += rnd[tool][0]
                 total[tool][1] += rnd[tool][1]
                 print(json.dumps({"round": r + 1, "tool": tool, "seconds": round(rnd[tool][0], 2),
@@ -329,14 +378,19 @@ def main() -> int:
         quarter = max(1, len(peaks["ours"]) // 4)
         print(json.dumps({
             "summary": "archive-push, %d segments each" % (args.segments * args.rounds),
-            "ours_MB_per_s": round(mb / total["ours"][0], 1),
-            "pgbackrest_MB_per_s": round(mb / total["pgbackrest"][0], 1),
-            "throughput_ratio_ours_vs_pgbackrest": round(total["pgbackrest"][0] / total["ours"][0], 2),
+            "MB_per_s": {tool: round(mb / total[tool][0], 1) for tool in tools},
+            "throughput_ratio_vs_pgbackrest": {
+                tool: round(total["pgbackrest"][0] / total[tool][0], 2) for tool in tools[:2]},
             "cpu_ms_per_segment": {k: round(1000 * v[1] / (args.segments * args.rounds), 1) for k, v in total.items()},
-            "stored_MiB": {"ours": round(du(os.path.join(base, "repo", "wal", "segments")) / 2**20, 1),
+            "stored_MiB": {"ours (both)": round(du(os.path.join(base, "repo", "wal", "segments")) / 2**20, 1),
                            "pgbackrest": round(du(os.path.join(pgb, "repo", "archive")) / 2**20, 1)},
-            "ours_peak_rss_MiB_first_vs_last_quarter": [
-                round(max(peaks["ours"][:quarter]) / 1024, 1), round(max(peaks["ours"][-quarter:]) / 1024, 1)],
+            "peak_rss_MiB_first_vs_last_quarter": {
+                "ours (calls)": [round(max(peaks["ours"][:quarter]) / 1024, 1),
+                                 round(max(peaks["ours"][-quarter:]) / 1024, 1)],
+                "ours (resident archiver)": [round(max(resident_peaks[:quarter]) / 1024, 1),
+                                             round(max(resident_peaks[-quarter:]) / 1024, 1)],
+                "ours (per process)": [round(max(peaks["ours (per process)"][:quarter]) / 1024, 1),
+                                       round(max(peaks["ours (per process)"][-quarter:]) / 1024, 1)]},
             "load": os.getloadavg()}))
         # Start-up alone: the program with no arguments imports everything a push needs, prints its usage, exits 2.
         # 20 runs under one GNU time (its resolution is 10 ms); the loop's shell costs both sides the same.

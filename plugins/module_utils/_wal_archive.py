@@ -41,6 +41,7 @@ def wanted_config(params: dict, repo_id: str, system_identifier: str) -> dict:
         "signing_key": os.path.abspath(params["signing_key"]),
         "sign_every": int(params.get("sign_every") or 1),
         "look_ahead": int(params.get("look_ahead") or 0),
+        "resident_idle": int(params.get("resident_idle") or 0),
         "timeout": int(params.get("command_timeout") or 60),
         "lock_timeout": min(30, int(params.get("command_timeout") or 60)),
     }
@@ -81,6 +82,12 @@ def _wal_area(params: dict, user: inst.OsUser, system_identifier: str, segment_s
     return repo.repo_id, changed
 
 
+def stop_resident(config_path: str) -> bool:
+    """Ask a running resident archiver of this program to exit; True when one did."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_resident as resident
+    return resident.stop(config_path)
+
+
 def run_wal_archive(module: t.Any) -> dict:
     params = module.params
     check_mode = module.check_mode
@@ -91,6 +98,8 @@ def run_wal_archive(module: t.Any) -> dict:
         raise RansomeyeError("sign_every must be at least 1")
     if not 0 <= (params.get("look_ahead") or 0) <= 64:
         raise RansomeyeError("look_ahead must be between 0 (off) and 64 segments")
+    if not 0 <= (params.get("resident_idle") or 0) <= 86400:
+        raise RansomeyeError("resident_idle must be between 0 (no resident archiver) and 86400 seconds")
     info = pgu.ConnInfo.from_params(params)
     pgu.require_psycopg2(module)
     result: t.Dict[str, t.Any] = {"changed": False, "restart_required": False, "reload_required": False}
@@ -100,6 +109,8 @@ def run_wal_archive(module: t.Any) -> dict:
         settings = pgs.read_settings(conn, names)
         if params["state"] == "disabled":
             wanted = {"archive_mode": "off"}
+            if not check_mode:
+                stop_resident(os.path.join(os.path.abspath(params["program_dir"]), CONFIG_NAME))
         else:
             user = inst.os_user(params["os_user"])
             load_encryption(params, "", create_id_key=False)
@@ -116,6 +127,10 @@ def run_wal_archive(module: t.Any) -> dict:
                 # Look-ahead markers (docs/BACKUP_FORMAT.md 4.3.2): written by the program as the server's user.
                 if inst.ensure_owned_dir(os.path.join(program_dir, inst.SPOOL), user, 0o700, check_mode):
                     installed.append(inst.SPOOL + "/")
+            if params.get("resident_idle"):
+                # The resident archiver's socket and lock (docs/BACKUP_FORMAT.md 4.3.3): the server's user only.
+                if inst.ensure_owned_dir(os.path.join(program_dir, inst.RUN), user, 0o700, check_mode):
+                    installed.append(inst.RUN + "/")
             if repo_id:
                 # Group-readable by the server's OS user only: it names the key files (it never holds a secret).
                 config = {CONFIG_NAME: (inst.config_bytes(wanted_config(params, repo_id, system_identifier)), 0o640)}
@@ -124,6 +139,9 @@ def run_wal_archive(module: t.Any) -> dict:
             result.update(program=os.path.join(program_dir, inst.LAUNCHER), config=config_path,
                           installed=installed, system_identifier=system_identifier)
             result["changed"] = bool(installed) or repo_changed
+            if installed and not check_mode:
+                # It would answer "retry" and exit at the next push anyway; this makes it go now.
+                stop_resident(config_path)
             if not check_mode:
                 proc = inst.run_program(program_dir, user, ["check", "--config", config_path])
                 if proc.returncode != 0:

@@ -28,12 +28,14 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_program  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_spool  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_resident  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.ransomeye.ops.plugins.module_utils import _compress  # noqa: F401  pylint: disable=unused-import
 
 PACKAGE = "ansible_collections.ransomeye.ops.plugins.module_utils"
 PROGRAM_MODULES = ("_errors.py", "_files.py", "_crypto_container.py", "_signing.py", "_compress.py",
-                   "_wal_format.py", "_wal_spool.py", "_wal_program.py")
+                   "_wal_format.py", "_wal_spool.py", "_wal_resident.py", "_wal_program.py")
 SPOOL = "spool"
+RUN = "run"
 LAUNCHER = "ransomeye-wal"
 LIB_PACKAGE_DIRS = ("ansible_collections", "ansible_collections/ransomeye", "ansible_collections/ransomeye/ops",
                     "ansible_collections/ransomeye/ops/plugins", "ansible_collections/ransomeye/ops/plugins/module_utils")
@@ -55,6 +57,13 @@ if len(sys.argv) == 6 and sys.argv[1:3] == ["push", "--config"]:
     from ansible_collections.ransomeye.ops.plugins.module_utils._wal_spool import acknowledged
     if acknowledged(sys.argv[3], sys.argv[4], sys.argv[5]):
         os._exit(0)
+    # The resident archiver, when one runs, pushes it in full and answers (see _wal_resident).
+    from ansible_collections.ransomeye.ops.plugins.module_utils._wal_resident import ask
+    _answer = ask(sys.argv[3], sys.argv[4], sys.argv[5])
+    if _answer is not None:
+        sys.stderr.write(_answer[1])
+        sys.stderr.flush()
+        os._exit(_answer[0])
 try:
     import cryptography  # noqa: F401
 except ImportError:

@@ -36,11 +36,12 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _crypto_conta
 from ansible_collections.ransomeye.ops.plugins.module_utils import _signing as signing
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_spool as spool_mod
+from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_resident as resident
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import ensure_directory, file_lock, fsync_dir, unlink_on_error
 
 PROGRAM_FORMAT = "ransomeye-wal-program"
 READ_CHUNK = 1 << 20
-HOOK_ENV = "RANSOMEYE_WAL_TEST_HOOK"
+HOOK_ENV = resident.HOOK_ENV
 
 
 class Timeout(RansomeyeError):
@@ -823,7 +824,7 @@ def _on_alarm(signum: int, frame: t.Any) -> None:
 
 def main(argv: t.Optional[t.List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: ransomeye-wal push|get|check --config FILE [ARGS]"
+    usage = "usage: ransomeye-wal push|get|check|serve --config FILE [ARGS]"
     config_path = None
     if "--config" in args:
         index = args.index("--config")
@@ -836,32 +837,57 @@ def main(argv: t.Optional[t.List[str]] = None) -> int:
         sys.stderr.write("ransomeye-wal: %s\n" % usage)
         return 2
     command, rest = args[0], args[1:]
+    if command == "serve" and len(rest) <= 1:
+        return _serve(config_path, rest[0] if rest else "")
+    status, text = run_command(command, rest, config_path)
+    sys.stderr.write(text)
+    sys.stderr.flush()
+    if status == 0 and command == "push":
+        try:
+            if int(load_program_config(config_path).get("resident_idle") or 0) > 0:
+                resident.spawn(config_path)
+        except (RansomeyeError, OSError, ValueError):
+            pass  # the segment is archived; the next push tries again
+    return status
+
+
+def run_command(command: str, rest: t.List[str], config_path: str) -> t.Tuple[int, str]:
+    """Run one push, get or check under the config's timeout: (exit status, what goes to stderr)."""
+    usage = "usage: ransomeye-wal push|get|check|serve --config FILE [ARGS]"
     what = " ".join([command] + rest[-1:])
     try:
         config = load_program_config(config_path)
         timeout = int(config.get("timeout") or 60)
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.alarm(max(1, timeout))
-        if command == "push" and len(rest) == 2:
-            outcome = push(config, rest[0], rest[1], config_path=config_path)
-        elif command == "get" and len(rest) == 2:
-            outcome = get(config, rest[0], rest[1])
-            if outcome == "missing":
-                return 1
-        elif command == "check" and not rest:
-            outcome = check(config, config_path)
-            sys.stdout.write("ransomeye-wal: check ok\n")
-        else:
-            sys.stderr.write("ransomeye-wal: %s\n" % usage)
-            return 2
-        signal.alarm(0)
-        return 0
+        try:
+            if command == "push" and len(rest) == 2:
+                push(config, rest[0], rest[1], config_path=config_path)
+            elif command == "get" and len(rest) == 2:
+                if get(config, rest[0], rest[1]) == "missing":
+                    return 1, ""
+            elif command == "check" and not rest:
+                check(config, config_path)
+                sys.stdout.write("ransomeye-wal: check ok\n")
+            else:
+                return 2, "ransomeye-wal: %s\n" % usage
+        finally:
+            signal.alarm(0)
+        return 0, ""
     except RansomeyeError as exc:
-        sys.stderr.write("ransomeye-wal: ERROR: %s failed: %s\n" % (what, exc.msg))
+        return 1, "ransomeye-wal: ERROR: %s failed: %s\n" % (what, exc.msg)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        sys.stderr.write("ransomeye-wal: ERROR: %s failed: %s: %s\n" % (what, reason, exc.filename or ""))
+        return 1, "ransomeye-wal: ERROR: %s failed: %s: %s\n" % (what, reason, exc.filename or "")
     except (ValueError, TypeError, KeyError) as exc:
-        sys.stderr.write("ransomeye-wal: ERROR: %s failed: %s: %s\n" % (what, type(exc).__name__, exc))
-    sys.stderr.flush()
-    return 1
+        return 1, "ransomeye-wal: ERROR: %s failed: %s: %s\n" % (what, type(exc).__name__, exc)
+
+
+def _serve(config_path: str, watch: str) -> int:
+    """The resident archiver (_wal_resident): pushes in full for PostgreSQL's calls until it is idle."""
+    try:
+        idle = int(load_program_config(config_path).get("resident_idle") or 0)
+    except (RansomeyeError, ValueError):
+        return 1
+    return resident.serve(config_path, watch, idle,
+                          lambda source, name: run_command("push", [source, name], config_path))

@@ -98,6 +98,22 @@ options:
     type: int
     default: 8
     version_added: "0.2.0"
+  resident_idle:
+    description:
+      - The first run of the archive command that does the whole push also starts a resident archiver, one
+        process as O(os_user) that runs later pushes in full for the server's calls, which then only connect to it
+        over a Unix socket in C(<program_dir>/run/) and wait for its answer. This saves the interpreter's start-up
+        and the loading of C(cryptography), most of the CPU time of a push.
+      - The answer comes only after the segment and its chain entry are durable; a call whose archiver dies or
+        asks it to run the push itself (the program or config changed) runs the whole push itself, and a call
+        whose archiver does not answer within O(command_timeout) plus 10 seconds stops it and fails (the server
+        keeps the segment and retries).
+      - The archiver exits after this many seconds without a segment, after a failed push, when its config is
+        removed, when the cluster that started it is stopped (no C(postmaster.pid)), and when this module changes
+        the program or turns archiving off. V(0) turns it off (every call runs the whole push).
+    type: int
+    default: 300
+    version_added: "0.2.0"
   program_dir:
     description:
       - Where the program, the module_utils it runs and its C(archive.json) config are installed.
@@ -203,6 +219,7 @@ def main():
             sign_every=dict(type="int", default=1),
             command_timeout=dict(type="int", default=60),
             look_ahead=dict(type="int", default=8),
+            resident_idle=dict(type="int", default=300),
             program_dir=dict(type="path", default="/usr/local/lib/ransomeye-ops/wal"),
             python=dict(type="path"),
             os_user=dict(type="str", default="postgres"),

@@ -40,7 +40,8 @@ class Site:
         from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import load_decryption
         return load_decryption(self.decrypt.get("private_key"), None, self.decrypt.get("key_file"))
 
-    def enable(self) -> dict:
+    def enable(self, **overrides) -> dict:
+        self.wal_args.update(overrides)
         result = run_module_direct("ransomeye_wal_archive", self.wal_args)
         assert result["_rc"] == 0, result
         self.pg.restart()

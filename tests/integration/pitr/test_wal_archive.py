@@ -74,10 +74,13 @@ def test_unusable_program_never_reaches_the_server(pitr_site, tmp_path):
 
 @pytest.fixture(scope="module")
 def enabled(pitr_keys):
-    """One archiving cluster shared by the tests below (each uses its own WAL file names)."""
+    """One archiving cluster shared by the tests below (each uses its own WAL file names).
+
+    Every call runs the whole push (no resident archiver): these tests kill or stall that push at each step.
+    test_wal_resident.py does the same to the resident archiver."""
     site = Site(pitr_keys)
     try:
-        site.enable()
+        site.enable(resident_idle=0)
         conf = json.load(open(os.path.join(site.program_dir, "archive.json")))
         site.sysid = conf["system_identifier"]
         site.config = os.path.join(site.program_dir, "archive.json")
