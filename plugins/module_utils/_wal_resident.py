@@ -42,7 +42,8 @@ RUN = "run"
 SOCKET = "archiver.sock"
 LOCK = "archiver.lock"
 LAUNCHER = "ransomeye-wal"
-HOOK_ENV = "RANSOMEYE_WAL_TEST_HOOK"
+HOOK_ENV = "RANSOMEYE_WAL_TEST_HOOK"                    # the crash tests' hook of a push (see _wal_program._hook)
+RESIDENT_HOOK_ENV = "RANSOMEYE_WAL_TEST_RESIDENT_HOOK"  # the same, applied in the archiver to this call's push
 GRACE = 10              # seconds a caller waits beyond the archiver's own timeout
 TICK = 2.0              # how often an idle archiver looks whether it should go
 _SUN_PATH_MAX = 107     # sockaddr_un.sun_path on Linux, less the terminating NUL
@@ -107,11 +108,11 @@ def ask(config_path: str, source: str, name: str) -> "tuple[int, str] | None":
     of our own user to ask, it asks us to push ourselves, or it died before it answered: the caller then runs
     the push in full."""
     path = socket_path(config_path)
-    if path is None or not hasattr(_socket, "SO_PEERCRED"):
-        return None
+    if path is None or not hasattr(_socket, "SO_PEERCRED") or os.environ.get(HOOK_ENV):
+        return None  # a crash test of the call's own push (4.3, 4.3.2) kills that push, not the archiver
     wait = config_int(config_path, "timeout", 60) + GRACE
     request = b"\0".join([b"push", os.fsencode(os.path.abspath(config_path)), os.fsencode(os.path.abspath(source)),
-                          os.fsencode(name), os.fsencode(os.environ.get(HOOK_ENV, ""))])
+                          os.fsencode(name), os.fsencode(os.environ.get(RESIDENT_HOOK_ENV, ""))])
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(wait)
@@ -154,7 +155,7 @@ def spawn(config_path: str) -> None:
     launcher = os.path.join(os.path.dirname(config_path), LAUNCHER)
     cwd = os.getcwd()
     watch = cwd if os.path.isfile(os.path.join(cwd, "postmaster.pid")) else ""
-    env = {key: value for key, value in os.environ.items() if key != HOOK_ENV}
+    env = {key: value for key, value in os.environ.items() if key not in (HOOK_ENV, RESIDENT_HOOK_ENV)}
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
         actions = [(os.POSIX_SPAWN_DUP2, devnull, fd) for fd in (0, 1, 2)]

@@ -103,8 +103,8 @@ def test_the_servers_calls_start_an_archiver_that_does_the_later_pushes(resident
     st = os.stat(run)
     assert st.st_uid == pwd.getpwnam("postgres").pw_uid and st.st_mode & 0o777 == 0o700
     names = [site.switch_and_wait() for _switch in range(2)]  # PostgreSQL's own calls
+    assert _wait(lambda: _pid(site), 10), "no resident archiver after the server archived %s" % names
     pid = _pid(site)
-    assert pid, "no resident archiver after the server archived %s" % names
     with open("/proc/%d/cmdline" % pid, "rb") as handle:
         assert site.pg.data.encode() in handle.read().split(b"\0")  # it watches the cluster that started it
     before = _read_bytes(pid)
@@ -122,18 +122,27 @@ def test_the_servers_calls_start_an_archiver_that_does_the_later_pushes(resident
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_an_archiver_killed_at_each_step_never_gets_a_segment_acknowledged_early(resident, point):
+def test_an_archiver_killed_at_each_step_never_loses_or_doubles_a_segment(resident, point):
     site = resident
     pid = _running(site, "kill-" + point)
     name = "0000000100000001000000%02X" % (0x10 + POINTS.index(point))
-    src, killed = _push(site, point, name, env={"RANSOMEYE_WAL_TEST_HOOK": point + ":kill"})
+    src, call = _push(site, point, name, env={"RANSOMEYE_WAL_TEST_RESIDENT_HOOK": point + ":kill"})
     assert _wait(lambda: _dead(pid), 5), "the archiver was not the one killed"
-    # The call then ran the push itself (the same hook killed it too, or the entry was already durable):
-    # exit 0 only with the entry in the chain.
-    if killed.returncode == 0:
-        assert name in site.chain_names()
-    else:
-        assert killed.returncode in (-9, 137), killed
+    # The call then ran the push itself, from whatever the archiver left: it exits 0 with the entry in the chain.
+    assert call.returncode == 0, call.stderr
+    assert site.chain_names().count(name) == 1
+    again = site.program(["push", "--config", site.config, src, name])
+    assert again.returncode == 0, again.stderr
+    _verify(site, [name])
+
+
+def test_a_crash_test_of_the_call_kills_the_calls_own_push_not_the_archiver(resident):
+    site = resident
+    pid = _running(site, "own")
+    name = "000000010000000100000020"
+    src, killed = _push(site, "own", name, env={"RANSOMEYE_WAL_TEST_HOOK": "before_chain_sync:kill"})
+    assert killed.returncode in (-9, 137), killed  # the push ran in the call, as without an archiver
+    assert _pid(site) == pid  # untouched
     retry = site.program(["push", "--config", site.config, src, name])
     assert retry.returncode == 0, retry.stderr
     _verify(site, [name])
@@ -159,7 +168,7 @@ def test_a_stuck_archiver_is_stopped_and_a_slow_push_fails_within_the_bound(resi
         pid = _running(site, "slow")
         started = time.monotonic()
         _src, slow = _push(site, "slow-1", "000000010000000200000002",
-                           env={"RANSOMEYE_WAL_TEST_HOOK": "during_encrypt:sleep"})
+                           env={"RANSOMEYE_WAL_TEST_RESIDENT_HOOK": "during_encrypt:sleep"})
         assert slow.returncode == 1 and "gave up after the configured timeout" in slow.stderr, slow
         assert time.monotonic() - started < 10
         assert _wait(lambda: _dead(pid), 5)
@@ -294,8 +303,8 @@ def test_the_archiver_goes_when_idle_when_disabled_and_with_its_cluster(pitr_key
         assert _wait(lambda: _dead(pid), 5), "archiving is off but the archiver still runs"
         site.enable()
         site.switch_and_wait()
+        assert _wait(lambda: _pid(site), 10), "the server's call did not start one"  # it starts as the call ends
         pid = _pid(site)
-        assert pid, "the server's call did not start one"
         site.pg.stop()
         assert _wait(lambda: _dead(pid), 10), "the cluster stopped but its archiver still runs"
     finally:
