@@ -84,6 +84,17 @@ def run_one(argv):
     raise SystemExit("no rusage from GNU time: %s" % proc.stderr)
 
 
+def variant_config(directory, config, **changes):
+    """Write ``config`` with ``changes`` as ``directory``/archive.json, formatted as the installer writes it (the
+    launcher reads some keys line by line); its path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "archive.json")
+    with open(path, "w") as handle:
+        json.dump(dict(config, **changes), handle, indent=1, sort_keys=True)
+    os.chmod(path, 0o644)
+    return path
+
+
 def daemon_usage(prog):
     """(pid, CPU seconds, peak RSS KiB) of the resident archiver of ``prog``; (0, 0.0, 0) when none runs."""
     try:
@@ -125,14 +136,10 @@ def archiver_bench(base, prog, conf, sysid, count, rounds, pg_data):
         config = json.load(handle)
     assert config.get("look_ahead", 0) > 0 and config.get("resident_idle", 0) > 0, config
     # The per-process variants: configs in directories of their own (no resident archiver; a spool for look-ahead)
-    solo_conf = os.path.join(prog, "solo", "archive.json")
+    solo_conf = os.path.join(prog, "solo", "archive.json")  # written by main
     os.makedirs(os.path.join(prog, "solo", "spool"), exist_ok=True)
     subprocess.run(["chown", "postgres:postgres", os.path.join(prog, "solo", "spool")], check=True)
-    plain_conf = os.path.join(prog, "solo-plain", "archive.json")
-    os.makedirs(os.path.dirname(plain_conf), exist_ok=True)
-    with open(plain_conf, "w") as handle:
-        json.dump(dict(config, look_ahead=0, resident_idle=0), handle, indent=1, sort_keys=True)
-    os.chmod(plain_conf, 0o644)
+    plain_conf = variant_config(os.path.join(prog, "solo-plain"), config, look_ahead=0, resident_idle=0)
     pgb = os.path.dirname(conf)
     async_conf = os.path.join(pgb, "pgbackrest-async.conf")
     spool = os.path.join(pgb, "spool")
@@ -323,14 +330,11 @@ def main() -> int:
         print("ours: zstd-1 frames (zlib-1 without zstandard; incompressible frames stored as is), AES-256-GCM, "
               "RSA-3072 recipient, Ed25519 "
               "signature per segment; pgbackrest: compress-type=zst (level 3), aes-256-cbc; both sync, fsync")
-        solo = os.path.join(prog, "solo")  # the same program with no resident archiver (its own config dir)
-        os.makedirs(solo)
         with open(os.path.join(prog, "archive.json")) as handle:
             config = json.load(handle)
         assert config.get("resident_idle", 0) > 0, config
-        with open(os.path.join(solo, "archive.json"), "w") as handle:
-            json.dump(dict(config, resident_idle=0), handle, indent=1, sort_keys=True)  # as the installer writes it
-        os.chmod(os.path.join(solo, "archive.json"), 0o644)
+        # the same program with no resident archiver (a config directory of its own)
+        solo = os.path.dirname(variant_config(os.path.join(prog, "solo"), config, resident_idle=0))
         tools = ("ours", "ours (per process)", "pgbackrest")
         total = {tool: [0.0, 0.0] for tool in tools}
         peaks = {tool: [] for tool in tools}

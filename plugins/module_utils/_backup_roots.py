@@ -15,6 +15,7 @@ import stat
 import typing as t
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._errors import RansomeyeError
+from ansible_collections.ransomeye.ops.plugins.module_utils._files import is_within
 
 
 def normalize_roots(paths: t.Sequence[str], what: str) -> t.List[str]:
@@ -44,21 +45,21 @@ def normalize_roots(paths: t.Sequence[str], what: str) -> t.List[str]:
 
 
 def refuse_overlaps(roots: t.Sequence[str], repo: str, cache_dir: t.Optional[str]) -> None:
-    """Refuse a repository (or the host-local cache) inside a root, or a root inside the repository: each backup
-    would store the repository's own packs again (and the cache's host key, which the repository must never
-    hold, encrypted or not)."""
-    places = [("repo", os.path.realpath(repo))]
+    """Refuse the host-local cache inside the repository, the repository (or the cache) inside a root, or a root
+    inside the repository: the cache and its key are what an attacker who can write the repository must not
+    reach, and each backup would store the repository's own packs again (and the cache's host key)."""
+    real_repo = os.path.realpath(repo)
+    places = [("repo", real_repo)]
     if cache_dir:
+        if is_within(real_repo, os.path.realpath(cache_dir)):
+            raise RansomeyeError("cache_dir %s must not be inside the repository: the host-local cache and key are "
+                                 "what an attacker who can write the repository must not reach" % cache_dir)
         places.append(("cache_dir", os.path.realpath(cache_dir)))
     for root in roots:
         real = os.path.realpath(root)
         for option, place in places:
-            if _within(real, place):
+            if is_within(real, place):
                 raise RansomeyeError("%s %s is inside the backed-up path %s: each backup would store it again; "
                                      "move it out of the backed-up paths" % (option, place, root), path=root)
-            if option == "repo" and _within(place, real):
+            if option == "repo" and is_within(place, real):
                 raise RansomeyeError("backed-up path %s is inside the repository %s" % (root, place), path=root)
-
-
-def _within(root: str, path: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")

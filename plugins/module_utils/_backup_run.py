@@ -23,7 +23,6 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import 
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_refs import content_reasons
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_hooks import hook
 from ansible_collections.ransomeye.ops.plugins.module_utils._units import parse_duration
-from ansible_collections.ransomeye.ops.plugins.module_utils._files import is_within
 
 TOOL_NAME = "ransomeye.ops"
 TOOL_VERSION = "1.0.0"
@@ -94,7 +93,7 @@ def run_backup(module: t.Any) -> dict:
     config_roots = normalize_roots(params.get("config_paths") or [], "config") if "config" in components else []
     artifact_roots = normalize_roots(params.get("artifact_paths") or [], "artifact") if "artifacts" in components else []
     refuse_overlaps(config_roots + artifact_roots, params["repo"],
-                    _cache_dir(params) if (params.get("format") or "v2") == "v2" else None)
+                    _cache_dir(params) if _uses_v2_engine(params, components) else None)
     signer, signer_id = load_signer(params["signing_key"], params.get("signing_key_passphrase"))
     trust = writer_trust(signer, params["signing_key"], params.get("trusted_keys"))
     repo_path = params["repo"]
@@ -331,20 +330,23 @@ def _cache_dir(params: dict) -> str:
     return os.path.abspath(params.get("cache_dir") or v2cache.default_cache_dir())
 
 
+def _uses_v2_engine(params: dict, components: t.List[str]) -> bool:
+    return (params.get("format") or "v2") == "v2" and any(c in components for c in ("database", "config", "artifacts"))
+
+
 def _v2_engine(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, components: t.List[str],
                manifests: t.List[brepo.LoadedManifest], clock_backwards: bool, now: float) -> t.Any:
-    """The run's v2 engine (plugins/module_utils/_backup/), or None when no component is stored in packs."""
+    """The run's v2 engine (plugins/module_utils/_backup/), or None when no component is stored in packs.
+
+    Its cache_dir was checked against the repository and the roots by refuse_overlaps, before anything was
+    written."""
     if not any(c in components for c in ("database", "config", "artifacts")):
         return None
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup import engine as v2engine
     params = module.params
     rehash = params.get("rehash_percent") if params.get("rehash_percent") is not None else 2.0
-    cache_dir = _cache_dir(params)
-    if is_within(os.path.realpath(repo.path), os.path.realpath(cache_dir)):
-        raise RansomeyeError("cache_dir %s must not be inside the repository: the host-local cache and key are "
-                             "what an attacker who can write the repository must not reach" % cache_dir)
-    return v2engine.Engine(repo, enc, signer.public_key(), manifests, cache_dir, now, rehash, clock_backwards,
-                           module.warn)
+    return v2engine.Engine(repo, enc, signer.public_key(), manifests, _cache_dir(params), now, rehash,
+                           clock_backwards, module.warn)
 
 
 def _v2_components(engine: t.Any, components: t.List[str], config_roots: t.List[str],

@@ -22,6 +22,7 @@ from ansible_collections.ransomeye.ops.plugins.module_utils import _postgres as 
 from ansible_collections.ransomeye.ops.plugins.module_utils import _pg_settings as pgs
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_install as inst
+from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_resident as resident
 from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import load_encryption, load_signer
 from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic_write
 
@@ -82,12 +83,6 @@ def _wal_area(params: dict, user: inst.OsUser, system_identifier: str, segment_s
     return repo.repo_id, changed
 
 
-def stop_resident(config_path: str) -> bool:
-    """Ask a running resident archiver of this program to exit; True when one did."""
-    from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_resident as resident
-    return resident.stop(config_path)
-
-
 def run_wal_archive(module: t.Any) -> dict:
     params = module.params
     check_mode = module.check_mode
@@ -110,7 +105,7 @@ def run_wal_archive(module: t.Any) -> dict:
         if params["state"] == "disabled":
             wanted = {"archive_mode": "off"}
             if not check_mode:
-                stop_resident(os.path.join(os.path.abspath(params["program_dir"]), CONFIG_NAME))
+                resident.stop(os.path.join(os.path.abspath(params["program_dir"]), CONFIG_NAME))
         else:
             user = inst.os_user(params["os_user"])
             load_encryption(params, "", create_id_key=False)
@@ -141,7 +136,7 @@ def run_wal_archive(module: t.Any) -> dict:
             result["changed"] = bool(installed) or repo_changed
             if installed and not check_mode:
                 # It would answer "retry" and exit at the next push anyway; this makes it go now.
-                stop_resident(config_path)
+                resident.stop(config_path)
             if not check_mode:
                 proc = inst.run_program(program_dir, user, ["check", "--config", config_path])
                 if proc.returncode != 0:

@@ -28,15 +28,15 @@ from ansible_collections.ransomeye.ops.plugins.module_utils._files import atomic
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_program  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_spool  # noqa: F401  pylint: disable=unused-import
-from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_resident  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_resident
 from ansible_collections.ransomeye.ops.plugins.module_utils import _compress  # noqa: F401  pylint: disable=unused-import
 
 PACKAGE = "ansible_collections.ransomeye.ops.plugins.module_utils"
 PROGRAM_MODULES = ("_errors.py", "_files.py", "_crypto_container.py", "_signing.py", "_compress.py",
                    "_wal_format.py", "_wal_spool.py", "_wal_resident.py", "_wal_program.py")
 SPOOL = "spool"
-RUN = "run"
-LAUNCHER = "ransomeye-wal"
+RUN = _wal_resident.RUN
+LAUNCHER = _wal_resident.LAUNCHER
 LIB_PACKAGE_DIRS = ("ansible_collections", "ansible_collections/ransomeye", "ansible_collections/ransomeye/ops",
                     "ansible_collections/ransomeye/ops/plugins", "ansible_collections/ransomeye/ops/plugins/module_utils")
 

@@ -822,38 +822,37 @@ def _on_alarm(signum: int, frame: t.Any) -> None:
     raise Timeout("gave up after the configured timeout")
 
 
+USAGE = "ransomeye-wal: usage: ransomeye-wal push|get|check|serve --config FILE [ARGS]\n"
+
+
 def main(argv: t.Optional[t.List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: ransomeye-wal push|get|check|serve --config FILE [ARGS]"
     config_path = None
     if "--config" in args:
         index = args.index("--config")
         if index + 1 >= len(args):
-            sys.stderr.write("ransomeye-wal: %s\n" % usage)
+            sys.stderr.write(USAGE)
             return 2
         config_path = args[index + 1]
         del args[index:index + 2]
     if not args or config_path is None:
-        sys.stderr.write("ransomeye-wal: %s\n" % usage)
+        sys.stderr.write(USAGE)
         return 2
     command, rest = args[0], args[1:]
     if command == "serve" and len(rest) <= 1:
         return _serve(config_path, rest[0] if rest else "")
-    status, text = run_command(command, rest, config_path)
+    status, text = run_command(command, rest, config_path, start_resident=True)
     sys.stderr.write(text)
     sys.stderr.flush()
-    if status == 0 and command == "push":
-        try:
-            if int(load_program_config(config_path).get("resident_idle") or 0) > 0:
-                resident.spawn(config_path)
-        except (RansomeyeError, OSError, ValueError):
-            pass  # the segment is archived; the next push tries again
     return status
 
 
-def run_command(command: str, rest: t.List[str], config_path: str) -> t.Tuple[int, str]:
-    """Run one push, get or check under the config's timeout: (exit status, what goes to stderr)."""
-    usage = "usage: ransomeye-wal push|get|check|serve --config FILE [ARGS]"
+def run_command(command: str, rest: t.List[str], config_path: str,
+                start_resident: bool = False) -> t.Tuple[int, str]:
+    """Run one push, get or check under the config's timeout: (exit status, what goes to stderr).
+
+    ``start_resident``: after a push that succeeded, start the resident archiver when the config asks for one
+    (a call does; the archiver itself, which runs pushes through here too, does not)."""
     what = " ".join([command] + rest[-1:])
     try:
         config = load_program_config(config_path)
@@ -863,6 +862,8 @@ def run_command(command: str, rest: t.List[str], config_path: str) -> t.Tuple[in
         try:
             if command == "push" and len(rest) == 2:
                 push(config, rest[0], rest[1], config_path=config_path)
+                if start_resident and int(config.get("resident_idle") or 0) > 0:
+                    resident.spawn(config_path)  # the segment is durable; a failure to start costs only time
             elif command == "get" and len(rest) == 2:
                 if get(config, rest[0], rest[1]) == "missing":
                     return 1, ""
@@ -870,7 +871,7 @@ def run_command(command: str, rest: t.List[str], config_path: str) -> t.Tuple[in
                 check(config, config_path)
                 sys.stdout.write("ransomeye-wal: check ok\n")
             else:
-                return 2, "ransomeye-wal: %s\n" % usage
+                return 2, USAGE
         finally:
             signal.alarm(0)
         return 0, ""

@@ -38,6 +38,8 @@ import sys
 
 import _socket
 
+from ansible_collections.ransomeye.ops.plugins.module_utils._wal_spool import config_value
+
 RUN = "run"
 SOCKET = "archiver.sock"
 LOCK = "archiver.lock"
@@ -63,22 +65,9 @@ def socket_path(config_path: str) -> "str | None":
 
 
 def config_int(config_path: str, key: str, default: int) -> int:
-    """An integer of the program's config (indented JSON, one key a line, as the installer writes it), read
-    without the json module."""
-    prefix = b' "%s": ' % key.encode("ascii")
-    try:
-        fd = os.open(config_path, os.O_RDONLY)
-    except OSError:
-        return default
-    try:
-        data = os.read(fd, 1 << 16)
-    finally:
-        os.close(fd)
-    for line in data.split(b"\n"):
-        if line.startswith(prefix):
-            value = line[len(prefix):].rstrip(b",")
-            return int(value) if value.isdigit() else default
-    return default
+    """An integer of the program's config, read without the json module (``default`` when not a plain number)."""
+    value = config_value(config_path, key)
+    return int(value) if value is not None and value.isdigit() else default
 
 
 def _peer(sock: "_socket.socket") -> "tuple[int, int]":
@@ -146,25 +135,26 @@ def ask(config_path: str, source: str, name: str) -> "tuple[int, str] | None":
 
 def spawn(config_path: str) -> None:
     """Start the resident archiver for ``config_path`` in a session of its own (it exits at once when one runs).
+    Never fails: an archiver is a saving, not a need (every push can run in full).
 
     The caller's working directory is the cluster's data directory when PostgreSQL runs us: the archiver
     watches its postmaster.pid and goes when the cluster does."""
-    if socket_path(config_path) is None or not os.path.isdir(run_dir(config_path)):
-        return
-    config_path = os.path.abspath(config_path)
-    launcher = os.path.join(os.path.dirname(config_path), LAUNCHER)
-    cwd = os.getcwd()
-    watch = cwd if os.path.isfile(os.path.join(cwd, "postmaster.pid")) else ""
-    env = {key: value for key, value in os.environ.items() if key not in (HOOK_ENV, RESIDENT_HOOK_ENV)}
-    devnull = os.open(os.devnull, os.O_RDWR)
     try:
-        actions = [(os.POSIX_SPAWN_DUP2, devnull, fd) for fd in (0, 1, 2)]
-        os.posix_spawn(launcher, [launcher, "serve", "--config", config_path, watch], env,
-                       file_actions=actions, setsid=True)
+        if socket_path(config_path) is None or not os.path.isdir(run_dir(config_path)):
+            return
+        config_path = os.path.abspath(config_path)
+        launcher = os.path.join(os.path.dirname(config_path), LAUNCHER)
+        cwd = os.getcwd()
+        watch = cwd if os.path.isfile(os.path.join(cwd, "postmaster.pid")) else ""
+        env = {key: value for key, value in os.environ.items() if key not in (HOOK_ENV, RESIDENT_HOOK_ENV)}
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.posix_spawn(launcher, [launcher, "serve", "--config", config_path, watch], env,
+                           file_actions=[(os.POSIX_SPAWN_DUP2, devnull, fd) for fd in (0, 1, 2)], setsid=True)
+        finally:
+            os.close(devnull)
     except (OSError, AttributeError, NotImplementedError):
-        pass  # an archiver is a saving, never a need: every push can run in full
-    finally:
-        os.close(devnull)
+        pass
 
 
 def stop(config_path: str) -> bool:
@@ -282,7 +272,8 @@ def serve(config_path: str, watch: str, idle: int, push: "object") -> int:
                 return 0
     finally:
         try:
-            if (os.lstat(path).st_ino, os.lstat(path).st_dev) == (bound.st_ino, bound.st_dev):
+            now = os.lstat(path)
+            if (now.st_ino, now.st_dev) == (bound.st_ino, bound.st_dev):
                 os.unlink(path)
         except OSError:
             pass

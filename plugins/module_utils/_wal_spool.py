@@ -54,9 +54,9 @@ def marker_text(config_path: str, source: str, stored_path: str, source_stat: "o
     return "%s %s %s %s %s\n" % (MARKER_MAGIC, _fields(config), _fields(wal), _fields(stored, False), stored_path)
 
 
-def configured_repo(config_path: str) -> "str | None":
-    """The ``repo`` of the program's config (written by the installer as indented JSON, one key a line), read
-    without the json module; None when the line is not there in its plain form (escapes: the full push decides)."""
+def config_value(config_path: str, key: str) -> "bytes | None":
+    """The raw JSON value of ``key`` in the program's config (written by the installer as indented JSON, one key a
+    line), read without the json module: the text after ``"key": `` without its trailing comma; None when missing."""
     try:
         fd = os.open(config_path, os.O_RDONLY)
     except OSError:
@@ -65,17 +65,27 @@ def configured_repo(config_path: str) -> "str | None":
         data = os.read(fd, 1 << 16)
     finally:
         os.close(fd)
+    prefix = b' "%s": ' % key.encode("ascii")
     for line in data.split(b"\n"):
-        if line.startswith(b' "repo": "'):
-            value = line[len(b' "repo": "'):]
-            value = value[:-2] if value.endswith(b'",') else value[:-1] if value.endswith(b'"') else b""
-            if not value or b"\\" in value or b'"' in value or not value.startswith(b"/"):
-                return None
-            try:
-                return value.decode("ascii")
-            except UnicodeDecodeError:
-                return None
+        if line.startswith(prefix):
+            value = line[len(prefix):]
+            return value[:-1] if value.endswith(b",") else value
     return None
+
+
+def configured_repo(config_path: str) -> "str | None":
+    """The ``repo`` of the program's config; None when it is not there in its plain form (escapes: the full push
+    decides)."""
+    value = config_value(config_path, "repo")
+    if not value or len(value) < 2 or value[:1] != b'"' or value[-1:] != b'"':
+        return None
+    value = value[1:-1]
+    if not value or b"\\" in value or b'"' in value or not value.startswith(b"/"):
+        return None
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
 
 
 def acknowledged(config_path: str, source: str, name: str) -> bool:
