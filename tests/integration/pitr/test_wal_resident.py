@@ -306,3 +306,32 @@ def test_the_archiver_goes_when_idle_when_disabled_and_with_its_cluster(pitr_key
         assert _wait(lambda: _dead(pid), 10), "the cluster stopped but its archiver still runs"
     finally:
         site.destroy()
+
+
+def test_check_mode_neither_stops_the_archiver_nor_creates_its_directory(resident, tmp_path):
+    site = resident
+    pid = _running(site, "check")
+    config = os.path.join(site.program_dir, "archive.json")
+    before = os.stat(config)
+    check = run_module_direct("ransomeye_wal_archive", dict(site.wal_args, command_timeout=7), check=True)
+    assert check["_rc"] == 0 and check["changed"] is True and "archive.json" in check["installed"], check
+    time.sleep(1)
+    assert _pid(site) == pid  # a would-be change stops nothing
+    assert (os.stat(config).st_ino, os.stat(config).st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # a program directory that does not exist yet: check mode says it would create run/, and creates nothing
+    fresh = str(tmp_path / "prog")
+    check = run_module_direct("ransomeye_wal_archive", dict(site.wal_args, program_dir=fresh), check=True)
+    assert check["_rc"] == 0 and "run/" in check["installed"], check
+    assert not os.path.exists(fresh)
+
+
+@pytest.mark.parametrize("value", [-1, 86401])
+def test_an_out_of_range_resident_idle_fails_clearly_before_anything(pitr_keys, tmp_path, value):
+    result = run_module_direct("ransomeye_wal_archive", dict(
+        login_host="127.0.0.1", login_port=1, repo=str(tmp_path / "repo"), mode="rsa",
+        recipients=[pitr_keys["recipient_pub"]], signing_key=pitr_keys["signing_key"],
+        program_dir=str(tmp_path / "prog"), resident_idle=value))
+    assert result["_rc"] != 0 and result.get("failed") is True
+    assert "resident_idle must be between 0 (no resident archiver) and 86400 seconds" in result["msg"]
+    assert "Traceback" not in json.dumps(result)
+    assert not os.path.exists(str(tmp_path / "prog")) and not os.path.exists(str(tmp_path / "repo"))
