@@ -476,6 +476,13 @@ def run_pitr(module: t.Any) -> dict:
     return result
 
 
+# What a connection meets while the side instance starts, or stops after "recovery ended before configured
+# recovery target was reached": a stopping postmaster may still accept a connection and drop it before its pid
+# file goes.
+_NOT_YET_OR_GOING = ("not accepting connections", "starting up", "Connection refused", "shutting down",
+                     "server closed the connection unexpectedly")
+
+
 def _wait_promoted(params: dict, port: int, data_dir: str, log: str, timeout: int) -> bool:
     """Wait until the side instance finished recovery and accepts connections; False when it died.
 
@@ -494,8 +501,9 @@ def _wait_promoted(params: dict, port: int, data_dir: str, log: str, timeout: in
                 if not pgu.query_one(conn, "SELECT pg_is_in_recovery()"):
                     return True
         except RansomeyeError as exc:
-            if "not accepting connections" not in exc.msg and "starting up" not in exc.msg and \
-                    "Connection refused" not in exc.msg and "shutting down" not in exc.msg:
+            if not _is_running(data_dir):
+                return False
+            if not any(text in exc.msg for text in _NOT_YET_OR_GOING):
                 raise
         time.sleep(0.2)
     raise RansomeyeError("recovery on the side port did not finish within %ds (recovery_timeout); the live cluster "
