@@ -165,4 +165,6 @@ def run_wal_archive(module: t.Any) -> dict:
             }
         current = pgs.read_settings(conn, ["archive_mode"])["archive_mode"]
         result["archive_mode_running"] = current.setting
+    pid = resident.running_pid(os.path.join(os.path.abspath(params["program_dir"]), CONFIG_NAME))
+    result["resident_archiver"] = {"running": pid is not None, "pid": pid}
     return result

@@ -158,7 +158,12 @@ def spawn(config_path: str) -> None:
 
 
 def stop(config_path: str) -> bool:
-    """Ask the running archiver to exit (the installer, after it changed the program or turned it off)."""
+    """Ask the running archiver to exit (the installer, after it changed the program or turned it off).
+
+    Returns once it has said "bye" and removed its socket (at most a few seconds later), so that what the
+    module reports afterwards (``running_pid``) is the state the host is in."""
+    import time
+
     path = socket_path(config_path)
     if path is None:
         return False
@@ -168,9 +173,33 @@ def stop(config_path: str) -> bool:
         sock.connect(path)
         sock.sendall(b"quit")
         sock.shutdown(_socket.SHUT_WR)
-        return _receive(sock).startswith(b"bye")
+        said_bye = _receive(sock).startswith(b"bye")
     except OSError:
         return False
+    finally:
+        sock.close()
+    deadline = time.monotonic() + 5
+    while said_bye and os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return said_bye
+
+
+def running_pid(config_path: str) -> "int | None":
+    """The pid of the archiver that answers on ``config_path``'s socket (None: none), from the socket's peer
+    credentials; it is sent no request (an empty one is answered "retry" and changes nothing)."""
+    path = socket_path(config_path)
+    if path is None or not hasattr(_socket, "SO_PEERCRED"):
+        return None
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5)
+        sock.connect(path)
+        pid = _peer(sock)[0]
+        sock.shutdown(_socket.SHUT_WR)
+        _receive(sock)
+        return pid or None
+    except OSError:
+        return None
     finally:
         sock.close()
 

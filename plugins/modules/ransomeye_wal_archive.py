@@ -199,6 +199,24 @@ system_identifier:
   description: The database system identifier this repository's WAL archive is bound to.
   returned: when O(state=enabled)
   type: str
+resident_archiver:
+  description:
+    - The resident archiver of this O(program_dir) as the run leaves it (see O(resident_idle)); stopping it or
+      finding none is never an error, as every call of the archive command can run the whole push itself.
+    - After a run that changed the program or config, or with O(state=disabled), it is not running; the
+      server's next archive call starts a new one. In check mode, the one running now (nothing is stopped).
+  returned: always
+  type: dict
+  contains:
+    running:
+      description: Whether an archiver answers on C(<program_dir>/run/archiver.sock).
+      type: bool
+      returned: always
+    pid:
+      description: Its process id, from the socket's peer credentials; null when none runs.
+      type: int
+      returned: always
+  sample: {"running": true, "pid": 4242}
 '''
 
 from ansible_collections.ransomeye.ops.plugins.module_utils._module import RansomeyeModule

@@ -234,8 +234,11 @@ def test_an_archiver_never_serves_a_changed_program_or_config(pitr_keys):
         site.config = os.path.join(site.program_dir, "archive.json")
         site.sysid = json.load(open(site.config))["system_identifier"]
         pid = _running(site, "rekey")
-        assert run_module_direct("ransomeye_wal_archive", dict(site.wal_args, signing_key=pitr_keys["rogue_key"]))[
-            "_rc"] == 0
+        assert run_module_direct("ransomeye_wal_archive", dict(site.wal_args))["resident_archiver"] == {
+            "running": True, "pid": pid}  # nothing changed: the archiver stays and is reported
+        rekeyed = run_module_direct("ransomeye_wal_archive", dict(site.wal_args, signing_key=pitr_keys["rogue_key"]))
+        assert rekeyed["_rc"] == 0 and rekeyed["changed"] is True, rekeyed
+        assert rekeyed["resident_archiver"] == {"running": False, "pid": None}
         assert _wait(lambda: _dead(pid), 5), "the module did not stop the archiver after changing the config"
         from ansible_collections.ransomeye.ops.plugins.module_utils import _wal_format as wf
         from ansible_collections.ransomeye.ops.plugins.module_utils._backup_keys import load_trusted
@@ -296,7 +299,7 @@ def test_the_archiver_goes_when_idle_when_disabled_and_with_its_cluster(pitr_key
         site.switch_and_wait()
         pid = _running(site, "disable")
         result = run_module_direct("ransomeye_wal_archive", dict(site.wal_args, state="disabled"))
-        assert result["_rc"] == 0, result
+        assert result["_rc"] == 0 and result["resident_archiver"] == {"running": False, "pid": None}, result
         assert _wait(lambda: _dead(pid), 5), "archiving is off but the archiver still runs"
         site.enable()
         site.switch_and_wait()
@@ -315,6 +318,7 @@ def test_check_mode_neither_stops_the_archiver_nor_creates_its_directory(residen
     before = os.stat(config)
     check = run_module_direct("ransomeye_wal_archive", dict(site.wal_args, command_timeout=7), check=True)
     assert check["_rc"] == 0 and check["changed"] is True and "archive.json" in check["installed"], check
+    assert check["resident_archiver"] == {"running": True, "pid": pid}  # what runs now; check mode stops nothing
     time.sleep(1)
     assert _pid(site) == pid  # a would-be change stops nothing
     assert (os.stat(config).st_ino, os.stat(config).st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
