@@ -29,7 +29,7 @@ def test_new_blobs_answer_like_a_dict_across_spilled_runs(tmp_path, monkeypatch)
 
 
 def test_records_spilled_in_runs_make_the_same_index_as_one_sorted_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(spill, "RUN", 50)
+    monkeypatch.setattr(spill, "RECORDS_RUN", 50)
     rng = random.Random(4)
     repo = brepo.Repo.create(str(tmp_path / "repo"))
     packs = ["%064x" % rng.getrandbits(256) for _n in range(3)]
