@@ -186,7 +186,8 @@ def stop(config_path: str) -> bool:
 
 def running_pid(config_path: str) -> "int | None":
     """The pid of the archiver that answers on ``config_path``'s socket (None: none), from the socket's peer
-    credentials; it is sent no request (an empty one is answered "retry" and changes nothing)."""
+    credentials. It is sent an empty request, which is answered "retry" and changes nothing but the start of
+    its idle period."""
     path = socket_path(config_path)
     if path is None or not hasattr(_socket, "SO_PEERCRED"):
         return None
