@@ -46,13 +46,15 @@ class Entry(t.NamedTuple):
     name: str
 
 
-def walk_roots(roots: t.Sequence[str]) -> t.Iterator[Entry]:
-    """Every entry below the roots (the roots included), parents before children, sorted."""
+def walk_roots(roots: t.Sequence[str], skipped: t.List[str]) -> t.Iterator[Entry]:
+    """Every entry below the roots (the roots included), parents before children, sorted; directories that
+    could not be entered after they were listed (deleted while the backup ran) are added to ``skipped``."""
     for root in roots:
         st = os.lstat(root)
         yield Entry(root, st, None, root)
         if stat.S_ISDIR(st.st_mode):
-            for item in safe_walk(root, one_filesystem=True, include_dirs=True, dirs_last=False):
+            for item in safe_walk(root, one_filesystem=True, include_dirs=True, dirs_last=False,
+                                  on_skip=skipped.append):
                 yield Entry(item.path, item.stat, item.dir_fd, item.name)
 
 
@@ -76,17 +78,21 @@ def _base_record(st: os.stat_result) -> dict:
 
 
 def describe(entry: Entry) -> t.Optional[dict]:
-    """The manifest record of an entry (without content hash), or None for unsupported types."""
+    """The manifest record of an entry (without content hash), or None for unsupported types and for a symlink
+    deleted since the walk listed it (the caller reports both as skipped)."""
     st = entry.st
     record = _base_record(st)
     if stat.S_ISDIR(st.st_mode):
         record["type"] = "dir"
     elif stat.S_ISLNK(st.st_mode):
         record["type"] = "symlink"
-        if entry.dir_fd is not None:
-            record["target"] = os.readlink(entry.name, dir_fd=entry.dir_fd)
-        else:
-            record["target"] = os.readlink(entry.path)
+        try:
+            if entry.dir_fd is not None:
+                record["target"] = os.readlink(entry.name, dir_fd=entry.dir_fd)
+            else:
+                record["target"] = os.readlink(entry.path)
+        except FileNotFoundError:
+            return None
     elif stat.S_ISREG(st.st_mode):
         record["type"] = "file"
         record["size"] = st.st_size
@@ -120,7 +126,7 @@ def backup_config(repo: t.Any, enc: t.Any, roots: t.List[str], object_id: str) -
     stats = {"bytes_read": 0, "files_new": 0, "files_changed": 0, "files_unchanged": 0}
     with NewObject(repo, enc, object_id, "config") as obj:
         with tarfile.open(fileobj=obj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for entry in walk_roots(roots):
+            for entry in walk_roots(roots, skipped):
                 record = describe(entry)
                 if record is None:
                     skipped.append(entry.path)
@@ -250,7 +256,7 @@ def backup_artifacts(
     stats = {"bytes_read": 0, "bytes_stored": 0, "bytes_deduplicated": 0, "files_new": 0, "files_changed": 0,
              "files_unchanged": 0, "files_rehashed": 0, "cache_mismatches": 0, "objects_new": 0, "objects_reused": 0}
     hooked = False
-    for entry in walk_roots(roots):
+    for entry in walk_roots(roots, skipped):
         record = describe(entry)
         if record is None:
             skipped.append(entry.path)

@@ -273,6 +273,7 @@ def safe_walk(
     one_filesystem: bool = True,
     include_dirs: bool = False,
     dirs_last: bool = True,
+    on_skip: t.Optional[t.Callable[[str], None]] = None,
 ) -> t.Iterator[WalkEntry]:
     """Yield every entry below ``root`` without following a symlink or leaving its filesystem.
 
@@ -282,7 +283,9 @@ def safe_walk(
     symlinks (lstat), never resolved. Mount points below the root are skipped
     when ``one_filesystem``. With ``include_dirs`` directories are yielded too,
     after their contents when ``dirs_last`` (the order for removing empty ones).
-    Entries come in sorted order, so results are deterministic.
+    Entries come in sorted order, so results are deterministic. ``on_skip`` is called with the path of each
+    listed directory that could not be entered (removed, swapped or unreadable since it was listed), so a
+    caller can report what it left out.
     """
     root = os.path.abspath(root)
     try:
@@ -296,7 +299,7 @@ def safe_walk(
     root_fd = os.open(root, _DIR_FLAGS)
     try:
         yield from _walk_fd(root_fd, root, "", root_stat.st_dev if one_filesystem else None,
-                            include_dirs, dirs_last)
+                            include_dirs, dirs_last, on_skip)
     finally:
         os.close(root_fd)
 
@@ -308,6 +311,7 @@ def _walk_fd(
     only_dev: t.Optional[int],
     include_dirs: bool,
     dirs_last: bool,
+    on_skip: t.Optional[t.Callable[[str], None]] = None,
 ) -> t.Iterator[WalkEntry]:
     names = sorted(os.listdir(dir_fd))
     for name in names:
@@ -326,14 +330,18 @@ def _walk_fd(
         try:
             child_fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
         except OSError:
-            continue  # replaced by a symlink or removed since it was listed
+            if on_skip is not None:
+                on_skip(path)  # replaced by a symlink, removed or unreadable since it was listed
+            continue
         try:
             opened = os.fstat(child_fd)
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                if on_skip is not None:
+                    on_skip(path)
                 continue
             if include_dirs and not dirs_last:
                 yield entry
-            yield from _walk_fd(child_fd, path, relpath, only_dev, include_dirs, dirs_last)
+            yield from _walk_fd(child_fd, path, relpath, only_dev, include_dirs, dirs_last, on_skip)
         finally:
             os.close(child_fd)
         if include_dirs and dirs_last:

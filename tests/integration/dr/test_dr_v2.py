@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import struct
 import subprocess
@@ -884,3 +885,39 @@ def test_owners_and_special_mode_bits_round_trip_also_under_a_set_group_id_desti
     assert restored == owners(root)
     assert restored["setuid"] == (0o4755, 0, 0) and restored["other-user"] == (0o640, 1234, 5678)
     assert restored["inherits/root-owned"][2] == 0
+
+
+def test_a_v1_backup_leaves_out_a_symlink_and_a_directory_deleted_while_it_runs(v2site, monkeypatch):
+    """The v1 walk meets a concurrent deleter too: a symlink removed between its listing and the reading of its
+    target, and a directory (with its files) removed between its listing and its opening. The backup completes,
+    names both in ``skipped``, and verifies; the restore gives exactly what is left on disk. Before, the symlink
+    failed the whole backup (No such file or directory) and the directory was left out without a word."""
+    from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_tree as v1tree
+    site = v2site
+    events = site["base"] + b"/x/app-x/events"
+    os.symlink(b"d00", events + b"/newest")
+    link, gone_dir = os.fsdecode(events + b"/newest"), os.fsdecode(events + b"/d03")
+    describing, opening = v1tree.describe, os.open
+
+    def delete_then_describe(entry):
+        if entry.path == link:
+            os.unlink(link)
+        return describing(entry)
+
+    def delete_then_open(path, flags, mode=0o777, *, dir_fd=None):
+        if path == "d03" and dir_fd is not None and os.path.isdir(gone_dir):
+            shutil.rmtree(gone_dir)  # after the walk listed and stat'ed it, right before it enters it
+        return opening(path, flags, mode, dir_fd=dir_fd)
+    monkeypatch.setattr(v1tree, "describe", delete_then_describe)
+    monkeypatch.setattr(os, "open", delete_then_open)
+    result = backup(site, components=["artifacts"], artifact_paths=[site["roots"][1]], format="v1")
+    monkeypatch.undo()
+    assert not os.path.lexists(link) and not os.path.exists(gone_dir)
+    record = json.load(open(result["manifest"]))["manifest"]["components"]["artifacts"]
+    assert sorted(record["skipped"]) == sorted([link, gone_dir])
+    assert not any(path == gone_dir or path.startswith(gone_dir + "/") for path in record["files"])
+    assert len(record["files"]) > 150
+    assert verify(site, level="full", backup_id=result["backup_id"])["problems"] == []
+    dest = site["tmp"] / "dest-v1-vanished"
+    restore(site, dest, backup_id=result["backup_id"])
+    assert restored_view(dest, site["roots"][1]) == snapshot(os.fsencode(site["roots"][1]))
