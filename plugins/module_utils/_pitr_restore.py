@@ -494,14 +494,14 @@ def _wait_promoted(params: dict, port: int, data_dir: str, log: str, timeout: in
     info = pgu.ConnInfo.from_params(dict(params, login_host="127.0.0.1", login_port=port, connect_timeout=5))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _is_running(data_dir):
+        if not _postmaster_alive(data_dir):
             return False
         try:
             with pgu.connection(info) as conn:
                 if not pgu.query_one(conn, "SELECT pg_is_in_recovery()"):
                     return True
         except RansomeyeError as exc:
-            if not _is_running(data_dir):
+            if not _postmaster_alive(data_dir):
                 return False
             if not any(text in exc.msg for text in _NOT_YET_OR_GOING):
                 raise
@@ -515,6 +515,28 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _postmaster_alive(data_dir: str) -> bool:
+    """Whether the postmaster named in the side instance's pid file still runs. A postmaster killed outright
+    (SIGKILL, the OOM killer) leaves its pid file behind: the file alone would keep the wait going until
+    recovery_timeout."""
+    try:
+        with open(os.path.join(data_dir, "postmaster.pid")) as handle:
+            pid = int(handle.readline().strip() or 0)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True   # being written as the server starts: not known dead
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass          # it runs, as another user
+    return True
 
 
 def _is_running(data_dir: str) -> bool:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -38,7 +40,7 @@ def _dropping_listener():
 def data_dir(tmp_path):
     path = tmp_path / "data"
     path.mkdir()
-    (path / "postmaster.pid").write_text("4242\n")
+    (path / "postmaster.pid").write_text("%d\n" % os.getpid())   # a live pid: the postmaster still runs
     return str(path)
 
 
@@ -75,3 +77,20 @@ def test_a_running_server_that_refuses_for_another_reason_is_reported(data_dir):
         assert "could not connect to PostgreSQL" in caught.value.msg
     finally:
         listener.close()
+
+
+def test_a_postmaster_killed_outright_ends_the_wait_although_its_pid_file_stays(data_dir):
+    # SIGKILL leaves postmaster.pid behind and nothing listens: the wait must end at once, not after the timeout.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(os.path.join(data_dir, "postmaster.pid"), "w") as handle:
+        handle.write("%d\n%s\n" % (dead.pid, data_dir))
+    started = time.monotonic()
+    assert restore._wait_promoted({"login_user": "postgres"}, _free_port(), data_dir, os.devnull, 60) is False
+    assert time.monotonic() - started < 5
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
