@@ -218,8 +218,8 @@ def _take_backup(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, sig
     engine = None
     cache = None
     try:
-        if v2:
-            engine = _v2_engine(module, repo, enc, signer, components, manifests, clock_backwards, now)
+        if _uses_v2_engine(params, components):
+            engine = _v2_engine(module, repo, enc, signer, manifests, clock_backwards, now)
         if "database" in components:
             from ansible_collections.ransomeye.ops.plugins.module_utils._postgres import ConnInfo
             from ansible_collections.ransomeye.ops.plugins.module_utils import _backup_db as bdb
@@ -331,17 +331,16 @@ def _cache_dir(params: dict) -> str:
 
 
 def _uses_v2_engine(params: dict, components: t.List[str]) -> bool:
-    return (params.get("format") or "v2") == "v2" and any(c in components for c in ("database", "config", "artifacts"))
+    """Whether the run stores a component in packs (format v2 and a database, config or artifacts component)."""
+    return (params.get("format") or "v2") == "v2" and any(c in components for c in COMPONENTS)
 
 
-def _v2_engine(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any, components: t.List[str],
+def _v2_engine(module: t.Any, repo: brepo.Repo, enc: t.Any, signer: t.Any,
                manifests: t.List[brepo.LoadedManifest], clock_backwards: bool, now: float) -> t.Any:
-    """The run's v2 engine (plugins/module_utils/_backup/), or None when no component is stored in packs.
+    """The run's v2 engine (plugins/module_utils/_backup/), for a run that ``_uses_v2_engine``.
 
     Its cache_dir was checked against the repository and the roots by refuse_overlaps, before anything was
     written."""
-    if not any(c in components for c in ("database", "config", "artifacts")):
-        return None
     from ansible_collections.ransomeye.ops.plugins.module_utils._backup import engine as v2engine
     params = module.params
     rehash = params.get("rehash_percent") if params.get("rehash_percent") is not None else 2.0

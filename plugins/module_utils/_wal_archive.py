@@ -98,6 +98,8 @@ def run_wal_archive(module: t.Any) -> dict:
     info = pgu.ConnInfo.from_params(params)
     pgu.require_psycopg2(module)
     result: t.Dict[str, t.Any] = {"changed": False, "restart_required": False, "reload_required": False}
+    program_dir = os.path.abspath(params["program_dir"])
+    config_path = os.path.join(program_dir, CONFIG_NAME)
     with pgu.connection(info) as conn:
         system_identifier = str(pgu.query_one(conn, "SELECT system_identifier FROM pg_control_system()"))
         names = ["archive_mode", "archive_command", "archive_timeout", "wal_level"]
@@ -105,13 +107,11 @@ def run_wal_archive(module: t.Any) -> dict:
         if params["state"] == "disabled":
             wanted = {"archive_mode": "off"}
             if not check_mode:
-                resident.stop(os.path.join(os.path.abspath(params["program_dir"]), CONFIG_NAME))
+                resident.stop(config_path)
         else:
             user = inst.os_user(params["os_user"])
             load_encryption(params, "", create_id_key=False)
             load_signer(params["signing_key"])
-            program_dir = os.path.abspath(params["program_dir"])
-            config_path = os.path.join(program_dir, CONFIG_NAME)
             segment_size = int(pgu.query_one(conn, "SELECT setting::bigint * CASE unit WHEN '8kB' THEN 8192 "
                                                    "WHEN 'MB' THEN 1048576 ELSE 1 END FROM pg_settings "
                                                    "WHERE name = 'wal_segment_size'"))
@@ -165,6 +165,6 @@ def run_wal_archive(module: t.Any) -> dict:
             }
         current = pgs.read_settings(conn, ["archive_mode"])["archive_mode"]
         result["archive_mode_running"] = current.setting
-    pid = resident.running_pid(os.path.join(os.path.abspath(params["program_dir"]), CONFIG_NAME))
+    pid = resident.running_pid(config_path)
     result["resident_archiver"] = {"running": pid is not None, "pid": pid}
     return result

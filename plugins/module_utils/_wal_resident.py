@@ -157,6 +157,23 @@ def spawn(config_path: str) -> None:
         pass
 
 
+def _tell(path: str, message: bytes) -> "tuple[int, bytes] | None":
+    """Send ``message`` to the archiver on ``path``: (its pid, from the socket's peer credentials, and its reply),
+    or None when none answers. For the installer's short requests; a push goes through ``ask``."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5)
+        sock.connect(path)
+        pid = _peer(sock)[0] if hasattr(_socket, "SO_PEERCRED") else 0
+        sock.sendall(message)
+        sock.shutdown(_socket.SHUT_WR)
+        return pid, _receive(sock)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
 def stop(config_path: str) -> bool:
     """Ask the running archiver to exit (the installer, after it changed the program or turned it off).
 
@@ -165,44 +182,23 @@ def stop(config_path: str) -> bool:
     import time
 
     path = socket_path(config_path)
-    if path is None:
+    answer = _tell(path, b"quit") if path is not None else None
+    if answer is None or not answer[1].startswith(b"bye"):
         return False
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.settimeout(5)
-        sock.connect(path)
-        sock.sendall(b"quit")
-        sock.shutdown(_socket.SHUT_WR)
-        said_bye = _receive(sock).startswith(b"bye")
-    except OSError:
-        return False
-    finally:
-        sock.close()
     deadline = time.monotonic() + 5
-    while said_bye and os.path.exists(path) and time.monotonic() < deadline:
+    while os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return said_bye
+    return True
 
 
 def running_pid(config_path: str) -> "int | None":
-    """The pid of the archiver that answers on ``config_path``'s socket (None: none), from the socket's peer
-    credentials. It is sent an empty request, which is answered "retry" and changes nothing but the start of
-    its idle period."""
+    """The pid of the archiver that answers on ``config_path``'s socket (None: none). It is sent an empty
+    request, which is answered "retry" and changes nothing but the start of its idle period."""
     path = socket_path(config_path)
     if path is None or not hasattr(_socket, "SO_PEERCRED"):
         return None
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.settimeout(5)
-        sock.connect(path)
-        pid = _peer(sock)[0]
-        sock.shutdown(_socket.SHUT_WR)
-        _receive(sock)
-        return pid or None
-    except OSError:
-        return None
-    finally:
-        sock.close()
+    answer = _tell(path, b"")
+    return (answer[0] or None) if answer is not None else None
 
 
 # ----------------------------------------------------------------------------- the archiver (serve)

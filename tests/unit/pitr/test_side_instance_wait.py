@@ -86,11 +86,5 @@ def test_a_postmaster_killed_outright_ends_the_wait_although_its_pid_file_stays(
     with open(os.path.join(data_dir, "postmaster.pid"), "w") as handle:
         handle.write("%d\n%s\n" % (dead.pid, data_dir))
     started = time.monotonic()
-    assert restore._wait_promoted({"login_user": "postgres"}, _free_port(), data_dir, os.devnull, 60) is False
+    assert restore._wait_promoted({"login_user": "postgres"}, restore._free_port(), data_dir, os.devnull, 60) is False
     assert time.monotonic() - started < 5
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
